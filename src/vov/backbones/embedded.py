@@ -1,0 +1,171 @@
+"""The embedded backbone: a patch-PCA latent space and a small Wan-class flow transformer.
+
+It runs on two CPU cores and ships with vov (`vov/weights/embedded.safetensors`). The same classes,
+randomly initialised from a smaller config, make the `tiny` backbone that tests use so that the
+suite never depends on trained weights.
+
+The denoiser is diffusers' `WanTransformer3DModel`, the class of the Wan2.1 video models, so the
+embedded and the real backbones share one path for adaptation, export and serving. Wan positions
+tokens only by rotary (relative) embeddings; an adaptation that stores one image must know where
+each token is, so three coordinate channels (frame, row, column, each spanning [-1, 1]) are added
+to the latent input.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vov.backbones.base import Backbone, hash_state
+from vov.backbones.patch_autoencoder import PatchAutoencoder
+
+# diffusers keeps RMSNorm weights in fp32 under bf16 autocast; torch says so on every call
+warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+
+COORDINATE_CHANNELS = 3
+TIME_SCALE = 1000.0  # Wan's timestep embedding expects t in [0, 1000]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    latent_channels: int = 16
+    heads: int = 4
+    head_dim: int = 48
+    layers: int = 6
+    ffn_dim: int = 768
+    text_dim: int = 32
+    freq_dim: int = 128
+
+
+TINY = FlowConfig(latent_channels=16, heads=2, head_dim=16, layers=2, ffn_dim=64, text_dim=8, freq_dim=32)
+
+
+def coordinate_grid(frames: int, height: int, width: int) -> torch.Tensor:
+    """(3, frames, height, width): frame, row and column positions, each in [-1, 1]."""
+    axes = [torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1) for n in (frames, height, width)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+class FlowDenoiser(nn.Module):
+    """Velocity prediction `f(x_t, t, c)` around a Wan transformer."""
+
+    def __init__(self, config: FlowConfig):
+        super().__init__()
+        from diffusers import WanTransformer3DModel
+
+        self.config = config
+        self.transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=config.heads,
+            attention_head_dim=config.head_dim,
+            in_channels=config.latent_channels + COORDINATE_CHANNELS,
+            out_channels=config.latent_channels,
+            text_dim=config.text_dim,
+            freq_dim=config.freq_dim,
+            ffn_dim=config.ffn_dim,
+            num_layers=config.layers,
+            rope_max_seq_len=1024,
+        )
+
+    def null_condition(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, 1, self.config.text_dim)
+
+    def forward(self, latents: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        b, _, f, h, w = latents.shape
+        coords = coordinate_grid(f, h, w).to(latents).expand(b, -1, -1, -1, -1)
+        if condition is None:
+            condition = self.null_condition(b).to(latents)
+        out = self.transformer(torch.cat([latents, coords], dim=1), t * TIME_SCALE, condition, return_dict=False)[0]
+        return out.to(latents.dtype)
+
+
+ATTENTION = r".*blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$"
+SELF_ATTENTION = r".*blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)$"
+ATTENTION_AND_FFN = r".*blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.(0\.proj|2))$"
+
+
+class LatentFlowBackbone(Backbone):
+    latent_factor = 8
+    pixel_multiple = 16  # latent cell 8 x transformer patch 2
+    target_presets = {"attn": ATTENTION, "self-attn": SELF_ATTENTION, "attn+ffn": ATTENTION_AND_FFN}
+    default_targets = "attn"
+
+    def __init__(self, name: str, config: FlowConfig, autoencoder: PatchAutoencoder, denoiser: FlowDenoiser):
+        self.name = name
+        self.config = config
+        self.latent_channels = config.latent_channels
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.denoiser = denoiser.eval().requires_grad_(False)
+        self._hash: bytes | None = None
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode(pixels)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latents)
+
+    def velocity(self, latents, t, condition=None):
+        return self.denoiser(latents, t, condition)
+
+    @property
+    def content_hash(self) -> bytes:
+        if self._hash is None:
+            self._hash = hash_state(nn.ModuleList([self.autoencoder, self.denoiser.transformer]))
+        return self._hash
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            **{f"autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()},
+            **{f"denoiser.{k}": v for k, v in self.denoiser.transformer.state_dict().items()},
+        }
+
+    def save(self, path: str | Path, dtype: torch.dtype = torch.bfloat16) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for key, value in self.state_dict().items():
+            # the latent basis stays fp32: its error would add to every reconstruction
+            tensors[key] = value.contiguous() if key.startswith("autoencoder.") else value.to(dtype).contiguous()
+        save_file(tensors, str(path), metadata={"name": self.name, "config": json.dumps(asdict(self.config))})
+
+
+def build(name: str, config: FlowConfig, seed: int = 0) -> LatentFlowBackbone:
+    """A randomly initialised backbone; the autoencoder gets a random orthonormal basis."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        denoiser = FlowDenoiser(config)
+    autoencoder = PatchAutoencoder(config.latent_channels)
+    basis, _ = torch.linalg.qr(torch.randn(autoencoder._dim, config.latent_channels, generator=generator))
+    autoencoder.basis.copy_(basis.T.reshape_as(autoencoder.basis))
+    autoencoder.mean.fill_(0.5)
+    autoencoder.scale.fill_(0.5)
+    return LatentFlowBackbone(name, config, autoencoder, denoiser)
+
+
+def load_file(path: str | Path) -> LatentFlowBackbone:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = FlowConfig(**json.loads(meta["config"]))
+    autoencoder = PatchAutoencoder(config.latent_channels)
+    autoencoder.load_state_dict({k[len("autoencoder."):]: v.float() for k, v in tensors.items() if k.startswith("autoencoder.")})
+    denoiser = FlowDenoiser(config)
+    denoiser.transformer.load_state_dict({k[len("denoiser."):]: v.float() for k, v in tensors.items() if k.startswith("denoiser.")})
+    return LatentFlowBackbone(meta["name"], config, autoencoder, denoiser)
+
+
+def shipped_weights() -> Path:
+    return Path(str(resources.files("vov") / "weights" / "embedded.safetensors"))
+
+
+def tiny() -> LatentFlowBackbone:
+    return build("tiny", TINY, seed=0)

@@ -1,0 +1,1 @@
+"""Evaluation: rate-distortion against classical codecs."""

@@ -1,0 +1,239 @@
+"""The `vov` command. Every subcommand is a thin shell over the library.
+
+Bad input ends with one line `vov: error: ...` and exit status 2; an interrupted compress keeps its
+checkpoint (`OUT.partial`) and resumes when run again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+
+from vov.errors import VovError
+
+CONTAINER_OVERHEAD_BYTES = 72  # header, prior, section lengths and checksum of a typical image file
+
+
+def _add_rate_args(p: argparse.ArgumentParser) -> None:
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--bpp", type=float, help="target bits per pixel of the whole file (default 0.05)")
+    rate.add_argument("--lambda", dest="lam", type=float, help="rate weight instead of a target (per bpp)")
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vov", description="Images stored as adaptations of a diffusion model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compress", help="image -> .vov")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    _add_rate_args(p)
+    p.add_argument("--kind", choices=("one-vector", "lora"), default="one-vector", help="adapter kind")
+    p.add_argument("--rank", type=_positive(int), default=4, help="LoRA rank (default 4)")
+    p.add_argument("--dim", type=_positive(int), help="length d of the one vector (default: chosen from --bpp)")
+    p.add_argument("--targets", default="", help="layers to adapt: a preset (attn, self-attn, attn+ffn) or a regex")
+    p.add_argument("--steps", type=_positive(int), default=1200, help="fitting steps (default 1200)")
+    p.add_argument("--sampler-steps", type=_positive(int), default=50, help="decoder ODE steps (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hash, the noise and the fit (default 0)")
+    p.add_argument("--backbone", default="embedded", help="foundation model (default: embedded)")
+    p.add_argument("--server", help="compress through a vov encoder service at HOST:PORT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("decompress", help=".vov -> image")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--server", help="decompress through a vov decoder service at HOST:PORT")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = sub.add_parser("info", help="show a .vov file's header and sizes")
+    p.add_argument("input")
+
+    for name, module, text in EXTENSIONS:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).add_arguments(sub.add_parser(name, help=text))
+
+    p = sub.add_parser("train-base", help="train the embedded backbone from the allowed photos")
+    p.add_argument("--run-dir", default="runs/base", help="checkpoints and logs (resumes if present)")
+    p.add_argument("--steps", type=_positive(int), default=9000)
+    p.add_argument("-o", "--output", help="weights file (default: RUN_DIR/embedded.safetensors)")
+    return parser
+
+
+def _read(path: str) -> bytes:
+    from vov.errors import UsageError
+
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied") from None
+
+
+def _write(path: str, data: bytes) -> None:
+    from vov.errors import UsageError
+
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def cmd_compress(args) -> None:
+    from tqdm import tqdm
+
+    from vov import codec
+    from vov.adapters import AdapterSpec
+    from vov.errors import UsageError
+    from vov.fit import FitConfig
+    from vov.media import load_image
+
+    picture = load_image(args.input)
+    if picture.had_alpha:
+        print("vov: note: the alpha channel is not coded; the image was composited over white", file=sys.stderr)
+    pixels = picture.width * picture.height
+    target = None
+    if args.lam is None:
+        bpp = 0.05 if args.bpp is None else args.bpp
+        header_bpp = 8 * CONTAINER_OVERHEAD_BYTES / pixels
+        if bpp <= 1.5 * header_bpp:
+            raise UsageError(f"--bpp {bpp} is too low for a {picture.width}x{picture.height} image: "
+                             f"the file's header alone takes {header_bpp:.4f} bpp")
+        target = bpp - header_bpp
+    spec = AdapterSpec(args.kind, args.rank, args.dim or 16384, args.seed, args.targets)
+    spec.validate()
+    fit_config = FitConfig(steps=args.steps, seed=args.seed, target_bpp=target,
+                           **({"lam": args.lam} if args.lam is not None else {}))
+    options = codec.EncodeOptions(backbone=args.backbone, adapter=spec, fit=fit_config,
+                                  sampler_steps=args.sampler_steps, noise_seed=args.seed, auto_d=args.dim is None)
+    if args.server:
+        from vov.client import remote_compress
+
+        data = remote_compress(args.server, _read(args.input), options, quiet=args.quiet)
+        _write(args.output, data)
+        print(f"{args.output}: {len(data)} bytes, {8 * len(data) / pixels:.4f} bpp")
+        return
+    checkpoint = f"{args.output}.partial"
+    if os.path.exists(checkpoint):
+        print(f"vov: resuming from {checkpoint}", file=sys.stderr)
+    bar = tqdm(total=args.steps, desc="fitting", unit="step", disable=args.quiet, dynamic_ncols=True)
+
+    def progress(p) -> None:
+        if bar.n == 0 and p.step > 1:
+            bar.update(p.step - 1)
+        bar.update(1)
+        extra = {"stage": p.stage, "loss": f"{p.distortion:.4f}"}
+        if p.stage == 2:
+            extra["est"] = f"{p.est_bits / 8:.0f}B"
+        bar.set_postfix(extra)
+
+    try:
+        report = codec.compress(picture, options, on_progress=progress, checkpoint=checkpoint)
+    finally:
+        bar.close()
+    _write(args.output, report.data)
+    print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, d={report.d}, "
+          f"payload {report.payload_bits} bits vs estimate {report.est_bits:.0f} "
+          f"({100 * report.coding_overhead:+.2f}%), {report.seconds:.1f} s")
+
+
+def cmd_decompress(args) -> None:
+    from tqdm import tqdm
+
+    from vov import codec
+    from vov.media import save_image
+
+    data = _read(args.input)
+    if args.server:
+        from vov.client import remote_decompress
+
+        decoded_pixels, grey = remote_decompress(args.server, data)
+    else:
+        bar = tqdm(desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
+
+        def on_step(i: int, n: int) -> None:
+            bar.total = n
+            bar.update(1)
+
+        try:
+            decoded = codec.decompress(data, on_step=on_step)
+        finally:
+            bar.close()
+        decoded_pixels, grey = decoded.pixels, decoded.grey
+    save_image(decoded_pixels, args.output, grey=grey)
+    print(f"{args.output}: {decoded_pixels.shape[1]}x{decoded_pixels.shape[0]}")
+
+
+def cmd_info(args) -> None:
+    from vov import bitstream
+
+    data = _read(args.input)
+    f = bitstream.load(data)
+    sizes = bitstream.part_sizes(f)
+    pixels = f.pixels
+    print(f"format      {f.version[0]}.{f.version[1]}")
+    print(f"backbone    {f.backbone} ({f.backbone_hash.hex()})")
+    print(f"media       {f.width}x{f.height}, {f.frames} frame(s), {'grey' if f.colour else 'RGB'}")
+    print(f"adapter     {f.adapter_name}, rank {f.rank}, d {f.d}, seed {f.adapter_seed}, targets {f.targets}")
+    print(f"quantiser   step {f.step_size:.6g}, |q| <= {f.qmax}, prior {len(f.prior_weights)} logistics")
+    print(f"sampler     {f.sampler_steps} Euler steps, noise seed {f.noise_seed}, guidance {f.guidance:g}")
+    if f.caption:
+        print(f"caption     {f.caption}")
+    print(f"size        {len(data)} bytes = " + " + ".join(f"{k} {v}" for k, v in sizes.items()))
+    print(f"rate        {8 * len(data) / pixels:.5f} bpp ({8 * len(data)} bits / {pixels} pixels)")
+
+
+def cmd_train_base(args) -> None:
+    from vov.train.base import train
+
+    train(args.run_dir, steps=args.steps, out=args.output)
+
+
+# subcommands whose code lives beside the feature: module.add_arguments(parser) and module.run(args)
+EXTENSIONS = [
+    ("serve", "vov.serve", "start Triton, the decoder and the encoder services on loopback"),
+    ("export", "vov.export", "export the denoiser and the latent decoder to ONNX"),
+    ("bench", "vov.bench.cli", "rate-distortion benchmark against classical codecs"),
+]
+
+COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "train-base": cmd_train_base}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in COMMANDS:
+            COMMANDS[args.command](args)
+        else:
+            module = dict((n, m) for n, m, _ in EXTENSIONS)[args.command]
+            importlib.import_module(module).run(args)
+    except VovError as e:
+        print(f"vov: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vov: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

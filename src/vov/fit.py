@@ -1,0 +1,196 @@
+"""Fitting: find the adapter vector theta that makes the frozen model reproduce one latent.
+
+Loss: `E_{t, eps} || f_theta_hat(x_t, t) - (eps - x_0) ||^2 + lambda * bpp(theta_hat)`, in two stages:
+
+1. no rate term, theta used as is (AdamW, lr 2e-3);
+2. theta quantised, `theta_hat = s * round(theta / s)` with a learned step s (softplus) and straight-
+   through rounding; the rate is the bits of `theta / s + u` (u uniform) under the learned prior,
+   divided by the pixel count; lambda ramps in over the first `ramp` steps of the stage. With a bpp
+   target, lambda is steered online so that the estimated rate lands on the target.
+
+Checkpoints (`FitState`) are written every `checkpoint_every` steps when a path is given, and a fit
+restarted with the same checkpoint path and inputs resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from vov import entropy
+from vov.adapters import ADAPTER_NAME, AdaptedDenoiser
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    steps: int = 1200
+    rate_fraction: float = 1 / 3  # share of the steps spent in stage 2
+    lr_stage1: float = 2e-3
+    lr_stage2: float = 1.5e-3
+    lr_entropy: float = 1e-2
+    ramp: int = 100  # steps over which lambda ramps in, at the start of stage 2
+    lam: float = 0.02  # rate weight, per bit per pixel; ignored when target_bpp is set
+    target_bpp: float | None = None
+    init_bound: float = 0.02
+    seed: int = 0
+    components: int = 3
+
+    @property
+    def stage1_steps(self) -> int:
+        return self.steps - self.stage2_steps
+
+    @property
+    def stage2_steps(self) -> int:
+        return max(1, round(self.steps * self.rate_fraction))
+
+
+@dataclass
+class Progress:
+    step: int
+    total: int
+    stage: int
+    loss: float
+    distortion: float
+    est_bits: float  # model estimate of the coded vector's size, 0 in stage 1
+    lam: float
+
+
+@dataclass
+class FitResult:
+    q: np.ndarray  # integers round(theta / s)
+    step_size: float  # s, float32-exact
+    prior: entropy.PriorParams
+    est_bits: float  # continuous prior's estimate for q, before its parameters were quantised
+    history: list[Progress] = field(default_factory=list)
+
+    @property
+    def theta_hat(self) -> torch.Tensor:
+        return torch.from_numpy(self.q.astype(np.float32)) * torch.tensor(self.step_size, dtype=torch.float32)
+
+
+class Quantiser(nn.Module):
+    """theta -> s * round(theta / s) with a straight-through gradient; off during stage 1."""
+
+    def __init__(self, step: float = 1e-3):
+        super().__init__()
+        self.raw_step = nn.Parameter(torch.tensor(math.log(math.expm1(step))))
+        self.enabled = False
+
+    @property
+    def step(self) -> torch.Tensor:
+        return F.softplus(self.raw_step)
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return theta
+        s = self.step
+        scaled = theta / s
+        return (scaled + (torch.round(scaled) - scaled).detach()) * s
+
+
+def _problem_key(latents: torch.Tensor, adapter: AdaptedDenoiser, config: FitConfig) -> str:
+    digest = hashlib.sha256(latents.detach().float().numpy().tobytes())
+    digest.update(repr((asdict(adapter.spec), adapter.d, asdict(config))).encode())
+    return digest.hexdigest()
+
+
+def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: FitConfig = FitConfig(),
+        on_progress: Callable[[Progress], None] | None = None, checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 50, condition: torch.Tensor | None = None) -> FitResult:
+    """Fit `adapter` to `latents` (1, C, F, h, w). `pixels` is the media's pixel count (for bpp)."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    init = (torch.rand(adapter.d, generator=generator) * 2 - 1) * config.init_bound
+    adapter.set_theta(init)
+    theta = adapter.raw_theta()
+    theta.requires_grad_(True)
+
+    quantiser = Quantiser()
+    prior = entropy.LogisticMixture(config.components)
+    parametrize.register_parametrization(adapter.theta_slot, ADAPTER_NAME, quantiser, unsafe=True)
+    theta = adapter.raw_theta()
+    optimiser = torch.optim.AdamW([{"params": [theta], "lr": config.lr_stage1, "weight_decay": 0.0},
+                                   {"params": [quantiser.raw_step, *prior.parameters()], "lr": config.lr_entropy,
+                                    "weight_decay": 0.0}])
+    lam = config.lam  # with a bpp target, the starting point of the search
+    start = 0
+    history: list[Progress] = []
+    key = _problem_key(latents, adapter, config)
+    if checkpoint and os.path.exists(checkpoint):
+        state = torch.load(checkpoint, weights_only=False)
+        if state.get("key") == key:
+            with torch.no_grad():
+                theta.copy_(state["theta"])
+            quantiser.load_state_dict(state["quantiser"])
+            prior.load_state_dict(state["prior"])
+            optimiser.load_state_dict(state["optimiser"])
+            generator.set_state(state["generator"])
+            start, lam, history = state["step"], state["lam"], state["history"]
+
+    def save(step: int) -> None:
+        tmp = f"{checkpoint}.tmp"
+        torch.save({"key": key, "step": step, "theta": theta.detach().clone(), "quantiser": quantiser.state_dict(),
+                    "prior": prior.state_dict(), "optimiser": optimiser.state_dict(),
+                    "generator": generator.get_state(), "lam": lam, "history": history}, tmp)
+        os.replace(tmp, checkpoint)
+
+    x0 = latents.detach().float()
+    adapter.train()
+    for step in range(start, config.steps):
+        stage = 1 if step < config.stage1_steps else 2
+        if stage == 2 and not quantiser.enabled:
+            quantiser.enabled = True
+        if stage == 2 and step == config.stage1_steps:
+            with torch.no_grad():  # start the step where theta's spread is a few steps wide
+                quantiser.raw_step.copy_(torch.log(torch.expm1(theta.detach().std() / 4 + 1e-8)))
+            optimiser.param_groups[0]["lr"] = config.lr_stage2
+        t = torch.rand(1, generator=generator)
+        eps = torch.randn(x0.shape, generator=generator)
+        tt = t.view(1, 1, 1, 1, 1)
+        noisy = (1 - tt) * x0 + tt * eps
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = adapter(noisy, t, condition)
+        distortion = (pred.float() - (eps - x0)).pow(2).mean()
+        loss = distortion
+        est_bits = torch.zeros(())
+        if stage == 2:
+            scaled = theta / quantiser.step
+            noisy_q = scaled + torch.rand(scaled.shape, generator=generator) - 0.5
+            est_bits = prior.bits(noisy_q)
+            ramp = min(1.0, (step - config.stage1_steps + 1) / max(1, config.ramp))
+            loss = distortion + ramp * lam * est_bits / pixels
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if stage == 2 and config.target_bpp:
+            # steer lambda toward the target rate: multiplicative, gentle, bounded
+            ratio = est_bits.item() / pixels / config.target_bpp
+            lam = float(np.clip(lam * math.exp(0.05 * math.tanh(ratio - 1.0) * 4), 1e-6, 1e3))
+        progress = Progress(step + 1, config.steps, stage, loss.item(), distortion.item(), est_bits.item(), lam)
+        history.append(progress)
+        if on_progress:
+            on_progress(progress)
+        if checkpoint and ((step + 1) % checkpoint_every == 0):
+            save(step + 1)
+    adapter.eval()
+
+    with torch.no_grad():
+        step_size = float(np.float32(quantiser.step.item()))
+        q = torch.round(theta.detach() / torch.tensor(step_size, dtype=torch.float32)).to(torch.int64).numpy()
+        est = float(-torch.log2(prior.likelihood(torch.from_numpy(q).double().float())).sum())
+        params = prior.quantised()
+    parametrize.remove_parametrizations(adapter.theta_slot, ADAPTER_NAME, leave_parametrized=False)
+    result = FitResult(q=q, step_size=step_size, prior=params, est_bits=est, history=history)
+    adapter.set_theta(result.theta_hat)
+    if checkpoint and os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    return result
