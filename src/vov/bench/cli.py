@@ -1,0 +1,96 @@
+"""`vov bench`: vov against classical codecs on the same images, in one run.
+
+    vov bench IMAGES... -o OUTDIR [--rates 0.02,0.05,0.1] [--codecs vov,jpeg,webp,avif,jxl,x265]
+              [--steps N] [--sampler-steps N] [--backbone NAME] [--points 0.02,0.05,0.1]
+              [--lpips-weights FILE[,FILE]] [--dists-weights FILE[,FILE]] [--cache DIR] [--no-report]
+
+Writes OUTDIR/CODEC.json (CompressAI-style means over images), OUTDIR/per_image.json,
+OUTDIR/summary.json, OUTDIR/summary.txt and OUTDIR/report.html. Finished points are cached in
+OUTDIR/cache (or --cache), so an interrupted or extended run computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+KNOWN_CODECS = ("vov", "jpeg", "webp", "avif", "jxl", "x265")
+
+
+def _rate_list(text: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number of bits per pixel") from None
+        if not (value > 0 and value < 64):
+            raise argparse.ArgumentTypeError(f"{part} is not a rate in bits per pixel (0 < bpp < 64)")
+        values.append(value)
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one rate, e.g. 0.02,0.05,0.1")
+    return sorted(set(values))
+
+
+def _codec_list(text: str) -> list[str]:
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    unknown = [n for n in names if n not in KNOWN_CODECS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown codec {unknown[0]!r}; known: {', '.join(KNOWN_CODECS)}")
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one codec")
+    return list(dict.fromkeys(names))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="images to code (PNG, JPEG, ...)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the JSON and the report")
+    parser.add_argument("--rates", type=_rate_list, default=[0.02, 0.05, 0.1],
+                        help="target bits per pixel, comma-separated (default 0.02,0.05,0.1)")
+    parser.add_argument("--codecs", type=_codec_list, default=list(KNOWN_CODECS),
+                        help=f"comma-separated, from {','.join(KNOWN_CODECS)} (default: all)")
+    parser.add_argument("--points", type=_rate_list, default=[0.02, 0.05, 0.1],
+                        help="bpp at which the summary interpolates quality (default 0.02,0.05,0.1)")
+    parser.add_argument("--steps", type=_positive_int, default=1200, help="vov fitting steps (default 1200)")
+    parser.add_argument("--sampler-steps", type=_positive_int, default=50, help="vov decoder ODE steps (default 50)")
+    parser.add_argument("--backbone", default="embedded", help="vov backbone (default: embedded)")
+    parser.add_argument("--seed", type=int, default=0, help="vov seed (default 0)")
+    parser.add_argument("--lpips-weights", metavar="FILE[,FILE]",
+                        help="LPIPS weights (AlexNet trunk + linear layers); LPIPS is left out without them")
+    parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS trunk (default alex)")
+    parser.add_argument("--dists-weights", metavar="FILE[,FILE]",
+                        help="DISTS weights (VGG-16 trunk + alpha/beta); DISTS is left out without them")
+    parser.add_argument("--cache", metavar="DIR", help="cache of finished points (default OUTDIR/cache)")
+    parser.add_argument("--no-report", action="store_true", help="write the JSON only, no report.html")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> None:
+    import os
+
+    from vov.bench.runner import BenchConfig, Runner
+
+    config = BenchConfig(
+        images=list(args.images), out=args.output, rates=args.rates, codecs=args.codecs, points=args.points,
+        steps=args.steps, sampler_steps=args.sampler_steps, backbone=args.backbone, seed=args.seed,
+        cache=args.cache, lpips_weights=args.lpips_weights, lpips_net=args.lpips_net,
+        dists_weights=args.dists_weights, quiet=args.quiet, report=not args.no_report,
+    )
+    result = Runner(config).run()
+    print(result["text"], end="")
+    written = [f"{c}.json" for c in config.codecs] + ["per_image.json", "summary.json", "summary.txt"]
+    if config.report:
+        written.append("report.html")
+    print(f"wrote {', '.join(os.path.join(config.out, w) for w in written)}")
