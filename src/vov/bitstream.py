@@ -259,4 +259,6 @@ def load(data: bytes) -> VovFile:
     if len(values["prior_weights"]) != len(values["prior_scale_codes"]):
         raise BitstreamError("prior: weights and scales differ in count")
     known = {f.name for f in fields(VovFile)}
-    return VovFile(**{k: v for k, v in values.items() if k in known}, version=(major, minor))
+    f = VovFile(**{k: v for k, v in values.items() if k in known}, version=(major, minor))
+    _ = f.caption  # a corrupt caption is refused now, not when someone reads it
+    return f

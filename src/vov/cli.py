@@ -14,8 +14,6 @@ import sys
 
 from vov.errors import VovError
 
-CONTAINER_OVERHEAD_BYTES = 72  # header, prior, section lengths and checksum of a typical image file
-
 
 def _add_rate_args(p: argparse.ArgumentParser) -> None:
     rate = p.add_mutually_exclusive_group()
@@ -103,7 +101,6 @@ def cmd_compress(args) -> None:
 
     from vov import codec
     from vov.adapters import AdapterSpec
-    from vov.errors import UsageError
     from vov.fit import FitConfig
     from vov.media import load_image
 
@@ -113,12 +110,7 @@ def cmd_compress(args) -> None:
     pixels = picture.width * picture.height
     target = None
     if args.lam is None:
-        bpp = 0.05 if args.bpp is None else args.bpp
-        header_bpp = 8 * CONTAINER_OVERHEAD_BYTES / pixels
-        if bpp <= 1.5 * header_bpp:
-            raise UsageError(f"--bpp {bpp} is too low for a {picture.width}x{picture.height} image: "
-                             f"the file's header alone takes {header_bpp:.4f} bpp")
-        target = bpp - header_bpp
+        target = codec.vector_bpp(0.05 if args.bpp is None else args.bpp, picture.width, picture.height)
     spec = AdapterSpec(args.kind, args.rank, args.dim or 16384, args.seed, args.targets)
     spec.validate()
     fit_config = FitConfig(steps=args.steps, seed=args.seed, target_bpp=target,
@@ -135,11 +127,13 @@ def cmd_compress(args) -> None:
     checkpoint = f"{args.output}.partial"
     if os.path.exists(checkpoint):
         print(f"vov: resuming from {checkpoint}", file=sys.stderr)
-    bar = tqdm(total=args.steps, desc="fitting", unit="step", disable=args.quiet, dynamic_ncols=True)
+    bar = None
 
     def progress(p) -> None:
-        if bar.n == 0 and p.step > 1:
-            bar.update(p.step - 1)
+        nonlocal bar
+        if bar is None:  # created at the first step, so errors before it print alone
+            bar = tqdm(total=p.total, initial=p.step - 1, desc="fitting", unit="step", disable=args.quiet,
+                       dynamic_ncols=True)
         bar.update(1)
         extra = {"stage": p.stage, "loss": f"{p.distortion:.4f}"}
         if p.stage == 2:
@@ -149,7 +143,8 @@ def cmd_compress(args) -> None:
     try:
         report = codec.compress(picture, options, on_progress=progress, checkpoint=checkpoint)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     _write(args.output, report.data)
     print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, d={report.d}, "
           f"payload {report.payload_bits} bits vs estimate {report.est_bits:.0f} "
@@ -168,16 +163,20 @@ def cmd_decompress(args) -> None:
 
         decoded_pixels, grey = remote_decompress(args.server, data)
     else:
-        bar = tqdm(desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
+        codec.parse(data)  # refuse a bad file before any progress bar appears
+        bar = None
 
         def on_step(i: int, n: int) -> None:
-            bar.total = n
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=n, desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
             bar.update(1)
 
         try:
             decoded = codec.decompress(data, on_step=on_step)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         decoded_pixels, grey = decoded.pixels, decoded.grey
     save_image(decoded_pixels, args.output, grey=grey)
     print(f"{args.output}: {decoded_pixels.shape[1]}x{decoded_pixels.shape[0]}")

@@ -66,6 +66,18 @@ def get_backbone(name: str) -> Backbone:
     return backbones.load(name)
 
 
+CONTAINER_OVERHEAD_BYTES = 72  # header, prior, section lengths and checksum of a typical image file
+
+
+def vector_bpp(file_bpp: float, width: int, height: int) -> float:
+    """The rate left for the coded vector when the whole file must take `file_bpp`."""
+    header_bpp = 8 * CONTAINER_OVERHEAD_BYTES / (width * height)
+    if file_bpp <= 1.5 * header_bpp:
+        raise UsageError(f"{file_bpp} bpp is too low for a {width}x{height} image: "
+                         f"the file's header alone takes {header_bpp:.4f} bpp")
+    return file_bpp - header_bpp
+
+
 def choose_d(target_bpp: float, pixels: int, lora_entries: int, bits_per_entry: float = 2.5) -> int:
     """A vector length that a fit can bring to `target_bpp`: a power of two near budget / 2.5 bits."""
     budget = target_bpp * pixels
@@ -73,7 +85,7 @@ def choose_d(target_bpp: float, pixels: int, lora_entries: int, bits_per_entry: 
     return int(min(max(d, 64), lora_entries))
 
 
-def _latents(backbone: Backbone, picture: Picture) -> torch.Tensor:
+def latents_of(backbone: Backbone, picture: Picture) -> torch.Tensor:
     padded = pad_to_multiple(picture.pixels, backbone.pixel_multiple)
     tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None, :, None]
     with torch.no_grad():
@@ -81,7 +93,8 @@ def _latents(backbone: Backbone, picture: Picture) -> torch.Tensor:
 
 
 def compress(picture: Picture, options: EncodeOptions = EncodeOptions(), backbone: Backbone | None = None,
-             on_progress: Callable[[Progress], None] | None = None, checkpoint: str | None = None) -> EncodeReport:
+             on_progress: Callable[[Progress], None] | None = None, checkpoint: str | None = None,
+             checkpoint_every: int = 50) -> EncodeReport:
     start = time.perf_counter()
     check_size(picture.width, picture.height)
     backbone = backbone or get_backbone(options.backbone)
@@ -91,8 +104,9 @@ def compress(picture: Picture, options: EncodeOptions = EncodeOptions(), backbon
         spec = AdapterSpec(spec.kind, spec.rank, choose_d(options.fit.target_bpp, pixels, lora_entry_count(backbone, spec)),
                            spec.seed, spec.targets)
     adapter = AdaptedDenoiser(backbone, spec)
-    latents = _latents(backbone, picture)
-    result = fit(adapter, latents, pixels, options.fit, on_progress=on_progress, checkpoint=checkpoint)
+    latents = latents_of(backbone, picture)
+    result = fit(adapter, latents, pixels, options.fit, on_progress=on_progress, checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every)
     qmax = int(np.abs(result.q).max()) if result.q.size else 0
     if qmax > 1 << 15:
         raise UsageError("the fitted vector does not fit the format's range; use a larger --lambda")

@@ -19,6 +19,7 @@ import torch
 INITIAL = 0  # the starting noise x_1 of the sampler
 CANDIDATE = 1  # best-of-N candidate noises
 FIT = 2  # noise used while fitting (repeatable encodes, not needed for decoding)
+INIT = 3  # weights of seeded test models
 
 _MAX_STEP = 1 << 32
 _MAX_CANDIDATE = 1 << 24

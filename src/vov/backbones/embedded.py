@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vov import noise
 from vov.backbones.base import Backbone, hash_state
 from vov.backbones.patch_autoencoder import PatchAutoencoder
 
@@ -135,15 +136,29 @@ class LatentFlowBackbone(Backbone):
         save_file(tensors, str(path), metadata={"name": self.name, "config": json.dumps(asdict(self.config))})
 
 
+@torch.no_grad()
+def portable_init(module: nn.Module, seed: int) -> None:
+    """Initialise every parameter from vov.noise, so a seeded model is the same on every install.
+
+    Matrices get N(0, 1 / fan_in), vectors named like norm weights get 1, other vectors 0.
+    """
+    for i, (name, p) in enumerate(sorted(module.named_parameters())):
+        if p.dim() >= 2:
+            fan_in = p[0].numel()
+            p.copy_(noise.normal_tensor(tuple(p.shape), seed, noise.INIT, step=i) / fan_in**0.5)
+        else:
+            p.fill_(1.0 if "norm" in name and name.endswith("weight") else 0.0)
+
+
 def build(name: str, config: FlowConfig, seed: int = 0) -> LatentFlowBackbone:
     """A randomly initialised backbone; the autoencoder gets a random orthonormal basis."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        denoiser = FlowDenoiser(config)
+    denoiser = FlowDenoiser(config)
+    portable_init(denoiser, seed)
     autoencoder = PatchAutoencoder(config.latent_channels)
-    basis, _ = torch.linalg.qr(torch.randn(autoencoder._dim, config.latent_channels, generator=generator))
-    autoencoder.basis.copy_(basis.T.reshape_as(autoencoder.basis))
+    draws = noise.normal_tensor((autoencoder._dim, config.latent_channels), seed, noise.INIT, step=1 << 20)
+    basis, r = torch.linalg.qr(draws.double())
+    basis = basis * torch.sign(torch.diagonal(r))  # unique orthonormalisation, whatever LAPACK does
+    autoencoder.basis.copy_(basis.T.float().reshape_as(autoencoder.basis))
     autoencoder.mean.fill_(0.5)
     autoencoder.scale.fill_(0.5)
     return LatentFlowBackbone(name, config, autoencoder, denoiser)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite: sets up the machine, then runs every test (the slow end-to-end ones included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+. .venv/bin/activate
+python -m pytest -q "$@"

@@ -1,0 +1,130 @@
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vov import bitstream
+from vov.bitstream import VovFile, dump, load
+from vov.errors import BitstreamError
+
+
+def sample_file(**changes) -> VovFile:
+    fields = dict(backbone="tiny", backbone_hash=bytes(range(8)), adapter_kind=0, rank=4, d=16384, adapter_seed=7,
+                  targets="attn", sampler_steps=50, noise_seed=3, frames=1, height=512, width=768, step_size=float(np.float32(0.0123)),
+                  prior_weights=(100, 155), prior_scale_codes=(-3, 12), qmax=17, payload=bytes(range(256)) * 3,
+                  caption_z=VovFile.pack_caption("a red boat"))
+    fields.update(changes)
+    return VovFile(**fields)
+
+
+def with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_round_trip():
+    f = sample_file()
+    g = load(dump(f))
+    assert g == f
+    assert g.caption == "a red boat"
+
+
+def test_parts_add_up_to_file_size():
+    f = sample_file()
+    sizes = bitstream.part_sizes(f)
+    assert sum(sizes.values()) == len(dump(f))
+    assert sizes["payload"] == len(f.payload) + 2 and sizes["checksum"] == 4
+
+
+def test_out_of_range_field_not_written():
+    with pytest.raises(BitstreamError):
+        dump(sample_file(rank=0))
+
+
+def test_refuses_other_major_version():
+    data = bytearray(dump(sample_file()))
+    data[4] = 2
+    with pytest.raises(BitstreamError, match="version"):
+        load(with_crc(bytes(data[:-4])))
+
+
+def test_refuses_corruption_by_checksum():
+    data = bytearray(dump(sample_file()))
+    data[40] ^= 0x10
+    with pytest.raises(BitstreamError, match="checksum"):
+        load(bytes(data))
+
+
+def test_hostile_lengths_with_valid_checksum():
+    # a payload length of 2**34 with a correct checksum: refused before allocating anything
+    good = dump(sample_file(payload=b""))
+    body = good[:-4]
+    cut = body.rfind(b"\x00\x00")  # the two empty-section lengths at the end
+    hostile = body[:cut] + bitstream.varint(1 << 34) + b"\x00"
+    with pytest.raises(BitstreamError):
+        load(with_crc(hostile))
+
+
+def test_hostile_dimensions():
+    parts = bitstream.dump_parts(sample_file())
+    body = b"".join(p for _, p in parts[:-1])
+    huge = body.replace(bitstream.varint(768), bitstream.varint(1 << 30), 1)
+    with pytest.raises(BitstreamError, match="width|height"):
+        load(with_crc(huge))
+
+
+def test_trailing_bytes_refused():
+    body = dump(sample_file())[:-4] + b"\x00"
+    with pytest.raises(BitstreamError, match="unexpected bytes"):
+        load(with_crc(body))
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x89VOV", b"GIF89a" + bytes(20), bytes(100)])
+def test_garbage(bad):
+    with pytest.raises(BitstreamError):
+        load(bad)
+
+
+VALID = dump(sample_file())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_fuzz_random_bytes(data):
+    try:
+        load(data)
+    except BitstreamError:
+        pass
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, len(VALID) - 1))
+def test_fuzz_truncation(n):
+    with pytest.raises(BitstreamError):
+        load(VALID[:n])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(6, len(VALID) - 5), st.integers(1, 255))
+def test_fuzz_flip_with_repaired_checksum(pos, mask):
+    # past the checksum: a hostile writer who recomputes the CRC; any outcome but a typed error or a
+    # well-formed file is a bug
+    body = bytearray(VALID[:-4])
+    body[pos] ^= mask
+    try:
+        f = load(with_crc(bytes(body)))
+    except BitstreamError:
+        return
+    assert isinstance(f, VovFile)
+    assert len(f.caption) <= bitstream.MAX_CAPTION
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=600))
+def test_fuzz_hostile_body_with_valid_header(tail):
+    try:
+        load(with_crc(bitstream.MAGIC + bytes([1, 0]) + tail))
+    except BitstreamError:
+        pass

@@ -1,0 +1,109 @@
+"""The vov command as a person uses it: exit status 0 on success, 2 with one clear line on bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny-v1.vov"
+FAST = ["--backbone", "tiny", "--steps", "6", "--sampler-steps", "3", "--dim", "256", "--rank", "2", "-q"]
+
+
+def vov(*args):
+    return subprocess.run([sys.executable, "-m", "vov.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def assert_clean_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vov: error: "), result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("in") / "photo.png"
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 37 * 53).reshape(37, 53)
+    arr = np.stack([base, base[::-1], rng.integers(0, 255, (37, 53))], -1).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_compress_info_decompress(photo, tmp_path):
+    out, png = tmp_path / "x.vov", tmp_path / "y.png"
+    r = vov("compress", photo, "-o", out, "--bpp", "3", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "bpp" in r.stdout
+    r = vov("info", out)
+    assert r.returncode == 0 and "53x37" in r.stdout and "rate" in r.stdout
+    size_line = next(line for line in r.stdout.splitlines() if line.startswith("size"))
+    total = int(size_line.split()[1])
+    parts = [int(p.split()[-1]) for p in size_line.split("=")[1].split("+")]
+    assert total == sum(parts) == out.stat().st_size
+    r = vov("decompress", out, "-o", png, "-q")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(png).size == (53, 37)
+    assert not Path(f"{out}.partial").exists()
+
+
+def test_info_golden():
+    r = vov("info", GOLDEN)
+    assert r.returncode == 0 and "64x48" in r.stdout and "one-vector" in r.stdout
+
+
+def test_missing_input(tmp_path):
+    assert_clean_error(vov("compress", tmp_path / "nope.png", "-o", tmp_path / "x.vov", *FAST), "no such file")
+    assert_clean_error(vov("decompress", tmp_path / "nope.vov", "-o", tmp_path / "x.png"), "no such file")
+
+
+def test_not_an_image(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    assert_clean_error(vov("compress", bad, "-o", tmp_path / "x.vov", *FAST), "not an image")
+
+
+def test_corrupt_file(tmp_path):
+    data = bytearray(GOLDEN.read_bytes())
+    data[30] ^= 0xFF
+    bad = tmp_path / "bad.vov"
+    bad.write_bytes(bytes(data))
+    assert_clean_error(vov("decompress", bad, "-o", tmp_path / "x.png"), "corrupt")
+    assert_clean_error(vov("info", bad), "corrupt")
+    truncated = tmp_path / "short.vov"
+    truncated.write_bytes(GOLDEN.read_bytes()[:20])
+    assert_clean_error(vov("decompress", truncated, "-o", tmp_path / "x.png"))
+
+
+def test_not_a_vov_file(photo, tmp_path):
+    assert_clean_error(vov("decompress", photo, "-o", tmp_path / "x.png"), "not a .vov file")
+
+
+def test_wrong_backbone(tmp_path):
+    from vov import bitstream
+
+    f = bitstream.load(GOLDEN.read_bytes())
+    f.backbone_hash = b"\x00" * 8
+    other = tmp_path / "other.vov"
+    other.write_bytes(bitstream.dump(f))
+    assert_clean_error(vov("decompress", other, "-o", tmp_path / "x.png"), "backbone")
+
+
+def test_rate_too_low_for_tiny_image(photo, tmp_path):
+    assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--bpp", "0.01", *FAST), "too low")
+
+
+def test_unknown_backbone(photo, tmp_path):
+    r = vov("compress", photo, "-o", tmp_path / "x.vov", "--backbone", "giant", "--steps", "2", "--bpp", "3")
+    assert_clean_error(r, "unknown backbone")
+
+
+def test_bad_option_values(photo, tmp_path):
+    r = vov("compress", photo, "-o", tmp_path / "x.vov", "--steps", "0")
+    assert r.returncode == 2 and "must be positive" in r.stderr
+    assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--targets", "(", "--bpp", "3", *FAST), "target")

@@ -1,0 +1,127 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import fast_options
+
+from vov import bitstream, codec
+from vov.errors import BackboneMismatch, BitstreamError
+from vov.fit import FitConfig, fit
+from vov.adapters import AdaptedDenoiser, AdapterSpec
+
+
+def test_round_trip_shape_and_crop(tiny_backbone, smooth_picture):
+    report = codec.compress(smooth_picture, fast_options(), backbone=tiny_backbone)
+    assert report.bpp == 8 * len(report.data) / (40 * 56)
+    assert sum(report.parts.values()) == len(report.data)
+    decoded = codec.decompress(report.data, backbone=tiny_backbone)
+    assert decoded.pixels.shape == (40, 56, 3)
+    assert decoded.pixels.min() >= 0 and decoded.pixels.max() <= 1
+    f = bitstream.load(report.data)
+    assert (f.width, f.height, f.backbone) == (56, 40, "tiny")
+
+
+def test_payload_matches_estimate(tiny_backbone, smooth_picture):
+    report = codec.compress(smooth_picture, fast_options(steps=30), backbone=tiny_backbone)
+    # quantising the prior's parameters and ANS's final word cost a little over the estimate
+    assert abs(report.coding_overhead) < 0.1
+
+
+def fixed_draw_loss(adapter, latents, draws=16):
+    g = torch.Generator().manual_seed(123)
+    total = 0.0
+    with torch.no_grad():
+        for _ in range(draws):
+            t = torch.rand(1, generator=g)
+            eps = torch.randn(latents.shape, generator=g)
+            pred = adapter((1 - t) * latents + t * eps, t)
+            total += (pred - (eps - latents)).pow(2).mean().item()
+    return total / draws
+
+
+def test_fit_reduces_distortion(tiny_backbone, smooth_picture):
+    latents = codec.latents_of(tiny_backbone, smooth_picture)
+    adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=2, d=512))
+    before = fixed_draw_loss(adapter, latents)
+    fit(adapter, latents, 40 * 56, FitConfig(steps=150, rate_fraction=0.01, lr_stage1=1e-2))
+    assert fixed_draw_loss(adapter, latents) < 0.8 * before
+
+
+def test_rate_target_steers_lambda(tiny_backbone, smooth_picture):
+    low = codec.compress(smooth_picture, fast_options(steps=60, target_bpp=0.5), backbone=tiny_backbone)
+    high = codec.compress(smooth_picture, fast_options(steps=60, target_bpp=4.0), backbone=tiny_backbone)
+    assert low.history[-1].lam > high.history[-1].lam
+    assert len(low.data) < len(high.data)
+
+
+def test_resume_gives_identical_file(tiny_backbone, smooth_picture, tmp_path):
+    options = fast_options(steps=20)
+    reference = codec.compress(smooth_picture, options, backbone=tiny_backbone).data
+    checkpoint = str(tmp_path / "x.partial")
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(p):
+        if p.step == 13:
+            raise Stop
+
+    with pytest.raises(Stop):
+        codec.compress(smooth_picture, options, backbone=tiny_backbone, on_progress=interrupt, checkpoint=checkpoint,
+                       checkpoint_every=5)
+    assert os.path.exists(checkpoint)
+    steps_seen = []
+    resumed = codec.compress(smooth_picture, options, backbone=tiny_backbone,
+                             on_progress=lambda p: steps_seen.append(p.step), checkpoint=checkpoint, checkpoint_every=5)
+    assert steps_seen[0] == 11  # the last checkpoint was taken after step 10
+    assert resumed.data == reference
+    assert not os.path.exists(checkpoint)
+
+
+def test_wrong_backbone_refused(tiny_backbone, smooth_picture):
+    data = codec.compress(smooth_picture, fast_options(), backbone=tiny_backbone).data
+    f = bitstream.load(data)
+    f.backbone_hash = bytes(8)
+    with pytest.raises(BackboneMismatch):
+        codec.decompress(bitstream.dump(f), backbone=tiny_backbone)
+    f = bitstream.load(data)
+    f.backbone = "giant"
+    with pytest.raises(BackboneMismatch, match="giant"):
+        codec.decompress(bitstream.dump(f))
+
+
+def test_lora_file_with_wrong_d_refused(tiny_backbone, smooth_picture):
+    options = fast_options()
+    options = codec.EncodeOptions(backbone="tiny", adapter=AdapterSpec("lora", rank=1), fit=options.fit, sampler_steps=2)
+    data = codec.compress(smooth_picture, options, backbone=tiny_backbone).data
+    assert codec.decompress(data, backbone=tiny_backbone).pixels.shape == (40, 56, 3)
+    f = bitstream.load(data)
+    f.d += 1
+    with pytest.raises(BitstreamError, match="declares d"):
+        codec.decompress(bitstream.dump(f), backbone=tiny_backbone)
+
+
+DECODE = """
+import sys, hashlib, torch
+torch.set_num_threads(int(sys.argv[2]))
+from vov import codec
+print(hashlib.sha256(codec.decompress(open(sys.argv[1], 'rb').read()).pixels.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_same_pixels_in_fresh_process_and_other_thread_count(tiny_backbone, smooth_picture, tmp_path):
+    data = codec.compress(smooth_picture, fast_options(), backbone=tiny_backbone).data
+    path = tmp_path / "x.vov"
+    path.write_bytes(data)
+    here = codec.decompress(data, backbone=tiny_backbone).pixels
+    import hashlib
+
+    expected = hashlib.sha256(here.tobytes()).hexdigest()
+    for threads in (1, 2):
+        out = subprocess.run([sys.executable, "-c", DECODE, str(path), str(threads)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert out == expected
