@@ -288,8 +288,8 @@ class LPIPS(nn.Module):
         self.net = AlexTrunk() if net == "alex" else VGG16Trunk()
         channels = self.net.CHANNELS
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
-        self.register_buffer("shift", torch.tensor(self.SHIFT).view(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor(self.SCALE).view(1, 3, 1, 1))
+        self.register_buffer("shift", torch.tensor(self.SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(self.SCALE).view(1, 3, 1, 1), persistent=False)
         self.eval().requires_grad_(False)
 
     @classmethod
@@ -363,8 +363,8 @@ class DISTS(nn.Module):
         total = sum(self.chns)
         self.alpha = nn.Parameter(torch.full((1, total, 1, 1), 0.5 / total))
         self.beta = nn.Parameter(torch.full((1, total, 1, 1), 0.5 / total))
-        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
         self.eval().requires_grad_(False)
 
     @classmethod

@@ -79,14 +79,14 @@ def _sha(*parts) -> str:
 
 
 def vov_fit_target(bpp: float, width: int, height: int) -> float | None:
-    """The fit's target for a whole-file rate of `bpp`: the container's fixed bytes taken off,
-    as in `vov compress --bpp`; None when the header alone would use most of the budget."""
-    from vov.cli import CONTAINER_OVERHEAD_BYTES
+    """The fit's target for a whole-file rate of `bpp` (`codec.vector_bpp`, what `vov compress --bpp`
+    uses: the container's fixed bytes taken off); None when the header alone would use most of it."""
+    from vov.codec import vector_bpp
 
-    header_bpp = 8 * CONTAINER_OVERHEAD_BYTES / (width * height)
-    if bpp <= 1.5 * header_bpp:
+    try:
+        return vector_bpp(bpp, width, height)
+    except UsageError:
         return None
-    return bpp - header_bpp
 
 
 def _core_source_hash() -> str:
