@@ -23,19 +23,7 @@ from vov import codec
 from vov.adapters import AdaptedDenoiser, AdapterSpec
 from vov.fit import FitConfig
 from vov.media import Picture, load_image
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    a8, b8 = np.round(np.clip(a, 0, 1) * 255), np.round(np.clip(b, 0, 1) * 255)
-    return float(10 * np.log10(255.0**2 / np.mean((a8 - b8) ** 2)))
-
-
-def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from pytorch_msssim import ms_ssim as metric
-
-    ta = torch.from_numpy(np.round(np.clip(a, 0, 1) * 255) / 255).permute(2, 0, 1)[None].float()
-    tb = torch.from_numpy(np.round(np.clip(b, 0, 1) * 255) / 255).permute(2, 0, 1)[None].float()
-    return float(metric(ta, tb, data_range=1.0))
+from vov.metrics import ms_ssim, psnr
 
 
 def step_time(backbone, picture: Picture, spec: AdapterSpec, repeats: int = 8) -> float:
@@ -99,8 +87,8 @@ def main() -> None:
         point = {"target_bpp": target, "bpp": report.bpp, "bytes": len(report.data), "d": report.d,
                  "parts": report.parts, "payload_bits": report.payload_bits, "estimated_bits": report.est_bits,
                  "coding_overhead": report.coding_overhead, "encode_seconds": report.seconds,
-                 "decode_seconds": decode_seconds, "psnr": psnr(decoded.pixels, picture.pixels),
-                 "ms_ssim": ms_ssim(decoded.pixels, picture.pixels), "final_lambda": report.history[-1].lam}
+                 "decode_seconds": decode_seconds, "psnr": psnr(picture.pixels, decoded.pixels),
+                 "ms_ssim": ms_ssim(picture.pixels, decoded.pixels), "final_lambda": report.history[-1].lam}
         record["points"].append(point)
         print(f"target {target:.3f} bpp -> {point['bpp']:.4f} bpp (d={report.d}), PSNR {point['psnr']:.2f} dB, "
               f"MS-SSIM {point['ms_ssim']:.4f}, payload {report.payload_bits} bits vs estimate "

@@ -106,7 +106,7 @@ def compress(picture: Picture, options: EncodeOptions = EncodeOptions(), backbon
     adapter = AdaptedDenoiser(backbone, spec)
     latents = latents_of(backbone, picture)
     result = fit(adapter, latents, pixels, options.fit, on_progress=on_progress, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every)
+                 checkpoint_every=checkpoint_every, channel_weights=backbone.distortion_weights())
     qmax = int(np.abs(result.q).max()) if result.q.size else 0
     if qmax > 1 << 15:
         raise UsageError("the fitted vector does not fit the format's range; use a larger --lambda")

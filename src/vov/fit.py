@@ -105,8 +105,13 @@ def _problem_key(latents: torch.Tensor, adapter: AdaptedDenoiser, config: FitCon
 
 def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: FitConfig = FitConfig(),
         on_progress: Callable[[Progress], None] | None = None, checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 50, condition: torch.Tensor | None = None) -> FitResult:
-    """Fit `adapter` to `latents` (1, C, F, h, w). `pixels` is the media's pixel count (for bpp)."""
+        checkpoint_every: int = 50, condition: torch.Tensor | None = None,
+        channel_weights: torch.Tensor | None = None) -> FitResult:
+    """Fit `adapter` to `latents` (1, C, F, h, w). `pixels` is the media's pixel count (for bpp).
+
+    `channel_weights` (C,) weight the squared error of each latent channel (the backbone's
+    `distortion_weights()`, so that the loss tracks pixel error); equal weights by default.
+    """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     init = (torch.rand(adapter.d, generator=generator) * 2 - 1) * config.init_bound
@@ -144,6 +149,8 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
         os.replace(tmp, checkpoint)
 
     x0 = latents.detach().float()
+    weights = torch.ones(x0.shape[1]) if channel_weights is None else channel_weights.float()
+    weights = weights.view(1, -1, 1, 1, 1)
     adapter.train()
     for step in range(start, config.steps):
         stage = 1 if step < config.stage1_steps else 2
@@ -159,7 +166,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
         noisy = (1 - tt) * x0 + tt * eps
         with torch.autocast("cpu", dtype=torch.bfloat16):
             pred = adapter(noisy, t, condition)
-        distortion = (pred.float() - (eps - x0)).pow(2).mean()
+        distortion = ((pred.float() - (eps - x0)).pow(2) * weights).mean()
         loss = distortion
         est_bits = torch.zeros(())
         if stage == 2:

@@ -41,6 +41,10 @@ class Backbone(ABC):
     def content_hash(self) -> bytes:
         """8 bytes that identify the weights; files record it so they never decode on other weights."""
 
+    def distortion_weights(self) -> torch.Tensor:
+        """Per latent channel weights that make latent MSE track pixel MSE (default: equal)."""
+        return torch.ones(self.latent_channels)
+
     def resolve_targets(self, targets: str | None) -> str:
         """A preset name or a regular expression -> the regular expression."""
         targets = targets or self.default_targets

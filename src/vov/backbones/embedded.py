@@ -111,6 +111,11 @@ class LatentFlowBackbone(Backbone):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decode(latents)
 
+    def distortion_weights(self) -> torch.Tensor:
+        # the latent is an orthogonal transform whitened per channel: un-whitening weights give pixel MSE
+        weights = self.autoencoder.scale.detach().float() ** 2
+        return weights / weights.mean()
+
     def velocity(self, latents, t, condition=None):
         return self.denoiser(latents, t, condition)
 

@@ -1,0 +1,191 @@
+"""Measurements of the embedded backbone for MODEL_CARD.md, all on the held-out photos.
+
+    python bench/embedded_eval.py autoencoder          # PSNR / MS-SSIM of the latent round trip
+    python bench/embedded_eval.py speed                # fitting step, image decode, clip decode
+    python bench/embedded_eval.py grids                # samples and reconstructions as PNG
+    python bench/embedded_eval.py rates [--photos N] [--steps S] [--bpp 0.03,0.05,0.1]
+    python bench/embedded_eval.py curves [--photo NAME] [--steps S]   # quality vs fitting steps
+
+Results are printed and written as JSON under bench/results/; pictures under docs/images/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vov import codec, sampler
+from vov.adapters import AdaptedDenoiser, AdapterSpec
+from vov.fit import FitConfig, fit
+from vov.media import Picture
+from vov.metrics import ms_ssim, psnr
+from vov.train import data
+
+RESULTS = Path("bench/results")
+IMAGES = Path("docs/images")
+
+
+def held_out() -> list[tuple[str, np.ndarray]]:
+    return [(p.name, data.kodak_like(data.load_rgb(p)).astype(np.float32) / 255.0) for p in data.held_out_photos()]
+
+
+def as_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None, :, None]
+
+
+def as_image(t: torch.Tensor) -> np.ndarray:
+    return t[0, :, 0].clamp(0, 1).numpy().transpose(1, 2, 0)
+
+
+def save(name: str, record) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {RESULTS / name}.json")
+
+
+def autoencoder(backbone, _args) -> None:
+    rows = []
+    for name, img in held_out():
+        with torch.no_grad():
+            rec = as_image(backbone.decode(backbone.encode(as_tensor(img))))
+        rows.append({"photo": name, "psnr": psnr(img, rec), "ms_ssim": ms_ssim(img, rec)})
+        print(f"{name:40s} PSNR {rows[-1]['psnr']:.2f} dB  MS-SSIM {rows[-1]['ms_ssim']:.4f}")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ms_ssim")}
+    print(f"mean (per image, then averaged): PSNR {mean['psnr']:.2f} dB, MS-SSIM {mean['ms_ssim']:.4f}")
+    save("autoencoder", {"rows": rows, "mean": mean})
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def speed(backbone, _args) -> None:
+    img = held_out()[0][1]
+    latents = backbone.encode(as_tensor(img))
+    adapter = AdaptedDenoiser(backbone, AdapterSpec(rank=4, d=16384))
+    theta = adapter.raw_theta()
+    theta.requires_grad_(True)
+
+    def step():
+        t = torch.rand(1)
+        eps = torch.randn(latents.shape)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = adapter((1 - t) * latents + t * eps, t)
+        (pred.float() - (eps - latents)).pow(2).mean().backward()
+
+    record = {"threads": torch.get_num_threads(), "fit_step_768x512_s": _median_time(step, 8)}
+    theta.requires_grad_(False)
+    adapter.set_theta(torch.randn(adapter.d) * 0.01)
+    velocity = sampler.torch_velocity(adapter)
+
+    def decode(frames, height, width):
+        start = time.perf_counter()
+        shape = (1, *backbone.latent_shape(frames, height, width))
+        with torch.no_grad():
+            backbone.decode(sampler.sample(velocity, shape, seed=0, steps=50))
+        return time.perf_counter() - start
+
+    record["decode_768x512_50_steps_s"] = decode(1, 512, 768)
+    record["decode_17x256x192_50_steps_s"] = decode(17, 192, 256)
+    for k, v in record.items():
+        print(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}")
+    save("speed", record)
+
+
+def grids(backbone, _args) -> None:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    velocity = sampler.torch_velocity(backbone.denoiser)
+    tiles = []
+    for seed in range(8):
+        shape = (1, *backbone.latent_shape(1, 256, 256))
+        with torch.no_grad():
+            tiles.append(as_image(backbone.decode(sampler.sample(velocity, shape, seed=seed, steps=50))))
+    grid = np.concatenate([np.concatenate(tiles[:4], 1), np.concatenate(tiles[4:], 1)], 0)
+    Image.fromarray((grid * 255 + 0.5).astype(np.uint8)).save(IMAGES / "samples.png")
+    pairs = []
+    for _, img in held_out()[:4]:
+        crop = img[128:384, 256:512]
+        with torch.no_grad():
+            rec = as_image(backbone.decode(backbone.encode(as_tensor(crop))))
+        pairs.append(np.concatenate([crop, rec], 0))
+    Image.fromarray((np.concatenate(pairs, 1) * 255 + 0.5).astype(np.uint8)).save(IMAGES / "reconstructions.png")
+    print(f"wrote {IMAGES / 'samples.png'} and {IMAGES / 'reconstructions.png'}")
+
+
+def rates(backbone, args) -> None:
+    targets = [float(x) for x in args.bpp.split(",")]
+    rows = []
+    for name, img in held_out()[: args.photos]:
+        picture = Picture(img)
+        for target in targets:
+            options = codec.EncodeOptions(backbone=backbone.name, adapter=AdapterSpec(rank=4),
+                                          fit=FitConfig(steps=args.steps, target_bpp=codec.vector_bpp(target, 768, 512)))
+            report = codec.compress(picture, options, backbone=backbone)
+            decoded = codec.decompress(report.data, backbone=backbone).pixels
+            rows.append({"photo": name, "target_bpp": target, "bpp": report.bpp, "d": report.d,
+                         "psnr": psnr(img, decoded), "ms_ssim": ms_ssim(img, decoded), "encode_s": report.seconds})
+            print(f"{name:36s} target {target:.3f}: {report.bpp:.4f} bpp d={report.d} PSNR {rows[-1]['psnr']:.2f} "
+                  f"MS-SSIM {rows[-1]['ms_ssim']:.4f} ({report.seconds:.0f} s)")
+            save("rates", {"steps": args.steps, "rows": rows})
+    for target in targets:
+        sel = [r for r in rows if r["target_bpp"] == target]
+        print(f"target {target}: mean bpp {np.mean([r['bpp'] for r in sel]):.4f}, PSNR "
+              f"{np.mean([r['psnr'] for r in sel]):.2f} dB, MS-SSIM {np.mean([r['ms_ssim'] for r in sel]):.4f}")
+
+
+def curves(backbone, args) -> None:
+    """PSNR of the decoded image vs fitting steps (no rate term, unquantised), per adapter config."""
+    name, img = next((n, i) for n, i in held_out() if n == args.photo)
+    latents = backbone.encode(as_tensor(img))
+    configs = [("lora", r, 0) for r in (1, 2, 4)] + [("one-vector", 4, d) for d in (8192, 16384, 32768)]
+    checkpoints = set(int(x) for x in args.checkpoints.split(","))
+    rows = []
+    for kind, rank, d in configs:
+        adapter = AdaptedDenoiser(backbone, AdapterSpec(kind, rank, d or 16384))
+        snapshots = {}
+
+        def keep(p, adapter=adapter, snapshots=snapshots):
+            if p.step in checkpoints:
+                snapshots[p.step] = adapter.raw_theta().detach().clone()
+
+        fit(adapter, latents, 768 * 512, FitConfig(steps=max(checkpoints) + 1, rate_fraction=1e-9), on_progress=keep)
+        for step, theta in sorted(snapshots.items()):
+            adapter.set_theta(theta)
+            shape = (1, *backbone.latent_shape(1, 512, 768))
+            with torch.no_grad():
+                out = as_image(backbone.decode(sampler.sample(sampler.torch_velocity(adapter), shape, 0, 50)))
+            rows.append({"kind": kind, "rank": rank, "d": adapter.d, "step": step, "psnr": psnr(img, out),
+                         "ms_ssim": ms_ssim(img, out)})
+            print(f"{kind:10s} r={rank} d={adapter.d:6d} step {step:5d}: PSNR {rows[-1]['psnr']:.2f} dB "
+                  f"MS-SSIM {rows[-1]['ms_ssim']:.4f}")
+        save("curves", {"photo": name, "rows": rows})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("autoencoder", "speed", "grids", "rates", "curves"))
+    parser.add_argument("--backbone", default="embedded")
+    parser.add_argument("--photos", type=int, default=8)
+    parser.add_argument("--photo", default="LadyBird")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--bpp", default="0.03,0.05,0.1")
+    parser.add_argument("--checkpoints", default="100,200,400,800")
+    args = parser.parse_args()
+    backbone = codec.get_backbone(args.backbone)
+    globals()[args.what](backbone, args)
+
+
+if __name__ == "__main__":
+    main()
