@@ -59,7 +59,7 @@ def test_bd_rate_explains_when_it_cannot_be_computed():
     anchor = curve("JPEG", [0.2, 0.4, 0.8], [25, 30, 35])
     assert "overlap" in summary.bd_rate(anchor, curve("vov", [0.02, 0.05], [15, 18]), "psnr-rgb")["note"]
     assert "increase" in summary.bd_rate(anchor, curve("vov", [0.02, 0.05], [28, 26]), "psnr-rgb")["note"]
-    one = curve("vov", [0.02, 0.05], [28, 29], reached=[True, False])
+    one = curve("vov", [0.05, 0.05], [28, 28], reached=[True, False])  # one point, repeated
     assert "two" in summary.bd_rate(anchor, one, "psnr-rgb")["note"]
 
 

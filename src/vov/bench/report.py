@@ -2,7 +2,7 @@
 
 Sections: the setup, RD plots (matplotlib PNGs in base64), BD-rates, values at fixed rates,
 encode/decode times, and per image a drag-to-compare view with three panes (original | vov |
-the best baseline at the same target rate, best by PSNR among those that reached it).
+the best baseline at the file size vov reached on that image, best by PSNR among those that reach it).
 """
 
 from __future__ import annotations
@@ -47,17 +47,17 @@ def rd_plot(curves: dict, metric: str) -> str:
     fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=106)
     for codec, data in curves.items():
         r = data["results"]
-        xs = [b for b, v, ok in zip(r["bpp"], r[metric], r["reached"]) if ok and b and v is not None]
-        ys = [v for b, v, ok in zip(r["bpp"], r[metric], r["reached"]) if ok and b and v is not None]
+        xs = [b for b, v in zip(r["bpp"], r[metric]) if b and v is not None]
+        ys = [v for b, v in zip(r["bpp"], r[metric]) if b and v is not None]
         colour = COLOURS.get(codec, None)
         if xs:
             order = np.argsort(xs)
-            ax.plot(np.array(xs)[order], np.array(ys)[order], "o-", color=colour, label=data["name"],
-                    lw=2.2 if codec == "vov" else 1.4, ms=4)
-        nx = [b for b, v, ok in zip(r["bpp"], r[metric], r["reached"]) if not ok and b and v is not None]
-        ny = [v for b, v, ok in zip(r["bpp"], r[metric], r["reached"]) if not ok and b and v is not None]
-        if nx:
-            ax.plot(nx, ny, "o", mfc="none", color=colour, label=None if xs else f"{data['name']} (not reached)")
+            ax.plot(np.array(xs)[order], np.array(ys)[order], "-", color=colour, label=data["name"],
+                    lw=2.2 if codec == "vov" else 1.4)
+            ok = [bool(o) for b, v, o in zip(r["bpp"], r[metric], r["reached"]) if b and v is not None]
+            ax.plot([x for x, o in zip(xs, ok) if o], [y for y, o in zip(ys, ok) if o], "o", color=colour, ms=4)
+            ax.plot([x for x, o in zip(xs, ok) if not o], [y for y, o in zip(ys, ok) if not o], "o", mfc="white",
+                    color=colour, ms=5)
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -117,9 +117,17 @@ document.querySelectorAll('.cmp').forEach(setup);
 
 
 def _best_baseline(points: list[dict], image: str, rate: float) -> dict | None:
-    candidates = [p for p in points if p["codec"] != "vov" and p["image"] == image and p["target_bpp"] == rate
-                  and p.get("reached") and "metrics" in p and p.get("key")]
-    return max(candidates, key=lambda p: p["metrics"]["psnr-rgb"], default=None)
+    """The baseline with the best PSNR at vov's real size on this image (else at the target rate)."""
+    for role in ("vov-match", "target"):
+        pool = [p for p in points if p["codec"] != "vov" and p["image"] == image and p["target_bpp"] == rate
+                and p.get("role", "target") == role and "metrics" in p and p.get("key")]
+        reached = [p for p in pool if p.get("reached")]
+        if reached:
+            return max(reached, key=lambda p: p["metrics"]["psnr-rgb"])
+        if pool:  # none gets that small: the one nearest in size, flagged in the caption
+            goal = pool[0].get("matched_bpp", rate)
+            return {**min(pool, key=lambda p: abs(np.log(p["bpp"] / goal))), "nearest_only": True}
+    return None
 
 
 def _metric_line(p: dict) -> str:
@@ -145,7 +153,7 @@ def build_html(runner, points: list[dict], result: dict) -> str:
     parts.append("<section id='rd'><h2>Rate-distortion</h2><div class='plots'>")
     for metric in runner.metrics.names:
         parts.append(f"<img class='rd' alt='{e(metric)} against bpp' src='{rd_plot(curves, metric)}'>")
-    parts.append("</div><p class='note'>Hollow markers: rate points not reached on every image.</p></section>")
+    parts.append("</div><p class='note'>Hollow markers: the target rate was not reached on every image (the mean of the nearest settings is shown).</p></section>")
 
     parts.append("<section id='bd'><h2>BD-rate of vov</h2>")
     values = summary["bd_rate"]["values"]
@@ -191,7 +199,8 @@ def build_html(runner, points: list[dict], result: dict) -> str:
                  "and file I/O; a point taken from the cache keeps the time of the run that made it.</p></section>")
 
     parts.append("<section id='images'><h2>Images</h2><p class='note'>Drag on an image to move the nearer divider: "
-                 "original | vov | best baseline at the same target rate (by PSNR).</p>")
+                 "original | vov | the baseline with the best PSNR at the file size vov reached on that image "
+                 "(at the target rate when vov is not in the run).</p>")
     for item in runner.items:
         parts.append(f"<h3>{e(item.name)}</h3>")
         original = _png_b64(item.original)
@@ -210,6 +219,8 @@ def build_html(runner, points: list[dict], result: dict) -> str:
                 caption.append(f"vov: {_metric_line(vov)}")
             if base:
                 caption.append(f"{e(right_name)} ({e(_params(base))}): {_metric_line(base)}")
+                if base.get("nearest_only"):
+                    caption.append("no baseline gets this small; the nearest in size is shown")
             width = min(1100, max(item.size[0], 640))  # small images are shown enlarged, pixels kept sharp
             parts.append(f"<div class='compare' data-image='{e(item.name)}' data-rate='{rate:g}'>"
                          f"<div class='cap'>{' &middot; '.join(caption)}</div><div class='cmp' style='width:{width}px'>"

@@ -46,7 +46,8 @@ def curves(runner, points: list[dict]) -> dict[str, dict]:
         results: dict[str, list] = {"target-bpp": [], "bpp": [], **{m: [] for m in names}, "ms-ssim-db": [],
                                     "encode-s": [], "decode-s": [], "reached": [], "images": []}
         for rate in runner.config.rates:
-            group = [p for p in points if p["codec"] == codec and p["target_bpp"] == rate and "metrics" in p]
+            group = [p for p in points if p["codec"] == codec and p["target_bpp"] == rate and "metrics" in p
+                     and p.get("role", "target") == "target"]
             reached = bool(group) and len(group) == len(runner.items) and all(p["reached"] for p in group)
             results["target-bpp"].append(rate)
             results["bpp"].append(_mean([p["bpp"] for p in group]))
@@ -64,10 +65,14 @@ def curves(runner, points: list[dict]) -> dict[str, dict]:
 
 
 def usable(curve: dict, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(bpp, metric) of the reached points, sorted by bpp, duplicates in bpp dropped."""
+    """(bpp, metric) of the curve's points, sorted by bpp, repeated bpp dropped.
+
+    A point whose target was not reached on every image is still a true operating point of the
+    codec (the mean size and quality of the settings used), so it counts; when the lowest setting
+    is chosen for several targets, the repeats collapse into one point."""
     r = curve["results"]
-    pairs = sorted({(b, v) for b, v, ok in zip(r["bpp"], r.get(metric, []), r["reached"])
-                    if ok and b is not None and v is not None and b > 0})
+    pairs = sorted({(b, v) for b, v in zip(r["bpp"], r.get(metric, []))
+                    if b is not None and v is not None and b > 0})
     xs, ys = [], []
     for b, v in pairs:
         if xs and b <= xs[-1]:
@@ -109,16 +114,11 @@ def at_rate(curve: dict, metric: str, bpp: float) -> dict:
     from scipy.interpolate import PchipInterpolator
 
     xs, ys = usable(curve, metric)
-    r = curve["results"]
-    floor = [b for b, ok in zip(r["bpp"], r["reached"]) if b is not None and not ok]
     if len(xs) == 0:
-        return {"value": None, "note": "no rate point reached on every image"}
+        return {"value": None, "note": "no points"}
     tol = 1.02
     if bpp < xs.min() / tol:
-        note = f"cannot reach: lowest point reached on every image {xs.min():.4f} bpp"
-        if floor and min(floor) < xs.min():
-            note += f" (its lowest settings average {min(floor):.4f} bpp, above the target on some images)"
-        return {"value": None, "note": note}
+        return {"value": None, "note": f"cannot reach: lowest mean rate {xs.min():.4f} bpp"}
     if bpp > xs.max() * tol:
         return {"value": None, "note": f"not measured: highest {xs.max():.4f} bpp"}
     if len(xs) == 1:
@@ -132,7 +132,10 @@ def write_outputs(runner, points: list[dict]) -> dict:
     curve = curves(runner, points)
     for codec, data in curve.items():
         _write_json(os.path.join(c.out, f"{codec}.json"), data)
-    per_image = {"averaging": "none: one entry per image, codec and target rate", "points": [
+    per_image = {"averaging": "none: one entry per image, codec and target rate",
+                 "roles": {"target": "the codec at the target rate (these make the curves)",
+                           "vov-match": "a baseline at the bpp vov reached on that image (for the side-by-side view)"},
+                 "points": [
         {k: v for k, v in p.items() if k not in ("cached",)} for p in points]}
     _write_json(os.path.join(c.out, "per_image.json"), per_image)
 
