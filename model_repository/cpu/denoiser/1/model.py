@@ -1,0 +1,85 @@
+"""Triton Python-backend model: one exported vov ONNX graph run by ONNX Runtime on the CPU.
+
+The same file serves `denoiser` and `vae_decoder`; the graph is `model.onnx` beside this file.
+Triton's dynamic batcher hands over several requests at once; those whose inputs share a shape
+(apart from the batch axis) run as one ONNX Runtime call, and each request gets its own rows back.
+Rows are independent: in the denoiser every row carries its own packed adaptation (`lora`).
+
+Parameters (config.pbtxt):
+  python_path       extra import paths (the environment that holds onnxruntime), ':'-separated
+  intra_op_threads  ONNX Runtime threads per instance (0: ONNX Runtime decides)
+"""
+
+import json
+import os
+import sys
+
+
+def _parameters(config):
+    return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = _parameters(config)
+        for path in params.get("python_path", "").split(os.pathsep):
+            if path and path not in sys.path:
+                sys.path.append(path)
+        import numpy as np
+        import onnxruntime as ort
+
+        self.np = np
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "0") or 0)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        graph = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.inputs = [(i.name, len(i.shape)) for i in self.session.get_inputs()]
+        self.output = config["output"][0]["name"]
+        # The stub's numpy bridge (pb_utils.Tensor(name, array)) was built against numpy 1 and returns
+        # empty tensors under numpy 2, while numpy 1's DLPack capsules are refused by the stub: pick
+        # the path that works with the numpy installed.
+        self.numpy2 = int(np.__version__.split(".")[0]) >= 2
+
+    def to_triton(self, pb_utils, array):
+        if self.numpy2:
+            return pb_utils.Tensor.from_dlpack(self.output, array)
+        return pb_utils.Tensor(self.output, array)
+
+    def execute(self, requests):
+        import triton_python_backend_utils as pb_utils
+
+        np = self.np
+        arrays = []
+        for request in requests:
+            row = []
+            for name, rank in self.inputs:
+                value = np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name))
+                if value.ndim != rank:  # Triton's [batch, 1] for a per-row scalar such as t
+                    value = value.reshape(value.shape[0], *value.shape[2:]) if rank < value.ndim else value
+                row.append(value)
+            arrays.append(row)
+        groups = {}
+        for i, row in enumerate(arrays):
+            groups.setdefault(tuple(v.shape[1:] for v in row), []).append(i)
+        responses = [None] * len(requests)
+        for members in groups.values():
+            feed = {name: np.concatenate([arrays[i][k] for i in members]) for k, (name, _) in enumerate(self.inputs)}
+            try:
+                out = self.session.run(None, feed)[0]
+            except Exception as e:  # a bad request fails alone, the model stays up
+                for i in members:
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {e}"))
+                continue
+            start = 0
+            for i in members:
+                n = arrays[i][0].shape[0]
+                tensor = self.to_triton(pb_utils, np.ascontiguousarray(out[start: start + n]))
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[tensor])
+                start += n
+        return responses
+
+    def finalize(self):
+        self.session = None

@@ -1,0 +1,1 @@
+../../denoiser/1/model.py

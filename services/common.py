@@ -1,0 +1,233 @@
+"""What both services share: flags with environment defaults, JSON-line logs, status codes,
+health and reflection, streaming a worker's events, and graceful shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from concurrent import futures
+from typing import Callable, Iterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vov.engine import EngineUnavailable
+from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
+
+MIB = 1 << 20
+CHUNK = MIB  # payloads travel in chunks of at most this size
+MESSAGE_SLACK = MIB  # gRPC's per-message limit is the upload limit plus this
+
+
+class TooLarge(VovError):
+    """An upload is larger than the server's limit."""
+
+
+class Cancelled(Exception):
+    """The client went away; the worker stops at its next progress report."""
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def env_default(name: str, default, kind=str):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) -> None:
+    """--host, --port, --backbone, --workers, --grace, --torch-threads; each with an env default."""
+    parser.add_argument("--host", default=env_default(f"{prefix}_HOST", "127.0.0.1"),
+                        help=f"address to listen on (env {prefix}_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=env_default(f"{prefix}_PORT", port, int),
+                        help=f"port (env {prefix}_PORT, default {port}; 0 picks a free one)")
+    parser.add_argument("--backbone", default=env_default("VOV_BACKBONE", "embedded"),
+                        help="foundation model served (env VOV_BACKBONE, default embedded)")
+    parser.add_argument("--workers", type=int, default=env_default(f"{prefix}_WORKERS", 8, int),
+                        help=f"concurrent calls (env {prefix}_WORKERS, default 8)")
+    parser.add_argument("--grace", type=float, default=env_default("VOV_GRACE_SECONDS", 30.0, float),
+                        help="seconds in-flight calls get to finish on shutdown (env VOV_GRACE_SECONDS, default 30)")
+    parser.add_argument("--torch-threads", type=int, default=env_default("VOV_TORCH_THREADS", 0, int),
+                        help="torch CPU threads (env VOV_TORCH_THREADS; 0: torch decides)")
+
+
+# ------------------------------------------------------------------------------------ logs
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str):
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "service": self.service,
+                 "msg": record.getMessage()}
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["error"] = "".join(traceback.format_exception(*record.exc_info)).strip()
+        return json.dumps(entry, default=str)
+
+
+def logger(service: str) -> logging.Logger:
+    log = logging.getLogger(f"vov.services.{service}")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(service))
+        log.addHandler(handler)
+        log.setLevel(env_default("VOV_LOG_LEVEL", "INFO").upper())
+        log.propagate = False
+    return log
+
+
+def event(log: logging.Logger, msg: str, level: int = logging.INFO, **fields) -> None:
+    log.log(level, msg, extra={"fields": fields})
+
+
+# ------------------------------------------------------------------------------------ status codes
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, Cancelled):
+        return grpc.StatusCode.CANCELLED, "the client cancelled the call"
+    if isinstance(error, TooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, EngineUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(error)
+    if isinstance(error, BackboneMismatch):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
+    if isinstance(error, (BitstreamError, MediaError, UsageError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    return grpc.StatusCode.INTERNAL, "internal error in the vov service (logged with its details)"
+
+
+def abort_with(context: grpc.ServicerContext, log: logging.Logger, rpc: str, error: BaseException, **fields):
+    code, message = status_for(error)
+    internal = code == grpc.StatusCode.INTERNAL
+    log.log(logging.ERROR if internal else logging.INFO, f"{rpc} failed",
+            exc_info=error if internal else None,
+            extra={"fields": {"rpc": rpc, "code": code.name, "detail": message, **fields}})
+    context.abort(code, message)
+
+
+# ------------------------------------------------------------------------------------ streaming
+
+
+def stream_worker(work: Callable[[Callable[[object], None]], object], context: grpc.ServicerContext,
+                  poll: float = 0.1) -> Iterator[tuple[str, object]]:
+    """Run `work(emit)` in a thread; yield ("event", x) for each emit(x), then ("result", value).
+
+    The worker's exception is re-raised here. If the client cancels, the next emit raises
+    Cancelled inside the worker so that it stops early.
+    """
+    events: queue.Queue = queue.Queue()
+    done = object()
+    outcome: dict = {}
+
+    def emit(item) -> None:
+        if not context.is_active():
+            raise Cancelled()
+        events.put(item)
+
+    def target() -> None:
+        try:
+            outcome["value"] = work(emit)
+        except BaseException as e:  # handed to the RPC thread, which maps it to a status
+            outcome["error"] = e
+        finally:
+            events.put(done)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    while True:
+        try:
+            item = events.get(timeout=poll)
+        except queue.Empty:
+            if not context.is_active():
+                thread.join(0)
+            continue
+        if item is done:
+            break
+        yield "event", item
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield "result", outcome.get("value")
+
+
+class Throttle:
+    """True at most every `interval` seconds, and always for the first and last step."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval, self.last = interval, 0.0
+
+    def __call__(self, step: int, total: int) -> bool:
+        now = time.monotonic()
+        if step <= 1 or step >= total or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+# ------------------------------------------------------------------------------------ server
+
+
+class Server:
+    """A gRPC server with health checking, reflection and graceful shutdown."""
+
+    def __init__(self, service_names: list[str], add_servicers: Callable[[grpc.Server], None], host: str, port: int,
+                 workers: int, max_message: int, log: logging.Logger):
+        options = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message),
+                   ("grpc.so_reuseport", 0)]
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers + 4), options=options,
+                                  maximum_concurrent_rpcs=workers * 4)
+        add_servicers(self.server)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.names = service_names
+        reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise SystemExit(f"cannot listen on {host}:{port}")
+        self.address = f"{host}:{self.port}"
+        self.log = log
+        self._stopped = threading.Event()
+
+    def start(self) -> "Server":
+        self.server.start()
+        for name in [*self.names, ""]:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls at once; in-flight calls get `grace` seconds to finish."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        event(self.log, "shutting down", grace_s=grace)
+        self.server.stop(grace).wait()
+        event(self.log, "stopped")
+
+    def run_until_signal(self, grace: float) -> None:
+        def handler(signum, _frame):
+            threading.Thread(target=self.stop, args=(grace,), daemon=True).start()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        while not self._stopped.is_set():
+            self._stopped.wait(0.5)
+        self.server.wait_for_termination()

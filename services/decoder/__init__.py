@@ -1,0 +1,1 @@
+"""The vov decoder service: .vov bitstream in, image out (services/decoder/server.py)."""

@@ -1,0 +1,1 @@
+"""The vov encoder service: image in, .vov bitstream out (services/encoder/server.py)."""

@@ -1,0 +1,128 @@
+"""Calling the vov services: what `vov compress --server` and `vov decompress --server` use.
+
+gRPC errors come back as vov.errors types carrying the server's message, so the command prints one
+clear line: INVALID_ARGUMENT -> MediaError (compress) or BitstreamError (decompress),
+FAILED_PRECONDITION -> BackboneMismatch, RESOURCE_EXHAUSTED -> UsageError, UNAVAILABLE and the
+rest -> VovError.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
+
+CHUNK = 1 << 20
+MAX_MESSAGE = 64 << 20  # the client accepts what any server limit allows
+
+
+def channel(server: str):
+    import grpc
+
+    return grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                                                  ("grpc.max_send_message_length", MAX_MESSAGE)])
+
+
+def _error(e, server: str, bad_input: type[VovError]) -> VovError:
+    import grpc
+
+    code, details = e.code(), e.details() or ""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return bad_input(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return BackboneMismatch(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return UsageError(f"{server}: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return VovError(f"{server}: unavailable: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return VovError(f"{server}: no answer in time")
+    return VovError(f"{server}: {code.name.lower()}: {details}")
+
+
+def _options_message(options):
+    from vov.v1 import codec_pb2
+
+    spec, fit = options.adapter, options.fit
+    rate = {"target_bpp": fit.target_bpp} if fit.target_bpp else {"lambda": fit.lam}
+    return codec_pb2.CompressOptions(kind=spec.kind, rank=spec.rank, dim=0 if options.auto_d else spec.d,
+                                     targets=spec.targets, steps=fit.steps, sampler_steps=options.sampler_steps,
+                                     seed=options.noise_seed, backbone=options.backbone, **rate)
+
+
+def compress_events(server: str, image_bytes: bytes, options, timeout: float | None = None):
+    """Yield the server's CompressResponse messages (progress events, then the result)."""
+    import grpc
+
+    from vov.v1 import codec_pb2, codec_pb2_grpc
+
+    def requests():
+        yield codec_pb2.CompressRequest(options=_options_message(options))
+        for offset in range(0, len(image_bytes), CHUNK):
+            yield codec_pb2.CompressRequest(chunk=image_bytes[offset: offset + CHUNK])
+
+    with channel(server) as ch:
+        try:
+            yield from codec_pb2_grpc.EncoderStub(ch).Compress(requests(), timeout=timeout)
+        except grpc.RpcError as e:
+            raise _error(e, server, MediaError) from None
+
+
+def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = False) -> bytes:
+    """Compress through an encoder service; a progress bar follows the fit unless `quiet`."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=options.fit.steps, desc="fitting", unit="step", disable=quiet, dynamic_ncols=True)
+    try:
+        for message in compress_events(server, image_bytes, options):
+            if message.HasField("progress"):
+                p = message.progress
+                bar.total = p.total
+                bar.update(max(0, p.step - bar.n))
+                extra = {"stage": p.stage, "loss": f"{p.loss:.4f}"}
+                if p.estimated_bits:
+                    extra["est"] = f"{p.estimated_bits / 8:.0f}B"
+                bar.set_postfix(extra)
+            elif message.HasField("result"):
+                return message.result.bitstream
+    finally:
+        bar.close()
+    raise VovError(f"{server}: the encoder ended the call without a result")
+
+
+def decompress_events(server: str, data: bytes, timeout: float | None = None):
+    import grpc
+
+    from vov.v1 import codec_pb2, codec_pb2_grpc
+
+    with channel(server) as ch:
+        try:
+            yield from codec_pb2_grpc.DecoderStub(ch).Decompress(codec_pb2.DecompressRequest(bitstream=data), timeout=timeout)
+        except grpc.RpcError as e:
+            raise _error(e, server, BitstreamError) from None
+
+
+def remote_decompress_png(server: str, data: bytes, timeout: float | None = None) -> tuple[bytes, bool]:
+    """The decoded image as PNG bytes, and whether it is grey."""
+    info, parts = None, []
+    for message in decompress_events(server, data, timeout):
+        if message.HasField("image"):
+            info = message.image
+        elif message.HasField("png_chunk"):
+            parts.append(message.png_chunk.data)
+            if message.png_chunk.last:
+                break
+    if info is None or not parts:
+        raise VovError(f"{server}: the decoder ended the call without an image")
+    return b"".join(parts), info.grey
+
+
+def remote_decompress(server: str, data: bytes) -> tuple[np.ndarray, bool]:
+    """Decompress through a decoder service: (pixels float32 HxWx3 in [0, 1], grey)."""
+    from PIL import Image
+
+    png, grey = remote_decompress_png(server, data)
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    return np.asarray(img, dtype=np.float32) / 255.0, grey

@@ -1,0 +1,238 @@
+"""`vov serve`: Triton, the decoder and the encoder on loopback, for one person or for tests.
+
+Order: export the models if the repository is not current (vov.export), start tritonserver and wait
+until it is ready, start the decoder (pointed at Triton) and the encoder, each checked through gRPC
+health checking, print the addresses, and on Ctrl-C / SIGTERM stop them in reverse order (each
+gets its grace period for in-flight calls).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from vov.errors import UsageError
+
+
+def services_package() -> tuple[str, str | None]:
+    """The importable name of the services package, and a path to add to PYTHONPATH if needed."""
+    if importlib.util.find_spec("vov_services") is not None:
+        return "vov_services", None
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "services" / "decoder" / "server.py").exists():
+        return "services", str(checkout)
+    raise UsageError("the vov services are not installed (pip install 'vov[services]')")
+
+
+def wait_healthy(address: str, process: subprocess.Popen | None, name: str, timeout: float, log_path=None) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                tail = ""
+                if log_path:
+                    try:
+                        tail = "\n" + "\n".join(Path(log_path).read_text(errors="replace").splitlines()[-5:])
+                    except OSError:
+                        pass
+                raise UsageError(f"the {name} exited with status {process.returncode} while starting{tail}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise UsageError(f"the {name} at {address} was not healthy after {timeout:.0f} s")
+
+
+class Stack:
+    """Triton + decoder + encoder as child processes on loopback."""
+
+    def __init__(self, backbone: str = "embedded", repository: str | Path | None = None, work: str | Path | None = None,
+                 host: str = "127.0.0.1", encoder_port: int = 0, decoder_port: int = 0, triton_grpc_port: int = 0,
+                 triton_http_port: int = 0, max_rank: int | None = None, extra_decoder_args=(), extra_encoder_args=(),
+                 with_encoder: bool = True, with_triton: bool = True, log=None, torch_threads: int = 0):
+        from vov.export import DEFAULT_MAX_RANK, default_repository
+        from vov.triton import free_port
+
+        self.backbone_name = backbone
+        self.repository = Path(repository) if repository else default_repository(backbone)
+        self.work = Path(work) if work else Path(tempfile.mkdtemp(prefix="vov-serve-"))
+        self.host = host
+        self.ports = {name: port or free_port(host) for name, port in
+                      (("encoder", encoder_port), ("decoder", decoder_port), ("triton_grpc", triton_grpc_port),
+                       ("triton_http", triton_http_port))}
+        self.max_rank = max_rank or DEFAULT_MAX_RANK
+        self.extra_decoder_args, self.extra_encoder_args = list(extra_decoder_args), list(extra_encoder_args)
+        self.with_encoder, self.with_triton = with_encoder, with_triton
+        self.torch_threads = torch_threads
+        self.log = log or (lambda m: print(f"vov: {m}", file=sys.stderr))
+        self.triton = None
+        self.children: dict[str, subprocess.Popen] = {}
+
+    @property
+    def encoder_address(self) -> str:
+        return f"{self.host}:{self.ports['encoder']}"
+
+    @property
+    def decoder_address(self) -> str:
+        return f"{self.host}:{self.ports['decoder']}"
+
+    @property
+    def triton_url(self) -> str:
+        return f"{self.host}:{self.ports['triton_grpc']}"
+
+    def export(self) -> None:
+        from vov import backbones
+        from vov.export import export_repository, is_current
+
+        backbone = backbones.load(self.backbone_name)
+        if not is_current(self.repository, backbone, self.max_rank):
+            self.log(f"exporting the models into {self.repository}")
+            export_repository(backbone, self.repository, self.max_rank, log=self.log)
+
+    def start_triton(self, timeout: float = 120.0) -> None:
+        from vov.triton import TritonServer
+
+        self.triton = TritonServer(self.repository, self.work / "triton", self.ports["triton_grpc"],
+                                   self.ports["triton_http"], self.host).start()
+        self.triton.wait_ready(timeout)
+
+    def stop_triton(self) -> None:
+        if self.triton is not None:
+            self.triton.stop()
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        package, path = services_package()
+        env = dict(os.environ)
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p)
+        log = open(self.work / f"{name}.log", "ab")
+        try:
+            process = subprocess.Popen([sys.executable, "-m", f"{package}.{name}", *args], stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                       start_new_session=True)
+        finally:
+            log.close()
+        self.children[name] = process
+        return process
+
+    def start_service(self, name: str, timeout: float = 180.0) -> None:
+        common = ["--host", self.host, "--port", str(self.ports[name]), "--backbone", self.backbone_name,
+                  "--torch-threads", str(self.torch_threads)]
+        if name == "decoder":
+            extra = ["--repository", str(self.repository), *self.extra_decoder_args]
+            if self.with_triton:
+                extra += ["--triton-url", self.triton_url]
+        else:
+            extra = self.extra_encoder_args
+        process = self._spawn(name, [*common, *extra])
+        address = self.decoder_address if name == "decoder" else self.encoder_address
+        wait_healthy(address, process, f"{name} service", timeout, self.work / f"{name}.log")
+
+    def stop_service(self, name: str, timeout: float = 60.0) -> None:
+        process = self.children.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def start(self) -> "Stack":
+        self.work.mkdir(parents=True, exist_ok=True)
+        try:
+            self.export()
+            if self.with_triton:
+                self.start_triton()
+            # the two services import torch at the same time; on small machines that halves the wait
+            names = ["decoder", "encoder"] if self.with_encoder else ["decoder"]
+            errors: list[BaseException] = []
+
+            def start(name):
+                try:
+                    self.start_service(name)
+                except BaseException as e:
+                    errors.append(e)
+
+            threads = [threading.Thread(target=start, args=(n,)) for n in names]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for name in ("encoder", "decoder"):
+            self.stop_service(name)
+        self.stop_triton()
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backbone", default="embedded", help="foundation model (default: embedded)")
+    parser.add_argument("--repository", help="Triton model repository (default: ~/.cache/vov/triton/BACKBONE; exported if needed)")
+    parser.add_argument("--host", default="127.0.0.1", help="address every service listens on (default 127.0.0.1)")
+    parser.add_argument("--encoder-port", type=int, default=50051)
+    parser.add_argument("--decoder-port", type=int, default=50052)
+    parser.add_argument("--triton-grpc-port", type=int, default=8001)
+    parser.add_argument("--triton-http-port", type=int, default=8000)
+    parser.add_argument("--max-rank", type=int, help="largest adapter rank the engine serves (default 8)")
+    parser.add_argument("--no-triton", action="store_true", help="run the denoiser in the decoder with ONNX Runtime")
+    parser.add_argument("--work-dir", help="logs of the three processes (default: a temporary directory)")
+
+
+def run(args) -> None:
+    stack = Stack(args.backbone, args.repository, args.work_dir, args.host, args.encoder_port, args.decoder_port,
+                  args.triton_grpc_port, args.triton_http_port, args.max_rank, with_triton=not args.no_triton)
+    stopping = threading.Event()
+
+    def handler(signum, _frame):
+        stopping.set()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        stack.start()
+        if not args.no_triton:
+            print(f"triton   {stack.triton_url} (gRPC), {stack.host}:{stack.ports['triton_http']} (HTTP)")
+        print(f"decoder  {stack.decoder_address}")
+        print(f"encoder  {stack.encoder_address}")
+        print(f"logs     {stack.work}")
+        print("Ctrl-C stops all three.", flush=True)
+        while not stopping.is_set():
+            stopping.wait(0.5)
+            for name, process in list(stack.children.items()):
+                if process.poll() is not None:
+                    print(f"vov: the {name} service exited with status {process.returncode}; see {stack.work}",
+                          file=sys.stderr)
+                    stopping.set()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("vov: stopping", file=sys.stderr)
+        stack.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,159 @@
+"""Starting and stopping a local NVIDIA Triton server (the `tritonserver` binary) for vov's models.
+
+On CPU machines the binary comes from the `nvidia-pytriton` wheel (Triton 2.5x with the Python
+backend only); `VOV_TRITONSERVER` names another binary. Two facts about that wheel shape the
+launch (docs/services.md):
+- its Python-backend stub links the system's libpython, so the interpreter's own lib directory goes
+  first on LD_LIBRARY_PATH (else: `'_thread.RLock' object has no attribute '_recursion_count'`),
+  followed by the wheel's bundled libraries (`nvidia_pytriton.libs`);
+- the backend looks for its stub beside `libtriton_python.so`, while the wheel keeps one stub per
+  Python version elsewhere, so a backend directory is assembled (symlinks) in the work directory.
+Readiness is polled over Triton's HTTP endpoint with the standard library: no gRPC in here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from vov.errors import UsageError
+
+
+def _pytriton_root() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+
+
+def find_tritonserver() -> Path:
+    env = os.environ.get("VOV_TRITONSERVER")
+    if env:
+        return Path(env)
+    root = _pytriton_root()
+    if root and (root / "bin" / "tritonserver").exists():
+        return root / "bin" / "tritonserver"
+    found = shutil.which("tritonserver")
+    if found:
+        return Path(found)
+    raise UsageError("no tritonserver binary: install nvidia-pytriton (pip install 'vov[triton]') or set VOV_TRITONSERVER")
+
+
+def backend_directory(work: Path) -> Path:
+    """A backend directory whose python/ holds the backend library and this Python's stub."""
+    root = _pytriton_root()
+    if root is None:
+        # a system Triton (container image) brings its own complete backends directory
+        return Path(os.environ.get("VOV_TRITON_BACKENDS", "/opt/tritonserver/backends"))
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise UsageError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+    target = work / "backends" / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for source in [*(root / "backends" / "python").glob("*.so"), *(root / "backends" / "python").glob("*.py"), stub]:
+        link = target / source.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(source)
+    return work / "backends"
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [sysconfig.get_config_var("LIBDIR") or ""]
+    root = _pytriton_root()
+    if root is not None:
+        paths.append(str(root.parent.parent / "nvidia_pytriton.libs"))
+    if env.get("LD_LIBRARY_PATH"):
+        paths.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+class TritonServer:
+    """One tritonserver process serving `repository` on loopback."""
+
+    def __init__(self, repository: str | Path, work: str | Path, grpc_port: int, http_port: int,
+                 host: str = "127.0.0.1", log_path: str | Path | None = None):
+        self.repository = Path(repository)
+        self.work = Path(work)
+        self.grpc_port, self.http_port, self.host = grpc_port, http_port, host
+        self.log_path = Path(log_path) if log_path else self.work / "tritonserver.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def command(self) -> list[str]:
+        return [
+            str(find_tritonserver()), f"--model-repository={self.repository}",
+            f"--backend-directory={backend_directory(self.work)}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            "--allow-metrics=false", "--allow-gpu-metrics=false", "--allow-cpu-metrics=false",
+            "--strict-readiness=true", "--exit-on-error=true", "--log-info=false",
+        ]
+
+    def start(self) -> "TritonServer":
+        self.work.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environment(),
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/v2/health/ready", timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise UsageError(f"tritonserver exited with status {self.process.returncode}; see {self.log_path}:\n"
+                                 + self.log_tail())
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise UsageError(f"tritonserver was not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests, then exits
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -1,0 +1,173 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("backbone", "content_hash", "latent_channels", "pixel_multiple", "max_rank", "target_presets", "engine")
+    BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    LATENT_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_RANK_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRESETS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    backbone: str
+    content_hash: str
+    latent_channels: int
+    pixel_multiple: int
+    max_rank: int
+    target_presets: _containers.RepeatedScalarFieldContainer[str]
+    engine: str
+    def __init__(self, backbone: _Optional[str] = ..., content_hash: _Optional[str] = ..., latent_channels: _Optional[int] = ..., pixel_multiple: _Optional[int] = ..., max_rank: _Optional[int] = ..., target_presets: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class CompressOptions(_message.Message):
+    __slots__ = ("target_bpp", "kind", "rank", "dim", "targets", "steps", "sampler_steps", "seed", "backbone")
+    TARGET_BPP_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_STEPS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    target_bpp: float
+    kind: str
+    rank: int
+    dim: int
+    targets: str
+    steps: int
+    sampler_steps: int
+    seed: int
+    backbone: str
+    def __init__(self, target_bpp: _Optional[float] = ..., kind: _Optional[str] = ..., rank: _Optional[int] = ..., dim: _Optional[int] = ..., targets: _Optional[str] = ..., steps: _Optional[int] = ..., sampler_steps: _Optional[int] = ..., seed: _Optional[int] = ..., backbone: _Optional[str] = ..., **kwargs) -> None: ...
+
+class CompressRequest(_message.Message):
+    __slots__ = ("options", "chunk")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    options: CompressOptions
+    chunk: bytes
+    def __init__(self, options: _Optional[_Union[CompressOptions, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class CompressProgress(_message.Message):
+    __slots__ = ("step", "total", "stage", "loss", "estimated_bits")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_BITS_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    total: int
+    stage: str
+    loss: float
+    estimated_bits: float
+    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., stage: _Optional[str] = ..., loss: _Optional[float] = ..., estimated_bits: _Optional[float] = ..., **kwargs) -> None: ...
+
+class CompressResult(_message.Message):
+    __slots__ = ("bitstream", "bpp", "width", "height", "d", "payload_bits", "estimated_bits", "seconds")
+    BITSTREAM_FIELD_NUMBER: _ClassVar[int]
+    BPP_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    D_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_BITS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_BITS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    bitstream: bytes
+    bpp: float
+    width: int
+    height: int
+    d: int
+    payload_bits: int
+    estimated_bits: float
+    seconds: float
+    def __init__(self, bitstream: _Optional[bytes] = ..., bpp: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., d: _Optional[int] = ..., payload_bits: _Optional[int] = ..., estimated_bits: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class CompressResponse(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: CompressProgress
+    result: CompressResult
+    def __init__(self, progress: _Optional[_Union[CompressProgress, _Mapping]] = ..., result: _Optional[_Union[CompressResult, _Mapping]] = ...) -> None: ...
+
+class DecompressRequest(_message.Message):
+    __slots__ = ("bitstream",)
+    BITSTREAM_FIELD_NUMBER: _ClassVar[int]
+    bitstream: bytes
+    def __init__(self, bitstream: _Optional[bytes] = ...) -> None: ...
+
+class DecompressProgress(_message.Message):
+    __slots__ = ("step", "total")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    total: int
+    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ImageInfo(_message.Message):
+    __slots__ = ("width", "height", "grey", "png_bytes")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    GREY_FIELD_NUMBER: _ClassVar[int]
+    PNG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    grey: bool
+    png_bytes: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., grey: bool = ..., png_bytes: _Optional[int] = ...) -> None: ...
+
+class PngChunk(_message.Message):
+    __slots__ = ("data", "last")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    last: bool
+    def __init__(self, data: _Optional[bytes] = ..., last: bool = ...) -> None: ...
+
+class DecompressResponse(_message.Message):
+    __slots__ = ("progress", "image", "png_chunk")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PNG_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    progress: DecompressProgress
+    image: ImageInfo
+    png_chunk: PngChunk
+    def __init__(self, progress: _Optional[_Union[DecompressProgress, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., png_chunk: _Optional[_Union[PngChunk, _Mapping]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("bitstream", "target_latents", "candidates", "steps")
+    BITSTREAM_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LATENTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    bitstream: bytes
+    target_latents: bytes
+    candidates: int
+    steps: int
+    def __init__(self, bitstream: _Optional[bytes] = ..., target_latents: _Optional[bytes] = ..., candidates: _Optional[int] = ..., steps: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("step", "chosen")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    chosen: int
+    def __init__(self, step: _Optional[int] = ..., chosen: _Optional[int] = ...) -> None: ...
