@@ -49,11 +49,16 @@ def _lr(step: int, peak: float, warmup: int, total: int) -> float:
 
 def train(run_dir: str | Path, steps: int = 12000, config: FlowConfig = FlowConfig(), seed: int = 0,
           out: str | Path | None = None, batch: int = 8, crop: int = 256, clip_every: int = 4,
-          peak_lr: float = 4e-4, checkpoint_every: int = 250) -> Path:
+          peak_lr: float = 4e-4, checkpoint_every: int = 250, photos: list[data.Photo] | None = None) -> Path:
+    """Train (or resume) the embedded backbone in `run_dir`; returns the weights file.
+
+    `photos` defaults to every allowed training photo (the Debian packages are installed if missing).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data.ensure_debian_photos()
-    photos = data.training_photos()
+    if photos is None:
+        data.ensure_debian_photos()
+        photos = data.training_photos()
     originals = [data.load_rgb(p) for p in tqdm(photos, desc="loading photos", leave=False)]
     images = [scaled for img in originals for scaled in data.pyramid(img)]
     print(f"{len(photos)} training photos, {len(images)} scaled copies")
