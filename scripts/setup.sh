@@ -10,6 +10,8 @@ command -v cwebp >/dev/null || need_apt+=(webp)
 command -v avifenc >/dev/null || need_apt+=(libavif-bin)
 command -v cjxl >/dev/null || need_apt+=(libjxl-tools)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+# the test suite renders the benchmark report in headless Chromium
+case ",$extras," in *,dev,*) command -v chromium >/dev/null || need_apt+=(chromium) ;; esac
 for pkg in plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -27,9 +29,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip >/dev/null
+python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # the CPU build of torch first, so nothing pulls a CUDA build
-python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
+python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 pip install -q -e "$spec" 2>&1 | grep -v -E "^(WARNING: Location|  )" || true

@@ -2,10 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from vov.adapters import AdapterSpec
 from vov.backbones.embedded import tiny
-from vov.codec import EncodeOptions
-from vov.fit import FitConfig
 from vov.media import Picture
 
 torch.set_num_threads(2)
@@ -24,7 +21,3 @@ def smooth_picture():
     img = np.stack([x / 56, y / 40, 0.3 + 0.5 * disc], axis=-1)
     return Picture(img.astype(np.float32))
 
-
-def fast_options(**fit) -> EncodeOptions:
-    return EncodeOptions(backbone="tiny", adapter=AdapterSpec(rank=2, d=512), fit=FitConfig(steps=fit.pop("steps", 12), **fit),
-                         sampler_steps=4)

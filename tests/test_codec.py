@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import fast_options
+from fast_options import fast_options
 
 from vov import bitstream, codec
 from vov.errors import BackboneMismatch, BitstreamError

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from conftest import fast_options  # noqa: E402
+from fast_options import fast_options  # noqa: E402
 
 from vov import bitstream, codec, entropy  # noqa: E402
 from vov.backbones.embedded import tiny  # noqa: E402

@@ -59,25 +59,25 @@ def test_onnx_decode_is_close_to_torch(tiny_backbone, tiny_repository, tiny_file
         assert np.abs(via_onnx - via_torch).mean() < 0.02
 
 
-@pytest.mark.parametrize("variant", ["cpu", "gpu"])
-def test_repository_configs_are_valid_triton_model_configs(tiny_backbone, tmp_path, variant):
-    """Every rendered config.pbtxt parses as Triton's ModelConfig; the GPU variant comes with its plan build."""
+def parse_config(path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
+    assert "@" not in path.read_text()  # every placeholder filled in
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_repository_configs_are_valid_triton_model_configs(tiny_backbone, tiny_repository, tmp_path):
+    """Every rendered config.pbtxt parses as Triton's ModelConfig; the GPU variant comes with its plan build."""
     from vov import export
 
-    info = export.export_repository(tiny_backbone, tmp_path, max_rank=2, variant=variant, log=lambda m: None)
-    assert export.is_current(tmp_path, tiny_backbone, 2, variant)
-    assert not export.is_current(tmp_path, tiny_backbone, 2, "gpu" if variant == "cpu" else "cpu")
+    info = export.export_repository(tiny_backbone, tmp_path, max_rank=2, variant="gpu", log=lambda m: None)
+    assert export.is_current(tmp_path, tiny_backbone, 2, "gpu") and not export.is_current(tmp_path, tiny_backbone, 2)
     for model in export.MODELS:
-        config = text_format.Parse((tmp_path / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-        assert config.name == model and config.max_batch_size == export.MAX_BATCH
-        assert config.platform == "tensorrt_plan" if variant == "gpu" else config.backend == "python"
-        assert "@" not in (tmp_path / model / "config.pbtxt").read_text()  # every placeholder filled
-    script = tmp_path / export.PLAN_SCRIPT
-    assert script.exists() == (variant == "gpu")
-    if variant == "gpu":
-        total = export.LoraLayout.from_json(info["layout"]).total
-        text = script.read_text()
-        assert f"lora:8x{total}" in text and text.count("--saveEngine=") == 2
+        cpu, gpu = parse_config(tiny_repository / model / "config.pbtxt"), parse_config(tmp_path / model / "config.pbtxt")
+        assert cpu.name == gpu.name == model and cpu.max_batch_size == gpu.max_batch_size == export.MAX_BATCH
+        assert cpu.backend == "python" and gpu.platform == "tensorrt_plan"
+    assert not (tiny_repository / export.PLAN_SCRIPT).exists()
+    total = export.LoraLayout.from_json(info["layout"]).total
+    script = (tmp_path / export.PLAN_SCRIPT).read_text()
+    assert f"lora:8x{total}" in script and script.count("--saveEngine=") == 2

@@ -1,0 +1,10 @@
+"""Encode options that make the tiny backbone fit in a fraction of a second (shared by tests and goldens)."""
+
+from vov.adapters import AdapterSpec
+from vov.codec import EncodeOptions
+from vov.fit import FitConfig
+
+
+def fast_options(**fit) -> EncodeOptions:
+    return EncodeOptions(backbone="tiny", adapter=AdapterSpec(rank=2, d=512), fit=FitConfig(steps=fit.pop("steps", 12), **fit),
+                         sampler_steps=4)
