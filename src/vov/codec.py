@@ -106,7 +106,8 @@ def compress(picture: Picture, options: EncodeOptions = EncodeOptions(), backbon
     adapter = AdaptedDenoiser(backbone, spec)
     latents = latents_of(backbone, picture)
     result = fit(adapter, latents, pixels, options.fit, on_progress=on_progress, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, channel_weights=backbone.distortion_weights())
+                 checkpoint_every=checkpoint_every, channel_weights=backbone.distortion_weights(),
+                 decode_noise=sampler.initial_noise(tuple(latents.shape), options.noise_seed))
     qmax = int(np.abs(result.q).max()) if result.q.size else 0
     if qmax > 1 << 15:
         raise UsageError("the fitted vector does not fit the format's range; use a larger --lambda")

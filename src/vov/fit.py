@@ -8,6 +8,13 @@ Loss: `E_{t, eps} || f_theta_hat(x_t, t) - (eps - x_0) ||^2 + lambda * bpp(theta
    divided by the pixel count; lambda ramps in over the first `ramp` steps of the stage. With a bpp
    target, lambda is steered online so that the estimated rate lands on the target.
 
+The noise: decoding starts from one known noise eps_0 (the file's seed, vov.noise), so the encoder
+can fit along the very path the decoder's ODE takes, x_t = (1 - t) x_0 + t eps_0, whose velocity is the
+constant eps_0 - x_0. `path_share` is the share of steps that use eps_0; the others draw fresh noise,
+as in the paper, which teaches the adapter to reach x_0 from any noise (what stochastic samplers and
+best-of-N search need). On the embedded backbone, fitting along the decoder's path reaches in 100
+steps what fresh noise reaches in 1000 (MODEL_CARD.md).
+
 Checkpoints (`FitState`) are written every `checkpoint_every` steps when a path is given, and a fit
 restarted with the same checkpoint path and inputs resumes where it stopped.
 """
@@ -43,6 +50,7 @@ class FitConfig:
     init_bound: float = 0.02
     seed: int = 0
     components: int = 3
+    path_share: float = 1.0  # share of steps whose noise is the decoder's starting noise (needs decode_noise)
 
     @property
     def stage1_steps(self) -> int:
@@ -97,8 +105,11 @@ class Quantiser(nn.Module):
         return (scaled + (torch.round(scaled) - scaled).detach()) * s
 
 
-def _problem_key(latents: torch.Tensor, adapter: AdaptedDenoiser, config: FitConfig) -> str:
+def _problem_key(latents: torch.Tensor, adapter: AdaptedDenoiser, config: FitConfig,
+                 decode_noise: torch.Tensor | None) -> str:
     digest = hashlib.sha256(latents.detach().float().numpy().tobytes())
+    if decode_noise is not None:
+        digest.update(decode_noise.detach().float().numpy().tobytes())
     digest.update(repr((asdict(adapter.spec), adapter.d, asdict(config))).encode())
     return digest.hexdigest()
 
@@ -106,11 +117,13 @@ def _problem_key(latents: torch.Tensor, adapter: AdaptedDenoiser, config: FitCon
 def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: FitConfig = FitConfig(),
         on_progress: Callable[[Progress], None] | None = None, checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 50, condition: torch.Tensor | None = None,
-        channel_weights: torch.Tensor | None = None) -> FitResult:
+        channel_weights: torch.Tensor | None = None, decode_noise: torch.Tensor | None = None) -> FitResult:
     """Fit `adapter` to `latents` (1, C, F, h, w). `pixels` is the media's pixel count (for bpp).
 
     `channel_weights` (C,) weight the squared error of each latent channel (the backbone's
     `distortion_weights()`, so that the loss tracks pixel error); equal weights by default.
+    `decode_noise` is the decoder's starting noise (shaped like `latents`); without it every step
+    draws fresh noise.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -129,7 +142,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
     lam = config.lam  # with a bpp target, the starting point of the search
     start = 0
     history: list[Progress] = []
-    key = _problem_key(latents, adapter, config)
+    key = _problem_key(latents, adapter, config, decode_noise)
     if checkpoint and os.path.exists(checkpoint):
         state = torch.load(checkpoint, weights_only=False)
         if state.get("key") == key:
@@ -162,6 +175,8 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
             optimiser.param_groups[0]["lr"] = config.lr_stage2
         t = torch.rand(1, generator=generator)
         eps = torch.randn(x0.shape, generator=generator)
+        if decode_noise is not None and torch.rand(1, generator=generator).item() < config.path_share:
+            eps = decode_noise
         tt = t.view(1, 1, 1, 1, 1)
         noisy = (1 - tt) * x0 + tt * eps
         with torch.autocast("cpu", dtype=torch.bfloat16):
