@@ -16,7 +16,7 @@ Conventions, the same for every metric here:
   weights read from local files that the user provides (`load_weights`); they cannot be downloaded
   here. Lower is better for both; 0 is identical.
 
-Video metrics (FVD) are not implemented: the benchmark measures still images only.
+The video metric FVD (I3D features, weights from a local file) lives in `vov.fvd`.
 """
 
 from __future__ import annotations
