@@ -66,7 +66,6 @@ def main() -> None:
         picture = Picture(data.kodak_like(data.load_rgb(photo)).astype(np.float32) / 255.0)
         name = f"{photo.name} (768x512)"
     backbone = codec.get_backbone(args.backbone)
-    pixels = picture.width * picture.height
     print(f"{name}: {picture.width}x{picture.height}, backbone {args.backbone}, {torch.get_num_threads()} threads")
 
     record = {"image": name, "backbone": args.backbone, "threads": torch.get_num_threads(),

@@ -160,7 +160,8 @@ def curves(backbone, args) -> None:
             if p.step in checkpoints:
                 snapshots[p.step] = adapter.raw_theta().detach().clone()
 
-        fit(adapter, latents, 768 * 512, FitConfig(steps=max(checkpoints) + 1, rate_fraction=1e-9), on_progress=keep)
+        fit(adapter, latents, 768 * 512, FitConfig(steps=max(checkpoints) + 1, rate_fraction=1e-9), on_progress=keep,
+            channel_weights=backbone.distortion_weights(), decode_noise=sampler.initial_noise(tuple(latents.shape), 0))
         for step, theta in sorted(snapshots.items()):
             adapter.set_theta(theta)
             shape = (1, *backbone.latent_shape(1, 512, 768))

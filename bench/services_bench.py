@@ -106,7 +106,6 @@ def main() -> None:
         "onnxruntime_in_process": median_seconds(lambda: decompress(files[0], engine, engine.layout, backbone),
                                                  args.repeats),
     }
-    del engine
     work = Path(tempfile.mkdtemp(prefix="vov-bench-"))
     rates = {}
     for name, with_triton in (("service_onnxruntime", False), ("service_triton", True)):

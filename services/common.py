@@ -223,6 +223,7 @@ class Server:
         event(self.log, "stopped")
 
     def run_until_signal(self, grace: float) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
         def handler(signum, _frame):
             threading.Thread(target=self.stop, args=(grace,), daemon=True).start()
 
@@ -231,3 +232,18 @@ class Server:
         while not self._stopped.is_set():
             self._stopped.wait(0.5)
         self.server.wait_for_termination()
+
+
+def main(service: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+         serve: Callable[[argparse.Namespace], Server], argv: list[str] | None = None) -> int:
+    """A service's entry point: parse flags, start, serve until a signal. Exit status 2 if it cannot start."""
+    parser = argparse.ArgumentParser(prog=f"vov-{service}", description=f"vov {service} gRPC service")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        server = serve(args)
+    except VovError as e:
+        event(logger(service), "cannot start", level=logging.ERROR, error=str(e))
+        return 2
+    server.run_until_signal(args.grace)
+    return 0

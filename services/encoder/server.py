@@ -17,6 +17,7 @@ import time
 from vov import codec
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
+from .. import common
 from ..common import (MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments, env_default, event,
                       logger, stream_worker)
 
@@ -148,15 +149,4 @@ def serve(args: argparse.Namespace) -> Server:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vov.errors import VovError
-
-    parser = argparse.ArgumentParser(prog="vov-encoder", description="vov encoder gRPC service")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        server = serve(args)
-    except VovError as e:
-        event(logger("encoder"), "cannot start", level=40, error=str(e))
-        return 2
-    server.run_until_signal(args.grace)
-    return 0
+    return common.main("encoder", add_arguments, serve, argv)

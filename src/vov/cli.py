@@ -13,6 +13,7 @@ import os
 import sys
 
 from vov.errors import VovError
+from vov.files import read_bytes, write_atomic
 
 
 def _add_rate_args(p: argparse.ArgumentParser) -> None:
@@ -65,35 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-base", help="train the embedded backbone from the allowed photos")
     p.add_argument("--run-dir", default="runs/base", help="checkpoints and logs (resumes if present)")
-    p.add_argument("--steps", type=_positive(int), default=9000)
+    p.add_argument("--steps", type=_positive(int), default=6000)
     p.add_argument("-o", "--output", help="weights file (default: RUN_DIR/embedded.safetensors)")
     return parser
-
-
-def _read(path: str) -> bytes:
-    from vov.errors import UsageError
-
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied") from None
-
-
-def _write(path: str, data: bytes) -> None:
-    from vov.errors import UsageError
-
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UsageError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def cmd_compress(args) -> None:
@@ -120,8 +95,8 @@ def cmd_compress(args) -> None:
     if args.server:
         from vov.client import remote_compress
 
-        data = remote_compress(args.server, _read(args.input), options, quiet=args.quiet)
-        _write(args.output, data)
+        data = remote_compress(args.server, read_bytes(args.input), options, quiet=args.quiet)
+        write_atomic(args.output, data)
         print(f"{args.output}: {len(data)} bytes, {8 * len(data) / pixels:.4f} bpp")
         return
     checkpoint = f"{args.output}.partial"
@@ -145,7 +120,7 @@ def cmd_compress(args) -> None:
     finally:
         if bar is not None:
             bar.close()
-    _write(args.output, report.data)
+    write_atomic(args.output, report.data)
     print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, d={report.d}, "
           f"payload {report.payload_bits} bits vs estimate {report.est_bits:.0f} "
           f"({100 * report.coding_overhead:+.2f}%), {report.seconds:.1f} s")
@@ -157,7 +132,7 @@ def cmd_decompress(args) -> None:
     from vov import codec
     from vov.media import save_image
 
-    data = _read(args.input)
+    data = read_bytes(args.input)
     if args.server:
         from vov.client import remote_decompress
 
@@ -185,7 +160,7 @@ def cmd_decompress(args) -> None:
 def cmd_info(args) -> None:
     from vov import bitstream
 
-    data = _read(args.input)
+    data = read_bytes(args.input)
     f = bitstream.load(data)
     sizes = bitstream.part_sizes(f)
     pixels = f.pixels

@@ -1,7 +1,6 @@
 import base64
 import io
 import json
-import os
 from html.parser import HTMLParser
 
 import numpy as np

@@ -19,14 +19,13 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from vov.errors import UsageError
+from vov.files import write_atomic
 
 DEFAULT_POINTS = (0.02, 0.05, 0.1)
 CORE_MODULES = ("codec", "fit", "adapters", "entropy", "sampler", "noise", "bitstream", "media")
@@ -149,8 +148,8 @@ class Cache:
             Image.fromarray(decoded).save(tmp, format="PNG")
             os.replace(tmp, self.path(key, ".png"))
         if data is not None:
-            _atomic_write(self.path(key, ".bin"), data)
-        _atomic_write(self.path(key, ".json"), json.dumps(record, indent=1).encode())
+            write_atomic(self.path(key, ".bin"), data)
+        write_atomic(self.path(key, ".json"), json.dumps(record, indent=1).encode())
 
     def sizes(self, key: str) -> dict[str, int]:
         path = os.path.join(self.root, "sizes", f"{key}.json")
@@ -161,17 +160,7 @@ class Cache:
             return {}
 
     def store_sizes(self, key: str, sizes: dict[str, int]) -> None:
-        _atomic_write(os.path.join(self.root, "sizes", f"{key}.json"), json.dumps(sizes).encode())
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UsageError(f"{path}: cannot write ({e.strerror or e})") from None
+        write_atomic(os.path.join(self.root, "sizes", f"{key}.json"), json.dumps(sizes).encode())
 
 
 def load_items(paths: list[str]) -> list[Item]:

@@ -21,7 +21,6 @@ import warnings
 
 import numpy as np
 
-from vov.metrics import METRICS
 
 
 def msssim_db(value: float) -> float:
