@@ -47,7 +47,7 @@ while True:
 print("demo: services ready:", ", ".join(addresses))
 PY
 
-vov compress out/sample.png -o out/sample.vov --server "$encoder" "$@"
+vov compress out/sample.png -o out/sample.vov --server "$encoder" --steps 600 "$@"
 vov info out/sample.vov
 vov decompress out/sample.vov -o out/sample.decoded.png --server "$decoder"
 python - <<'PY'

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from fast_options import fast_options
@@ -65,11 +66,24 @@ def test_fitting_along_the_decoders_path_decodes_closer(tiny_backbone, smooth_pi
     assert errors[1.0] < 0.9 * errors[0.0], errors  # the tiny random model shows it weakly; the embedded one strongly
 
 
-def test_rate_target_steers_lambda(tiny_backbone, smooth_picture):
-    low = codec.compress(smooth_picture, fast_options(steps=60, target_bpp=0.5), backbone=tiny_backbone)
-    high = codec.compress(smooth_picture, fast_options(steps=60, target_bpp=4.0), backbone=tiny_backbone)
-    assert low.history[-1].lam > high.history[-1].lam
-    assert len(low.data) < len(high.data)
+@pytest.mark.parametrize("target", [0.5, 2.0, 4.0])
+def test_rate_target_is_met_from_below(tiny_backbone, smooth_picture, target):
+    """--bpp lands within 10% of the target and never above it (the vector's part of the file)."""
+    report = codec.compress(smooth_picture, fast_options(steps=30, target_bpp=target), backbone=tiny_backbone)
+    vector_bpp = report.payload_bits / (40 * 56)
+    assert 0.9 * target <= vector_bpp <= target * 1.01, vector_bpp
+
+
+def test_step_for_budget_searches_the_step():
+    from vov.fit import coded_bits, step_for_budget
+
+    theta = np.random.default_rng(0).normal(0, 0.3, 8192)
+    for budget in (4000.0, 16000.0, 30000.0):
+        step = step_for_budget(theta, budget)
+        bits, _ = coded_bits(np.round(theta / step).astype(np.int64), 3)
+        assert 0.95 * budget <= bits <= budget
+        finer, _ = coded_bits(np.round(theta / (step / 1.05)).astype(np.int64), 3)
+        assert finer > budget  # a smaller step would not fit
 
 
 def test_resume_gives_identical_file(tiny_backbone, smooth_picture, tmp_path):

@@ -82,6 +82,26 @@ class LogisticMixture(nn.Module):
         return PriorParams(weights, tuple(int(c) for c in np.clip(codes, -128, 127)))
 
 
+def fit_prior(q: np.ndarray, components: int = 3, steps: int = 200) -> PriorParams:
+    """The quantised mixture that codes the integers `q` best (maximum likelihood, then quantised)."""
+    model = LogisticMixture(components, init_scale=max(0.5, float(np.abs(q).mean()) if len(q) else 1.0))
+    x = torch.from_numpy(np.asarray(q, dtype=np.float32))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
+    with torch.enable_grad():  # callers may be inside no_grad
+        for _ in range(steps):
+            optimiser.zero_grad()
+            (model.bits(x) / max(len(x), 1)).backward()
+            optimiser.step()
+    return model.quantised()
+
+
+def empirical_bits(q: np.ndarray) -> float:
+    """Bits of `q` under its own histogram: what no fixed prior can beat, a fast stand-in for search."""
+    _, counts = np.unique(q, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(counts * np.log2(p)).sum())
+
+
 def encode(q: np.ndarray, prior: PriorParams, qmax: int) -> bytes:
     """ANS-code integers in [-qmax, qmax]; returns the coder's words as little-endian bytes."""
     if len(q) and int(np.abs(q).max()) > qmax:
