@@ -51,7 +51,9 @@ def main() -> None:
     parser.add_argument("--backbone", default="embedded")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--sampler-steps", type=int, default=50)
-    parser.add_argument("--bpp", default="0.03,0.05,0.1")
+    parser.add_argument("--bpp", default="0.03,0.05,0.1", help="rate targets (the default mode)")
+    parser.add_argument("--lambdas", help="rate weights instead of targets, e.g. 0.003,0.01,0.03 (d from --dim)")
+    parser.add_argument("--dim", type=int, default=8192, help="d in --lambdas mode")
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--out", default="bench/results/core.json")
     args = parser.parse_args()
@@ -74,22 +76,28 @@ def main() -> None:
     record["fit_step_seconds"] = step_time(backbone, picture, AdapterSpec(rank=args.rank, d=16384))
     print(f"fitting step (fwd+bwd, bf16): {record['fit_step_seconds']:.3f} s")
 
-    for target in [float(x) for x in args.bpp.split(",")]:
-        options = codec.EncodeOptions(
-            backbone=args.backbone, adapter=AdapterSpec(rank=args.rank),
-            fit=FitConfig(steps=args.steps, target_bpp=codec.vector_bpp(target, picture.width, picture.height)),
-            sampler_steps=args.sampler_steps)
+    if args.lambdas:
+        runs = [("lambda", float(x)) for x in args.lambdas.split(",")]
+    else:
+        runs = [("target_bpp", float(x)) for x in args.bpp.split(",")]
+    for mode, value in runs:
+        if mode == "lambda":
+            fit_config = FitConfig(steps=args.steps, lam=value)
+        else:
+            fit_config = FitConfig(steps=args.steps, target_bpp=codec.vector_bpp(value, picture.width, picture.height))
+        options = codec.EncodeOptions(backbone=args.backbone, adapter=AdapterSpec(rank=args.rank, d=args.dim),
+                                      fit=fit_config, sampler_steps=args.sampler_steps, auto_d=mode == "target_bpp")
         report = codec.compress(picture, options, backbone=backbone)
         start = time.perf_counter()
         decoded = codec.decompress(report.data, backbone=backbone)
         decode_seconds = time.perf_counter() - start
-        point = {"target_bpp": target, "bpp": report.bpp, "bytes": len(report.data), "d": report.d,
+        point = {mode: value, "bpp": report.bpp, "bytes": len(report.data), "d": report.d,
                  "parts": report.parts, "payload_bits": report.payload_bits, "estimated_bits": report.est_bits,
                  "coding_overhead": report.coding_overhead, "encode_seconds": report.seconds,
                  "decode_seconds": decode_seconds, "psnr": psnr(picture.pixels, decoded.pixels),
                  "ms_ssim": ms_ssim(picture.pixels, decoded.pixels), "final_lambda": report.history[-1].lam}
         record["points"].append(point)
-        print(f"target {target:.3f} bpp -> {point['bpp']:.4f} bpp (d={report.d}), PSNR {point['psnr']:.2f} dB, "
+        print(f"{mode} {value:g} -> {point['bpp']:.4f} bpp (d={report.d}), PSNR {point['psnr']:.2f} dB, "
               f"MS-SSIM {point['ms_ssim']:.4f}, payload {report.payload_bits} bits vs estimate "
               f"{report.est_bits:.0f} ({100 * report.coding_overhead:+.2f}%), encode {report.seconds:.1f} s, "
               f"decode {decode_seconds:.1f} s")
