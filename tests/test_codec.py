@@ -46,7 +46,7 @@ def test_fit_reduces_distortion(tiny_backbone, smooth_picture):
     latents = codec.latents_of(tiny_backbone, smooth_picture)
     adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=2, d=512))
     before = fixed_draw_loss(adapter, latents)
-    fit(adapter, latents, 40 * 56, FitConfig(steps=150, rate_fraction=0.01, lr_stage1=1e-2))
+    fit(adapter, latents, 40 * 56, FitConfig(steps=150, rate_fraction=0.01, lr_stage1=3e-2))
     assert fixed_draw_loss(adapter, latents) < 0.8 * before
 
 
@@ -59,7 +59,7 @@ def test_fitting_along_the_decoders_path_decodes_closer(tiny_backbone, smooth_pi
     errors = {}
     for share in (0.0, 1.0):
         adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=2, d=512))
-        fit(adapter, latents, 40 * 56, FitConfig(steps=100, rate_fraction=0.01, lr_stage1=1e-2, path_share=share),
+        fit(adapter, latents, 40 * 56, FitConfig(steps=100, rate_fraction=0.01, lr_stage1=3e-2, path_share=share),
             decode_noise=noise)
         decoded = sampler.sample(sampler.torch_velocity(adapter, autocast=False), tuple(latents.shape), 0, 10)
         errors[share] = (decoded - latents).pow(2).mean().item()
@@ -84,6 +84,20 @@ def test_step_for_budget_searches_the_step():
         assert 0.95 * budget <= bits <= budget
         finer, _ = coded_bits(np.round(theta / (step / 1.05)).astype(np.int64), 3)
         assert finer > budget  # a smaller step would not fit
+
+
+def test_theta_lr_decays_from_each_stage_rate_to_the_floor():
+    from vov.fit import FitConfig, theta_lr
+
+    config = FitConfig(steps=301, rate_fraction=1 / 3, lr_stage1=0.02, lr_stage2=0.01, lr_floor=0.05)
+    assert theta_lr(config, 0) == pytest.approx(0.02)
+    assert theta_lr(config, 300) == pytest.approx(0.01 * 0.05)
+    rates = [theta_lr(config, s) for s in range(301)]
+    stage1, stage2 = rates[:config.stage1_steps], rates[config.stage1_steps:]
+    assert all(a >= b for a, b in zip(stage1, stage1[1:])) and all(a >= b for a, b in zip(stage2, stage2[1:]))
+    assert stage1[-1] > 0.01 * 0.05 and stage2[0] < stage1[-1]
+    constant = FitConfig(steps=301, lr_floor=1.0)
+    assert {theta_lr(constant, s) for s in range(constant.stage1_steps)} == {constant.lr_stage1}
 
 
 def test_resume_gives_identical_file(tiny_backbone, smooth_picture, tmp_path):

@@ -53,6 +53,7 @@ class FitConfig:
     lr_stage2: float = 1e-2
     lr_entropy: float = 1e-2
     ramp: int = 100  # steps over which lambda ramps in, at the start of stage 2
+    lr_floor: float = 0.05  # theta's lr falls along a cosine to this share by the last step (see theta_lr)
     lam: float = 0.02  # rate weight, per bit per pixel; ignored when target_bpp is set
     target_bpp: float | None = None
     init_bound: float = 0.02
@@ -124,6 +125,17 @@ def step_for_budget(theta: np.ndarray, budget_bits: float, components: int = 3) 
             break
         step *= 1.02
     return float(np.float32(step))
+
+
+def theta_lr(config: FitConfig, step: int) -> float:
+    """theta's learning rate at `step`: the stage's rate times a cosine from 1 down to `lr_floor`.
+
+    On the embedded backbone at 0.05 bpp and 600 steps, decaying to 5% instead of a constant rate
+    gave +0.3 dB on one held-out photo and +3.5 dB on another, whose constant-rate fit oscillated.
+    """
+    base = config.lr_stage1 if step < config.stage1_steps else config.lr_stage2
+    decay = 0.5 * (1 + math.cos(math.pi * step / max(1, config.steps - 1)))
+    return base * (config.lr_floor + (1 - config.lr_floor) * decay)
 
 
 class Quantiser(nn.Module):
@@ -220,7 +232,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
                 else:  # start the learned step where theta's spread is a few steps wide
                     start_step = float(theta.detach().std()) / 4 + 1e-8
                 quantiser.raw_step.copy_(torch.log(torch.expm1(torch.tensor(start_step))))
-            optimiser.param_groups[0]["lr"] = config.lr_stage2
+        optimiser.param_groups[0]["lr"] = theta_lr(config, step)
         t = torch.rand(1, generator=generator)
         eps = torch.randn(x0.shape, generator=generator)
         if decode_noise is not None and torch.rand(1, generator=generator).item() < config.path_share:
