@@ -85,6 +85,10 @@ def test_not_an_image(tmp_path):
         load_image(path)
     with pytest.raises(MediaError, match="no such file"):
         load_image(tmp_path / "missing.png")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(64))
+    with pytest.raises(MediaError, match="a video; vov compresses still images"):
+        load_image(clip)
 
 
 def test_truncated_image():

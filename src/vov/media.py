@@ -81,6 +81,9 @@ def _to_float(img: Image.Image) -> tuple[np.ndarray, bool, int]:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0, False, 8  # CMYK, YCbCr, LAB, ...
 
 
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m", ".m4v"}
+
+
 def _composite_alpha(arr: np.ndarray) -> tuple[np.ndarray, bool]:
     colour, alpha = arr[..., :-1], arr[..., -1:]
     if np.all(alpha >= 1.0):
@@ -105,6 +108,8 @@ def load_image(source: str | os.PathLike | bytes) -> Picture:
     except MediaError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES:
+            raise MediaError(f"{name}: a video; vov compresses still images (clips are not supported yet)") from None
         raise MediaError(f"{name}: not an image vov can read ({e.__class__.__name__})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise MediaError(f"{name}: damaged or unsupported image ({e})") from None
