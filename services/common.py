@@ -65,6 +65,19 @@ def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) ->
                         help="torch CPU threads (env VOV_TORCH_THREADS; 0: torch decides)")
 
 
+def load_backbone(args: argparse.Namespace, log: logging.Logger):
+    """The backbone a service serves (`--backbone`), after applying `--torch-threads`."""
+    import torch
+
+    from vov import codec
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    backbone = codec.get_backbone(args.backbone)
+    event(log, "backbone loaded", backbone=backbone.name, content_hash=backbone.content_hash.hex())
+    return backbone
+
+
 # ------------------------------------------------------------------------------------ logs
 
 

@@ -115,19 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> Server:
     """Build and start the decoder server; returns it running (call .stop(grace) to end it)."""
-    import torch
-
     log = logger("decoder")
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    backbone = codec.get_backbone(args.backbone)
+    backbone = common.load_backbone(args, log)
     engine = make_engine(backbone, args.triton_url or None, args.repository or None, args.ort_threads or None)
     servicer = DecoderServicer(backbone, engine, args.max_file_bytes, log)
     server = Server([SERVICE], lambda s: codec_pb2_grpc.add_DecoderServicer_to_server(servicer, s), args.host,
                     args.port, args.workers, args.max_file_bytes + MESSAGE_SLACK, log)
     server.start()
-    event(log, "serving", address=server.address, backbone=backbone.name, content_hash=backbone.content_hash.hex(),
-          engine=engine.describe(), max_file_bytes=args.max_file_bytes)
+    event(log, "serving", address=server.address, engine=engine.describe(), max_file_bytes=args.max_file_bytes)
     return server
 
 

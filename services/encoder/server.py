@@ -132,19 +132,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> Server:
     """Build and start the encoder server; returns it running (call .stop(grace) to end it)."""
-    import torch
-
     log = logger("encoder")
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
-    backbone = codec.get_backbone(args.backbone)
+    backbone = common.load_backbone(args, log)
     servicer = EncoderServicer(backbone, args.max_image_bytes, max(1, args.max_fits), log)
     # the image arrives in chunks of at most 1 MiB, so messages stay small; the limit is generous anyway
     server = Server([SERVICE], lambda s: codec_pb2_grpc.add_EncoderServicer_to_server(servicer, s), args.host,
                     args.port, args.workers, 4 * MIB + MESSAGE_SLACK, log)
     server.start()
-    event(log, "serving", address=server.address, backbone=backbone.name, content_hash=backbone.content_hash.hex(),
-          max_image_bytes=args.max_image_bytes, max_fits=args.max_fits)
+    event(log, "serving", address=server.address, max_image_bytes=args.max_image_bytes, max_fits=args.max_fits)
     return server
 
 

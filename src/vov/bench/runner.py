@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vov.errors import UsageError
-from vov.files import write_atomic
+from vov.files import read_bytes, write_atomic
 
 DEFAULT_POINTS = (0.02, 0.05, 0.1)
 CORE_MODULES = ("codec", "fit", "adapters", "entropy", "sampler", "noise", "bitstream", "media")
@@ -170,15 +170,7 @@ def load_items(paths: list[str]) -> list[Item]:
         raise UsageError("give at least one image")
     items, names = [], set()
     for path in paths:
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise UsageError(f"{path}: is a directory; give image files") from None
-        except PermissionError:
-            raise UsageError(f"{path}: permission denied") from None
+        raw = read_bytes(path)
         picture = load_image(path)
         base = os.path.splitext(os.path.basename(path))[0] or "image"
         name, n = base, 2
