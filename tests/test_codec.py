@@ -86,6 +86,13 @@ def test_step_for_budget_searches_the_step():
         assert finer > budget  # a smaller step would not fit
 
 
+def test_choose_d_follows_the_budget_up_to_its_cap():
+    assert codec.choose_d(0.05, 768 * 512, 10**6) == 8192
+    assert codec.choose_d(0.02, 768 * 512, 10**6) == 4096
+    assert codec.choose_d(0.05, 1920 * 1080, 10**6) == codec.MAX_AUTO_D
+    assert codec.choose_d(0.05, 768 * 512, 1000) == 1000  # never more than the adapter has entries
+
+
 def test_theta_lr_decays_from_each_stage_rate_to_the_floor():
     from vov.fit import FitConfig, theta_lr
 
