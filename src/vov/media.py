@@ -23,6 +23,7 @@ from vov.errors import MediaError
 MIN_SIDE = 16
 MAX_SIDE = 4096
 MAX_PIXELS = 3840 * 2160
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m", ".m4v"}  # named in the error for a clip
 Image.MAX_IMAGE_PIXELS = 64 * MAX_PIXELS  # refuse decompression bombs early, but after our own check
 
 
@@ -79,9 +80,6 @@ def _to_float(img: Image.Image) -> tuple[np.ndarray, bool, int]:
         converted = img.convert("RGBA" if "transparency" in img.info else "RGB")
         return _to_float(converted)
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0, False, 8  # CMYK, YCbCr, LAB, ...
-
-
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m", ".m4v"}
 
 
 def _composite_alpha(arr: np.ndarray) -> tuple[np.ndarray, bool]:
