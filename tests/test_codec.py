@@ -86,10 +86,10 @@ def test_step_for_budget_searches_the_step():
         assert finer > budget  # a smaller step would not fit
 
 
-def test_choose_d_follows_the_budget_up_to_its_cap():
+def test_choose_d_follows_the_budget():
     assert codec.choose_d(0.05, 768 * 512, 10**6) == 8192
     assert codec.choose_d(0.02, 768 * 512, 10**6) == 4096
-    assert codec.choose_d(0.05, 1920 * 1080, 10**6) == codec.MAX_AUTO_D
+    assert codec.choose_d(0.05, 1920 * 1080, 10**6) == 32768
     assert codec.choose_d(0.05, 768 * 512, 1000) == 1000  # never more than the adapter has entries
 
 
@@ -105,6 +105,36 @@ def test_theta_lr_decays_from_each_stage_rate_to_the_floor():
     assert stage1[-1] > 0.01 * 0.05 and stage2[0] < stage1[-1]
     constant = FitConfig(steps=301, lr_floor=1.0)
     assert {theta_lr(constant, s) for s in range(constant.stage1_steps)} == {constant.lr_stage1}
+
+
+def test_less_shared_vectors_start_and_step_smaller():
+    from vov.fit import FitConfig, size_factor, theta_lr
+
+    config = FitConfig(steps=100, reference_uses=4.0)
+    assert size_factor(config, 16384, 73728) == size_factor(config, 4096, 73728) == 1.0  # 4.5 and 18 uses
+    assert size_factor(config, 73728, 73728) == pytest.approx(0.5)  # plain LoRA: each entry its own number
+    assert size_factor(config, 32768, 65536) == pytest.approx(0.5 ** 0.5)
+    assert theta_lr(config, 0, 0.5) == pytest.approx(0.5 * theta_lr(config, 0))
+
+
+def test_the_initial_vector_shrinks_with_its_sharing():
+    from vov.fit import FitConfig, initial_theta
+
+    def start(entries):
+        return initial_theta(FitConfig(init_bound=0.02), 4096, entries, torch.Generator().manual_seed(0))
+
+    shared = start(4 * 4096)
+    assert 0.019 < shared.abs().max() <= 0.02
+    assert torch.equal(start(4096), shared * 0.5)  # one entry per number: half the spread
+
+
+def test_adapter_knows_how_many_lora_entries_it_feeds(tiny_backbone):
+    from vov.adapters import AdaptedDenoiser, AdapterSpec, lora_entry_count
+
+    spec = AdapterSpec(rank=2, d=512)
+    adapter = AdaptedDenoiser(tiny_backbone, spec)
+    assert adapter.lora_entries == lora_entry_count(tiny_backbone, spec) == sum(
+        2 * (m.in_features + m.out_features) for _, m in adapter.layers())
 
 
 def test_resume_gives_identical_file(tiny_backbone, smooth_picture, tmp_path):

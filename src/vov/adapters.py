@@ -79,6 +79,7 @@ class AdaptedDenoiser(nn.Module):
         pattern = backbone.resolve_targets(spec.targets)
         self.target_names = [n for n, _ in target_layers(backbone.denoiser, pattern)]
         self.d = theta_length(backbone, spec)
+        self.lora_entries = lora_entry_count(backbone, spec)  # D: the LoRA entries that theta feeds
         config = UniLoraConfig(r=spec.rank, theta_d_length=self.d, proj_seed=spec.seed, target_modules=pattern)
         denoiser = copy.deepcopy(backbone.denoiser)
         with torch.random.fork_rng():  # peft draws theta's initial values; they are replaced below

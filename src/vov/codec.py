@@ -78,17 +78,11 @@ def vector_bpp(file_bpp: float, width: int, height: int) -> float:
     return file_bpp - header_bpp
 
 
-# At the fit's default learning rate, vectors of 32768 entries or more stall (11.3 dB after 400 steps
-# on a held-out photo where d = 16384 reaches 16.7 dB; MODEL_CARD.md, quality vs fitting steps), so
-# the automatic choice stops here and a bigger budget buys finer quantisation instead. --dim overrides.
-MAX_AUTO_D = 16384
-
-
 def choose_d(target_bpp: float, pixels: int, lora_entries: int, bits_per_entry: float = 2.5) -> int:
     """A vector length that a fit can bring to `target_bpp`: a power of two near budget / 2.5 bits."""
     budget = target_bpp * pixels
     d = 2 ** round(math.log2(max(budget / bits_per_entry, 64)))
-    return int(min(max(d, 64), lora_entries, MAX_AUTO_D))
+    return int(min(max(d, 64), lora_entries))
 
 
 def latents_of(backbone: Backbone, picture: Picture) -> torch.Tensor:

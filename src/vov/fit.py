@@ -57,6 +57,7 @@ class FitConfig:
     lam: float = 0.02  # rate weight, per bit per pixel; ignored when target_bpp is set
     target_bpp: float | None = None
     init_bound: float = 0.02
+    reference_uses: float = 4.0  # LoRA entries per coordinate of theta the rates were tuned at (size_factor)
     seed: int = 0
     components: int = 3
     path_share: float = 1.0  # share of steps whose noise is the decoder's starting noise (needs decode_noise)
@@ -127,15 +128,35 @@ def step_for_budget(theta: np.ndarray, budget_bits: float, components: int = 3) 
     return float(np.float32(step))
 
 
-def theta_lr(config: FitConfig, step: int) -> float:
-    """theta's learning rate at `step`: the stage's rate times a cosine from 1 down to `lr_floor`.
+def size_factor(config: FitConfig, d: int, entries: int) -> float:
+    """Scale of theta's initial spread and learning rate for d numbers feeding `entries` LoRA entries.
+
+    Each coordinate of theta feeds `uses = entries / d` LoRA entries, each reading it divided by
+    sqrt(uses). Adam moves every coordinate by about lr per step, hence every entry by about
+    `lr / sqrt(uses)`: the less sharing, the faster the entries move. The default rates were tuned
+    with about `reference_uses` entries per coordinate (d = 16384 of 73728 on the embedded backbone);
+    with less sharing the init and the rate shrink by `sqrt(uses / reference_uses)`, which keeps the
+    entries' steps where they were tuned. At a common rate, plain LoRA (uses = 1) and d = 32768
+    stalled or diverged on the embedded backbone (MODEL_CARD.md, quality vs fitting steps).
+    """
+    return min(1.0, math.sqrt(entries / d / config.reference_uses))
+
+
+def initial_theta(config: FitConfig, d: int, entries: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform in +-init_bound, scaled by `size_factor`: the first draws of the fit's generator."""
+    return (torch.rand(d, generator=generator) * 2 - 1) * config.init_bound * size_factor(config, d, entries)
+
+
+def theta_lr(config: FitConfig, step: int, size: float = 1.0) -> float:
+    """theta's learning rate at `step`: the stage's rate times a cosine from 1 down to `lr_floor`,
+    times `size` (the adapter's `size_factor`).
 
     On the embedded backbone at 0.05 bpp and 600 steps, decaying to 5% instead of a constant rate
     gave +0.3 dB on one held-out photo and +3.5 dB on another, whose constant-rate fit oscillated.
     """
     base = config.lr_stage1 if step < config.stage1_steps else config.lr_stage2
     decay = 0.5 * (1 + math.cos(math.pi * step / max(1, config.steps - 1)))
-    return base * (config.lr_floor + (1 - config.lr_floor) * decay)
+    return base * size * (config.lr_floor + (1 - config.lr_floor) * decay)
 
 
 class Quantiser(nn.Module):
@@ -180,8 +201,8 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    init = (torch.rand(adapter.d, generator=generator) * 2 - 1) * config.init_bound
-    adapter.set_theta(init)
+    size = size_factor(config, adapter.d, adapter.lora_entries)
+    adapter.set_theta(initial_theta(config, adapter.d, adapter.lora_entries, generator))
     theta = adapter.raw_theta()
     theta.requires_grad_(True)
 
@@ -232,7 +253,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
                 else:  # start the learned step where theta's spread is a few steps wide
                     start_step = float(theta.detach().std()) / 4 + 1e-8
                 quantiser.raw_step.copy_(torch.log(torch.expm1(torch.tensor(start_step))))
-        optimiser.param_groups[0]["lr"] = theta_lr(config, step)
+        optimiser.param_groups[0]["lr"] = theta_lr(config, step, size)
         t = torch.rand(1, generator=generator)
         eps = torch.randn(x0.shape, generator=generator)
         if decode_noise is not None and torch.rand(1, generator=generator).item() < config.path_share:
