@@ -2,6 +2,7 @@
 
     python bench/embedded_eval.py autoencoder          # PSNR / MS-SSIM of the latent round trip
     python bench/embedded_eval.py speed                # fitting step, image decode, clip decode
+    python bench/embedded_eval.py attention            # vov's attention savings against diffusers' own
     python bench/embedded_eval.py grids                # samples and reconstructions as PNG
     python bench/embedded_eval.py rates [--photos N] [--steps S] [--bpp 0.03,0.05,0.1]
     python bench/embedded_eval.py curves [--photo NAME] [--steps S]   # quality vs fitting steps
@@ -104,6 +105,56 @@ def speed(backbone, _args) -> None:
     save("speed", record)
 
 
+def attention(backbone, args) -> None:
+    """The fitting step and a clip's denoiser step with vov's exact attention savings (one-token
+    cross-attention, float32 rotary tables) and with diffusers' processor and float64 tables,
+    alternating in one process; the medians and their ratio."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    from vov.backbones.embedded import OneTokenCrossAttention
+
+    latents = backbone.encode(as_tensor(held_out()[0][1]))
+    adapter = AdaptedDenoiser(backbone, AdapterSpec(rank=4, d=16384))
+    adapter.raw_theta().requires_grad_(True)
+    transformer = adapter.denoiser.transformer
+    tables = {True: (transformer.rope.freqs_cos, transformer.rope.freqs_sin)}
+    tables[False] = tuple(t.double() for t in tables[True])
+
+    def use(vov: bool) -> None:
+        transformer.rope.freqs_cos, transformer.rope.freqs_sin = tables[vov]
+        for block in transformer.blocks:
+            block.attn2.processor = OneTokenCrossAttention() if vov else WanAttnProcessor()
+
+    def fit_step():
+        t, eps = torch.rand(1), torch.randn(latents.shape)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            pred = adapter((1 - t) * latents + t * eps, t)
+        (pred.float() - (eps - latents)).pow(2).mean().backward()
+
+    clip = torch.randn(1, *backbone.latent_shape(17, 192, 256))
+
+    def clip_step():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            adapter(clip, torch.rand(1))
+
+    record = {}
+    for name, fn in (("fit_step_768x512", fit_step), ("clip_step_17x256x192", clip_step)):
+        times = {False: [], True: []}
+        for vov in (False, True):
+            use(vov)
+            fn()
+        for r in range(args.repeats):
+            for vov in ((False, True) if r % 2 else (True, False)):
+                use(vov)
+                start = time.perf_counter()
+                fn()
+                times[vov].append(time.perf_counter() - start)
+        diffusers_s, vov_s = (float(np.median(times[v])) for v in (False, True))
+        record[name] = {"diffusers_s": diffusers_s, "vov_s": vov_s, "speedup": diffusers_s / vov_s}
+        print(f"{name}: diffusers {diffusers_s:.3f} s, vov {vov_s:.3f} s, {diffusers_s / vov_s:.3f}x")
+    save("attention", record)
+
+
 def grids(backbone, _args) -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     velocity = sampler.torch_velocity(backbone.denoiser)
@@ -176,13 +227,14 @@ def curves(backbone, args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("autoencoder", "speed", "grids", "rates", "curves"))
+    parser.add_argument("what", choices=("autoencoder", "speed", "attention", "grids", "rates", "curves"))
     parser.add_argument("--backbone", default="embedded")
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--photo", default="LadyBird")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--bpp", default="0.03,0.05,0.1")
     parser.add_argument("--checkpoints", default="100,200,400,800")
+    parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     backbone = codec.get_backbone(args.backbone)
     globals()[args.what](backbone, args)

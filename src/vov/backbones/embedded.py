@@ -53,6 +53,27 @@ def coordinate_grid(frames: int, height: int, width: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
 
+class OneTokenCrossAttention:
+    """Wan's cross-attention when the caption is one token (the embedded backbone's null caption).
+
+    Softmax over a single key is 1 whatever the query, so every token receives the same output,
+    `to_out(to_v(caption))`, and `to_q`, `to_k` cannot change it. Computing that one row instead
+    of attending from every token is exact and saves two token-wide projections and an attention
+    per block. Longer captions take diffusers' own processor.
+    """
+
+    def __init__(self):
+        from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+        self.general = WanAttnProcessor()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if encoder_hidden_states is None or encoder_hidden_states.shape[1] != 1 or attn.add_k_proj is not None:
+            return self.general(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        row = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states)))
+        return row.expand(-1, hidden_states.shape[1], -1)
+
+
 class FlowDenoiser(nn.Module):
     """Velocity prediction `f(x_t, t, c)` around a Wan transformer."""
 
@@ -73,6 +94,12 @@ class FlowDenoiser(nn.Module):
             num_layers=config.layers,
             rope_max_seq_len=1024,
         )
+        for block in self.transformer.blocks:
+            block.attn2.processor = OneTokenCrossAttention()
+        # Wan keeps its rotary tables in float64 off Apple GPUs, which drags every rotation in each
+        # block through float64; float32 is exact far beyond the bf16 queries and keys they rotate
+        rope = self.transformer.rope
+        rope.freqs_cos, rope.freqs_sin = rope.freqs_cos.float(), rope.freqs_sin.float()
 
     def null_condition(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, 1, self.config.text_dim)
