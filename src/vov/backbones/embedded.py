@@ -97,7 +97,7 @@ class FlowDenoiser(nn.Module):
         for block in self.transformer.blocks:
             block.attn2.processor = OneTokenCrossAttention()
         # Wan keeps its rotary tables in float64 off Apple GPUs, which drags every rotation in each
-        # block through float64; float32 is exact far beyond the bf16 queries and keys they rotate
+        # block through float64; float32 is far more precise than the bf16 queries and keys they rotate
         rope = self.transformer.rope
         rope.freqs_cos, rope.freqs_sin = rope.freqs_cos.float(), rope.freqs_sin.float()
 
