@@ -86,10 +86,10 @@ def test_step_for_budget_searches_the_step():
         assert finer > budget  # a smaller step would not fit
 
 
-def test_choose_d_follows_the_budget():
+def test_choose_d_follows_the_budget_up_to_its_cap():
     assert codec.choose_d(0.05, 768 * 512, 10**6) == 8192
     assert codec.choose_d(0.02, 768 * 512, 10**6) == 4096
-    assert codec.choose_d(0.05, 1920 * 1080, 10**6) == 32768
+    assert codec.choose_d(0.05, 1920 * 1080, 10**6) == codec.MAX_AUTO_D
     assert codec.choose_d(0.05, 768 * 512, 1000) == 1000  # never more than the adapter has entries
 
 
