@@ -109,21 +109,14 @@ def attention(backbone, args) -> None:
     """The fitting step and a clip's denoiser step with vov's exact attention savings (one-token
     cross-attention, float32 rotary tables) and with diffusers' processor and float64 tables,
     alternating in one process; the medians and their ratio."""
-    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
-
-    from vov.backbones.embedded import OneTokenCrossAttention
+    from vov.backbones.embedded import use_attention_savings
 
     latents = backbone.encode(as_tensor(held_out()[0][1]))
     adapter = AdaptedDenoiser(backbone, AdapterSpec(rank=4, d=16384))
     adapter.raw_theta().requires_grad_(True)
-    transformer = adapter.denoiser.transformer
-    tables = {True: (transformer.rope.freqs_cos, transformer.rope.freqs_sin)}
-    tables[False] = tuple(t.double() for t in tables[True])
 
     def use(vov: bool) -> None:
-        transformer.rope.freqs_cos, transformer.rope.freqs_sin = tables[vov]
-        for block in transformer.blocks:
-            block.attn2.processor = OneTokenCrossAttention() if vov else WanAttnProcessor()
+        use_attention_savings(adapter.denoiser.transformer, on=vov)
 
     def fit_step():
         t, eps = torch.rand(1), torch.randn(latents.shape)

@@ -74,6 +74,22 @@ class OneTokenCrossAttention:
         return row.expand(-1, hidden_states.shape[1], -1)
 
 
+def use_attention_savings(transformer: nn.Module, on: bool = True) -> None:
+    """Put vov's two exact savings on a Wan transformer, or (`on=False`, for comparison) diffusers' own.
+
+    The savings: `OneTokenCrossAttention` in every block, and float32 rotary tables (Wan keeps them
+    in float64 off Apple GPUs, which drags every rotation in each block through float64; float32 is
+    far more precise than the bf16 queries and keys they rotate).
+    """
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    for block in transformer.blocks:
+        block.attn2.processor = OneTokenCrossAttention() if on else WanAttnProcessor()
+    dtype = torch.float32 if on else torch.float64
+    rope = transformer.rope
+    rope.freqs_cos, rope.freqs_sin = rope.freqs_cos.to(dtype), rope.freqs_sin.to(dtype)
+
+
 class FlowDenoiser(nn.Module):
     """Velocity prediction `f(x_t, t, c)` around a Wan transformer."""
 
@@ -94,12 +110,7 @@ class FlowDenoiser(nn.Module):
             num_layers=config.layers,
             rope_max_seq_len=1024,
         )
-        for block in self.transformer.blocks:
-            block.attn2.processor = OneTokenCrossAttention()
-        # Wan keeps its rotary tables in float64 off Apple GPUs, which drags every rotation in each
-        # block through float64; float32 is far more precise than the bf16 queries and keys they rotate
-        rope = self.transformer.rope
-        rope.freqs_cos, rope.freqs_sin = rope.freqs_cos.float(), rope.freqs_sin.float()
+        use_attention_savings(self.transformer)
 
     def null_condition(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, 1, self.config.text_dim)
