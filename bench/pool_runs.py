@@ -21,6 +21,9 @@ METRICS = ("psnr-rgb", "ms-ssim", "gmsd")
 
 
 def load_run(folder: Path) -> tuple[dict, list[dict]]:
+    missing = [name for name in ("summary.json", "per_image.json") if not (folder / name).is_file()]
+    if missing:
+        raise SystemExit(f"{folder} is not a finished `vov bench` output folder (no {' or '.join(missing)})")
     summary = json.loads((folder / "summary.json").read_text())
     settings = {"rates": summary["rates"], "codecs": summary["codecs"],
                 "vov": json.loads((folder / "vov.json").read_text())["description"] if "vov" in summary["codecs"] else None}

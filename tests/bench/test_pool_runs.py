@@ -46,3 +46,8 @@ def test_refuses_an_image_counted_twice_or_other_settings(pool_runs, tmp_path):
         pool_runs.pool([a, _run(tmp_path / "b", {"x": 11.0})])
     with pytest.raises(SystemExit, match="other settings"):
         pool_runs.pool([a, _run(tmp_path / "c", {"y": 11.0}, steps=1200)])
+
+
+def test_refuses_a_folder_that_is_not_a_finished_run(pool_runs, tmp_path):
+    with pytest.raises(SystemExit, match="not a finished `vov bench` output folder"):
+        pool_runs.pool([_run(tmp_path / "a", {"x": 10.0}), tmp_path / "missing"])
