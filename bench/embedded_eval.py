@@ -3,8 +3,9 @@
     python bench/embedded_eval.py autoencoder          # PSNR / MS-SSIM of the latent round trip
     python bench/embedded_eval.py speed                # fitting step, image decode, clip decode
     python bench/embedded_eval.py attention            # vov's attention savings against diffusers' own
+    python bench/embedded_eval.py shapes               # step times of other transformer shapes
     python bench/embedded_eval.py grids                # samples and reconstructions as PNG
-    python bench/embedded_eval.py rates [--photos N] [--steps S] [--bpp 0.03,0.05,0.1]
+    python bench/embedded_eval.py rates [--photos N] [--steps S] [--bpp 0.03,0.05,0.1] [--targets attn,self-attn]
     python bench/embedded_eval.py curves [--photo NAME] [--steps S]   # quality vs fitting steps
 
 Results are printed and written as JSON under bench/results/; pictures under docs/images/.
@@ -23,6 +24,7 @@ from PIL import Image
 
 from vov import codec, sampler
 from vov.adapters import AdaptedDenoiser, AdapterSpec
+from vov.backbones.embedded import FlowConfig, FlowDenoiser, build
 from vov.fit import FitConfig, fit
 from vov.media import Picture
 from vov.metrics import ms_ssim, psnr
@@ -72,22 +74,51 @@ def _median_time(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def speed(backbone, _args) -> None:
-    img = held_out()[0][1]
-    latents = backbone.encode(as_tensor(img))
-    adapter = AdaptedDenoiser(backbone, AdapterSpec(rank=4, d=16384))
-    theta = adapter.raw_theta()
-    theta.requires_grad_(True)
-
+def fitting_step(adapter: AdaptedDenoiser, latents: torch.Tensor):
+    """One forward + backward of the flow-matching loss at a random t, as a fit takes it."""
     def step():
-        t = torch.rand(1)
-        eps = torch.randn(latents.shape)
+        t, eps = torch.rand(1), torch.randn(latents.shape)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             pred = adapter((1 - t) * latents + t * eps, t)
         (pred.float() - (eps - latents)).pow(2).mean().backward()
+    return step
 
-    record = {"threads": torch.get_num_threads(), "fit_step_768x512_s": _median_time(step, 8)}
-    theta.requires_grad_(False)
+
+def clip_step(adapter: AdaptedDenoiser, backbone):
+    """One denoiser evaluation on a 17-frame 256x192 clip, as a decode takes it 50 times."""
+    clip = torch.randn(1, *backbone.latent_shape(17, 192, 256))
+
+    def step():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            adapter(clip, torch.rand(1))
+    return step
+
+
+def fitting_adapter(backbone) -> AdaptedDenoiser:
+    adapter = AdaptedDenoiser(backbone, AdapterSpec(rank=4, d=16384))
+    adapter.raw_theta().requires_grad_(True)
+    return adapter
+
+
+def alternating_medians(fns: dict, repeats: int) -> dict:
+    """Median time of each function, run in turn (order rotating) so drifts of the machine hit all alike."""
+    for fn in fns.values():
+        fn()
+    names = list(fns)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def speed(backbone, _args) -> None:
+    latents = backbone.encode(as_tensor(held_out()[0][1]))
+    adapter = fitting_adapter(backbone)
+    record = {"threads": torch.get_num_threads(), "fit_step_768x512_s": _median_time(fitting_step(adapter, latents), 8)}
+    adapter.raw_theta().requires_grad_(False)
     adapter.set_theta(torch.randn(adapter.d) * 0.01)
     velocity = sampler.torch_velocity(adapter)
 
@@ -112,40 +143,49 @@ def attention(backbone, args) -> None:
     from vov.backbones.embedded import use_attention_savings
 
     latents = backbone.encode(as_tensor(held_out()[0][1]))
-    adapter = AdaptedDenoiser(backbone, AdapterSpec(rank=4, d=16384))
-    adapter.raw_theta().requires_grad_(True)
+    adapter = fitting_adapter(backbone)
 
-    def use(vov: bool) -> None:
-        use_attention_savings(adapter.denoiser.transformer, on=vov)
-
-    def fit_step():
-        t, eps = torch.rand(1), torch.randn(latents.shape)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            pred = adapter((1 - t) * latents + t * eps, t)
-        (pred.float() - (eps - latents)).pow(2).mean().backward()
-
-    clip = torch.randn(1, *backbone.latent_shape(17, 192, 256))
-
-    def clip_step():
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            adapter(clip, torch.rand(1))
+    def using(on: bool, fn):
+        def run():
+            use_attention_savings(adapter.denoiser.transformer, on=on)
+            fn()
+        return run
 
     record = {}
-    for name, fn in (("fit_step_768x512", fit_step), ("clip_step_17x256x192", clip_step)):
-        times = {False: [], True: []}
-        for vov in (False, True):
-            use(vov)
-            fn()
-        for r in range(args.repeats):
-            for vov in ((False, True) if r % 2 else (True, False)):
-                use(vov)
-                start = time.perf_counter()
-                fn()
-                times[vov].append(time.perf_counter() - start)
-        diffusers_s, vov_s = (float(np.median(times[v])) for v in (False, True))
-        record[name] = {"diffusers_s": diffusers_s, "vov_s": vov_s, "speedup": diffusers_s / vov_s}
-        print(f"{name}: diffusers {diffusers_s:.3f} s, vov {vov_s:.3f} s, {diffusers_s / vov_s:.3f}x")
+    for name, fn in (("fit_step_768x512", fitting_step(adapter, latents)), ("clip_step_17x256x192", clip_step(adapter, backbone))):
+        medians = alternating_medians({"diffusers": using(False, fn), "vov": using(True, fn)}, args.repeats)
+        record[name] = {"diffusers_s": medians["diffusers"], "vov_s": medians["vov"],
+                        "speedup": medians["diffusers"] / medians["vov"]}
+        print(f"{name}: diffusers {medians['diffusers']:.3f} s, vov {medians['vov']:.3f} s, "
+              f"{medians['diffusers'] / medians['vov']:.3f}x")
     save("attention", record)
+
+
+# transformer shapes of width 192 compared by `shapes`; the last is the shipped one
+SHAPES = {
+    "4 heads x 48, 6 blocks": FlowConfig(heads=4, head_dim=48, layers=6),
+    "2 heads x 96, 6 blocks": FlowConfig(heads=2, head_dim=96, layers=6),
+    "4 heads x 48, 4 blocks": FlowConfig(heads=4, head_dim=48, layers=4),
+    "2 heads x 96, 4 blocks": FlowConfig(heads=2, head_dim=96, layers=4),
+}
+
+
+def shapes(_backbone, args) -> None:
+    """Fitting step and clip denoiser step of transformers of other shapes, randomly initialised
+    (time does not depend on the weights), alternating in one process."""
+    record = {}
+    for what in ("fit_step_768x512", "clip_step_17x256x192"):
+        fns = {}
+        for name, config in SHAPES.items():
+            candidate = build(name, config)
+            adapter = fitting_adapter(candidate)
+            latents = torch.randn(1, *candidate.latent_shape(1, 512, 768))
+            fns[name] = fitting_step(adapter, latents) if what.startswith("fit") else clip_step(adapter, candidate)
+        record[what] = alternating_medians(fns, args.repeats)
+        for name, seconds in record[what].items():
+            print(f"{what} {name}: {seconds:.3f} s")
+    record["parameters"] = {name: sum(p.numel() for p in FlowDenoiser(c).parameters()) for name, c in SHAPES.items()}
+    save("shapes", record)
 
 
 def grids(backbone, _args) -> None:
@@ -169,31 +209,36 @@ def grids(backbone, _args) -> None:
 
 
 def rates(backbone, args) -> None:
+    """The codec at each target rate on the first held-out photos, once per adapter target preset."""
     targets = [float(x) for x in args.bpp.split(",")]
+    presets = args.targets.split(",") if args.targets else [backbone.default_targets]
     rows = []
     for name, img in held_out()[: args.photos]:
         picture = Picture(img)
+        for preset in presets:
+            for target in targets:
+                options = codec.EncodeOptions(backbone=backbone.name, adapter=AdapterSpec(rank=4, targets=preset),
+                                              fit=FitConfig(steps=args.steps, target_bpp=codec.vector_bpp(target, 768, 512)))
+                report = codec.compress(picture, options, backbone=backbone)
+                decoded = codec.decompress(report.data, backbone=backbone).pixels
+                rows.append({"photo": name, "targets": preset, "target_bpp": target, "bpp": report.bpp, "d": report.d,
+                             "psnr": psnr(img, decoded), "ms_ssim": ms_ssim(img, decoded), "encode_s": report.seconds})
+                print(f"{name:36s} {preset:9s} target {target:.3f}: {report.bpp:.4f} bpp d={report.d} "
+                      f"PSNR {rows[-1]['psnr']:.2f} MS-SSIM {rows[-1]['ms_ssim']:.4f} ({report.seconds:.0f} s)")
+                save("rates", {"steps": args.steps, "rows": rows})
+    for preset in presets:
         for target in targets:
-            options = codec.EncodeOptions(backbone=backbone.name, adapter=AdapterSpec(rank=4),
-                                          fit=FitConfig(steps=args.steps, target_bpp=codec.vector_bpp(target, 768, 512)))
-            report = codec.compress(picture, options, backbone=backbone)
-            decoded = codec.decompress(report.data, backbone=backbone).pixels
-            rows.append({"photo": name, "target_bpp": target, "bpp": report.bpp, "d": report.d,
-                         "psnr": psnr(img, decoded), "ms_ssim": ms_ssim(img, decoded), "encode_s": report.seconds})
-            print(f"{name:36s} target {target:.3f}: {report.bpp:.4f} bpp d={report.d} PSNR {rows[-1]['psnr']:.2f} "
-                  f"MS-SSIM {rows[-1]['ms_ssim']:.4f} ({report.seconds:.0f} s)")
-            save("rates", {"steps": args.steps, "rows": rows})
-    for target in targets:
-        sel = [r for r in rows if r["target_bpp"] == target]
-        print(f"target {target}: mean bpp {np.mean([r['bpp'] for r in sel]):.4f}, PSNR "
-              f"{np.mean([r['psnr'] for r in sel]):.2f} dB, MS-SSIM {np.mean([r['ms_ssim'] for r in sel]):.4f}")
+            sel = [r for r in rows if r["target_bpp"] == target and r["targets"] == preset]
+            print(f"{preset:9s} target {target}: mean bpp {np.mean([r['bpp'] for r in sel]):.4f}, PSNR "
+                  f"{np.mean([r['psnr'] for r in sel]):.2f} dB, MS-SSIM {np.mean([r['ms_ssim'] for r in sel]):.4f}")
 
 
 def curves(backbone, args) -> None:
     """PSNR of the decoded image vs fitting steps (no rate term, unquantised), per adapter config."""
     name, img = next((n, i) for n, i in held_out() if n == args.photo)
     latents = backbone.encode(as_tensor(img))
-    configs = [("lora", r, 0) for r in (1, 2, 4)] + [("one-vector", 4, d) for d in (8192, 16384, 32768)]
+    # one vector of rank 4 over the default targets has 24576 LoRA entries to feed; d = 32768 takes rank 8
+    configs = [("lora", r, 0) for r in (1, 2, 4)] + [("one-vector", 4, 8192), ("one-vector", 4, 16384), ("one-vector", 8, 32768)]
     checkpoints = set(int(x) for x in args.checkpoints.split(","))
     rows = []
     for kind, rank, d in configs:
@@ -220,12 +265,13 @@ def curves(backbone, args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("autoencoder", "speed", "attention", "grids", "rates", "curves"))
+    parser.add_argument("what", choices=("autoencoder", "speed", "attention", "shapes", "grids", "rates", "curves"))
     parser.add_argument("--backbone", default="embedded")
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--photo", default="LadyBird")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--bpp", default="0.03,0.05,0.1")
+    parser.add_argument("--targets", help="adapter target presets for `rates`, comma-separated (default: the backbone's)")
     parser.add_argument("--checkpoints", default="100,200,400,800")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
