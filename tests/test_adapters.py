@@ -24,7 +24,7 @@ GOLDEN_PEFT_INDEX = "bd078ce61a3e8d55274f88ba2ffd71b064ab271ad38934876dd06af8e45
 
 
 def test_golden_indices(tiny_backbone):
-    adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec("one-vector", rank=2, d=512, seed=11))
+    adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec("one-vector", rank=2, d=512, seed=11, targets="attn"))
     assert index_digest(adapter) == GOLDEN_ONE_VECTOR
 
 

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-base", help="train the embedded backbone from the allowed photos")
     p.add_argument("--run-dir", default="runs/base", help="checkpoints and logs (resumes if present)")
-    p.add_argument("--steps", type=_positive(int), default=6000)
+    p.add_argument("--steps", type=_positive(int), default=12000)
     p.add_argument("-o", "--output", help="weights file (default: RUN_DIR/embedded.safetensors)")
     return parser
 

@@ -78,11 +78,12 @@ def vector_bpp(file_bpp: float, width: int, height: int) -> float:
     return file_bpp - header_bpp
 
 
-# Unquantised, d = 32768 fits better than 16384 (18.2 against 16.7 dB after 400 steps on a held-out
-# photo; MODEL_CARD.md, quality vs fitting steps), but under a rate target it does not yet: on that
-# photo at 0.2 bpp, where the budget asks for 32768, a 600-step fit gave 15.3 dB at d = 32768 and
-# 17.1 dB at d = 16384. The automatic choice stops here and a bigger budget buys finer quantisation
-# instead. --dim overrides.
+# On the first embedded backbone (6 blocks, every attention projection adapted), d = 32768 fitted
+# better than 16384 unquantised (18.2 against 16.7 dB after 400 steps on a held-out photo) but not
+# under a rate target: on that photo at 0.2 bpp, where the budget asks for 32768, a 600-step fit gave
+# 15.3 dB at d = 32768 and 17.1 dB at d = 16384. The automatic choice stops here and a bigger budget
+# buys finer quantisation instead. (The shipped backbone's default targets give rank 4 only 24576
+# LoRA entries, which caps d about as much.) --dim overrides.
 MAX_AUTO_D = 16384
 
 

@@ -134,10 +134,10 @@ def size_factor(config: FitConfig, d: int, entries: int) -> float:
     Each coordinate of theta feeds `uses = entries / d` LoRA entries, each reading it divided by
     sqrt(uses). Adam moves every coordinate by about lr per step, hence every entry by about
     `lr / sqrt(uses)`: the less sharing, the faster the entries move. The default rates were tuned
-    with about `reference_uses` entries per coordinate (d = 16384 of 73728 on the embedded backbone);
+    with about `reference_uses` entries per coordinate (d = 16384 of 73728 on the first embedded backbone);
     with less sharing the init and the rate shrink by `sqrt(uses / reference_uses)`, which keeps the
     entries' steps where they were tuned. At a common rate, plain LoRA (uses = 1) and d = 32768
-    stalled or diverged on the embedded backbone (MODEL_CARD.md, quality vs fitting steps).
+    stalled or diverged on that backbone (MODEL_CARD.md, quality vs fitting steps).
     """
     return min(1.0, math.sqrt(entries / d / config.reference_uses))
 

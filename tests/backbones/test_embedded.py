@@ -32,3 +32,12 @@ def test_the_savings_are_installed_on_every_embedded_denoiser():
     transformer = embedded.tiny().denoiser.transformer
     assert all(isinstance(b.attn2.processor, embedded.OneTokenCrossAttention) for b in transformer.blocks)
     assert transformer.rope.freqs_cos.dtype == transformer.rope.freqs_sin.dtype == torch.float32
+
+
+def test_the_default_targets_are_the_self_attention_projections(tiny_backbone):
+    from vov.adapters import AdaptedDenoiser, AdapterSpec
+
+    names = AdaptedDenoiser(tiny_backbone, AdapterSpec()).target_names
+    blocks = len(tiny_backbone.denoiser.transformer.blocks)
+    assert sorted(names) == sorted(f"transformer.blocks.{i}.attn1.{p}" for i in range(blocks)
+                                   for p in ("to_q", "to_k", "to_v", "to_out.0"))

@@ -47,7 +47,7 @@ def _lr(step: int, peak: float, warmup: int, total: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(run_dir: str | Path, steps: int = 6000, config: FlowConfig = FlowConfig(), seed: int = 0,
+def train(run_dir: str | Path, steps: int = 12000, config: FlowConfig = FlowConfig(), seed: int = 0,
           out: str | Path | None = None, batch: int = 8, crop: int = 256, clip_every: int = 4,
           peak_lr: float = 4e-4, checkpoint_every: int = 250, photos: list[data.Photo] | None = None) -> Path:
     """Train (or resume) the embedded backbone in `run_dir`; returns the weights file.
