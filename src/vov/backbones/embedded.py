@@ -135,7 +135,7 @@ class LatentFlowBackbone(Backbone):
     target_presets = {"attn": ATTENTION, "self-attn": SELF_ATTENTION, "attn+ffn": ATTENTION_AND_FFN}
     # With the one-token null caption, cross-attention adds the same row to every token: its to_q and
     # to_k cannot change the output and its to_v and to_out only shift that row. Self-attention alone
-    # spends every coded number where it counts (MODEL_CARD.md: adapter targets).
+    # spends every coded number where it counts (MODEL_CARD.md, fitting on this backbone).
     default_targets = "self-attn"
 
     def __init__(self, name: str, config: FlowConfig, autoencoder: PatchAutoencoder, denoiser: FlowDenoiser):
