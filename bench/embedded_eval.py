@@ -24,7 +24,7 @@ from PIL import Image
 
 from vov import codec, sampler
 from vov.adapters import AdaptedDenoiser, AdapterSpec
-from vov.backbones.embedded import FlowConfig, FlowDenoiser, build
+from vov.backbones.embedded import FlowConfig, build, use_attention_savings
 from vov.fit import FitConfig, fit
 from vov.media import Picture
 from vov.metrics import ms_ssim, psnr
@@ -62,16 +62,6 @@ def autoencoder(backbone, _args) -> None:
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ms_ssim")}
     print(f"mean (per image, then averaged): PSNR {mean['psnr']:.2f} dB, MS-SSIM {mean['ms_ssim']:.4f}")
     save("autoencoder", {"rows": rows, "mean": mean})
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def fitting_step(adapter: AdaptedDenoiser, latents: torch.Tensor):
@@ -117,7 +107,8 @@ def alternating_medians(fns: dict, repeats: int) -> dict:
 def speed(backbone, _args) -> None:
     latents = backbone.encode(as_tensor(held_out()[0][1]))
     adapter = fitting_adapter(backbone)
-    record = {"threads": torch.get_num_threads(), "fit_step_768x512_s": _median_time(fitting_step(adapter, latents), 8)}
+    fit_step = alternating_medians({"fit": fitting_step(adapter, latents)}, 8)["fit"]
+    record = {"threads": torch.get_num_threads(), "fit_step_768x512_s": fit_step}
     adapter.raw_theta().requires_grad_(False)
     adapter.set_theta(torch.randn(adapter.d) * 0.01)
     velocity = sampler.torch_velocity(adapter)
@@ -140,8 +131,6 @@ def attention(backbone, args) -> None:
     """The fitting step and a clip's denoiser step with vov's exact attention savings (one-token
     cross-attention, float32 rotary tables) and with diffusers' processor and float64 tables,
     alternating in one process; the medians and their ratio."""
-    from vov.backbones.embedded import use_attention_savings
-
     latents = backbone.encode(as_tensor(held_out()[0][1]))
     adapter = fitting_adapter(backbone)
 
@@ -173,18 +162,19 @@ SHAPES = {
 def shapes(_backbone, args) -> None:
     """Fitting step and clip denoiser step of transformers of other shapes, randomly initialised
     (time does not depend on the weights), alternating in one process."""
+    candidates = {name: build(name, config) for name, config in SHAPES.items()}
+    adapters = {name: fitting_adapter(candidate) for name, candidate in candidates.items()}
+    steps = {
+        "fit_step_768x512": {name: fitting_step(adapters[name], torch.randn(1, *c.latent_shape(1, 512, 768)))
+                             for name, c in candidates.items()},
+        "clip_step_17x256x192": {name: clip_step(adapters[name], c) for name, c in candidates.items()},
+    }
     record = {}
-    for what in ("fit_step_768x512", "clip_step_17x256x192"):
-        fns = {}
-        for name, config in SHAPES.items():
-            candidate = build(name, config)
-            adapter = fitting_adapter(candidate)
-            latents = torch.randn(1, *candidate.latent_shape(1, 512, 768))
-            fns[name] = fitting_step(adapter, latents) if what.startswith("fit") else clip_step(adapter, candidate)
+    for what, fns in steps.items():
         record[what] = alternating_medians(fns, args.repeats)
         for name, seconds in record[what].items():
             print(f"{what} {name}: {seconds:.3f} s")
-    record["parameters"] = {name: sum(p.numel() for p in FlowDenoiser(c).parameters()) for name, c in SHAPES.items()}
+    record["parameters"] = {name: sum(p.numel() for p in c.denoiser.parameters()) for name, c in candidates.items()}
     save("shapes", record)
 
 
