@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from vov import codec
-from vov.adapters import AdaptedDenoiser, AdapterSpec
-from vov.fit import FitConfig
+from vov.method.adapters import AdaptedDenoiser, AdapterSpec
+from vov.method.fit import FitConfig
 from vov.media import Picture, load_image
 from vov.metrics import ms_ssim, psnr
 

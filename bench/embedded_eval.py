@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vov import codec, sampler
-from vov.adapters import AdaptedDenoiser, AdapterSpec
+from vov import codec
+
+from vov.method import sampler
+from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.backbones.embedded import FlowConfig, build, use_attention_savings
-from vov.fit import FitConfig, fit
+from vov.method.fit import FitConfig, fit
 from vov.media import Picture
 from vov.metrics import ms_ssim, psnr
 from vov.train import data

@@ -31,13 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vov import client, codec
-from vov.adapters import AdapterSpec
-from vov.engine import OrtEngine, decompress
-from vov.export import default_repository, export_repository, is_current
-from vov.fit import FitConfig
+from vov import codec
+
+from vov.serving import client
+from vov.method.adapters import AdapterSpec
+from vov.serving.engine import OrtEngine, decompress
+from vov.serving.export import default_repository, export_repository, is_current
+from vov.method.fit import FitConfig
 from vov.media import Picture
-from vov.serve import Stack
+from vov.serving.serve import Stack
 
 
 def test_picture(width: int, height: int) -> Picture:

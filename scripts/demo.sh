@@ -29,7 +29,7 @@ trap 'kill -TERM "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null || true
 echo "demo: starting Triton, the decoder and the encoder (the first run exports the models to ONNX) ..."
 python - "$serve_pid" "$encoder" "$decoder" <<'PY'
 import os, sys, time
-from vov.serve import wait_healthy
+from vov.serving.serve import wait_healthy
 pid, addresses = int(sys.argv[1]), sys.argv[2:]
 deadline = time.monotonic() + 900
 while True:

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vov.engine import EngineUnavailable
+from vov.serving.engine import EngineUnavailable
 from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
 
 MIB = 1 << 20

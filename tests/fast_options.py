@@ -1,8 +1,8 @@
 """Encode options that make the tiny backbone fit in a fraction of a second (shared by tests and goldens)."""
 
-from vov.adapters import AdapterSpec
+from vov.method.adapters import AdapterSpec
 from vov.codec import EncodeOptions
-from vov.fit import FitConfig
+from vov.method.fit import FitConfig
 
 
 def fast_options(**fit) -> EncodeOptions:

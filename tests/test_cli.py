@@ -85,7 +85,7 @@ def test_not_a_vov_file(photo, tmp_path):
 
 
 def test_wrong_backbone(tmp_path):
-    from vov import bitstream
+    from vov.format import bitstream
 
     f = bitstream.load(GOLDEN.read_bytes())
     f.backbone_hash = b"\x00" * 8

@@ -7,10 +7,12 @@ import pytest
 import torch
 from fast_options import fast_options
 
-from vov import bitstream, codec
+from vov import codec
+
+from vov.format import bitstream
 from vov.errors import BackboneMismatch, BitstreamError
-from vov.fit import FitConfig, fit
-from vov.adapters import AdaptedDenoiser, AdapterSpec
+from vov.method.fit import FitConfig, fit
+from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 
 
 def test_round_trip_shape_and_crop(tiny_backbone, smooth_picture):
@@ -52,7 +54,7 @@ def test_fit_reduces_distortion(tiny_backbone, smooth_picture):
 
 def test_fitting_along_the_decoders_path_decodes_closer(tiny_backbone, smooth_picture):
     """With the decoder's own starting noise the ODE from that noise lands nearer the image."""
-    from vov import sampler
+    from vov.method import sampler
 
     latents = codec.latents_of(tiny_backbone, smooth_picture)
     noise = sampler.initial_noise(tuple(latents.shape), 0)
@@ -75,7 +77,7 @@ def test_rate_target_is_met_from_below(tiny_backbone, smooth_picture, target):
 
 
 def test_step_for_budget_searches_the_step():
-    from vov.fit import coded_bits, step_for_budget
+    from vov.method.fit import coded_bits, step_for_budget
 
     theta = np.random.default_rng(0).normal(0, 0.3, 8192)
     for budget in (4000.0, 16000.0, 30000.0):
@@ -94,7 +96,7 @@ def test_choose_d_follows_the_budget_up_to_its_cap():
 
 
 def test_theta_lr_decays_from_each_stage_rate_to_the_floor():
-    from vov.fit import FitConfig, theta_lr
+    from vov.method.fit import FitConfig, theta_lr
 
     config = FitConfig(steps=301, rate_fraction=1 / 3, lr_stage1=0.02, lr_stage2=0.01, lr_floor=0.05)
     assert theta_lr(config, 0) == pytest.approx(0.02)
@@ -108,7 +110,7 @@ def test_theta_lr_decays_from_each_stage_rate_to_the_floor():
 
 
 def test_less_shared_vectors_start_and_step_smaller():
-    from vov.fit import FitConfig, size_factor, theta_lr
+    from vov.method.fit import FitConfig, size_factor, theta_lr
 
     config = FitConfig(steps=100, reference_uses=4.0)
     assert size_factor(config, 16384, 73728) == size_factor(config, 4096, 73728) == 1.0  # 4.5 and 18 uses
@@ -118,7 +120,7 @@ def test_less_shared_vectors_start_and_step_smaller():
 
 
 def test_the_initial_vector_shrinks_with_its_sharing():
-    from vov.fit import FitConfig, initial_theta
+    from vov.method.fit import FitConfig, initial_theta
 
     def start(entries):
         return initial_theta(FitConfig(init_bound=0.02), 4096, entries, torch.Generator().manual_seed(0))
@@ -129,7 +131,7 @@ def test_the_initial_vector_shrinks_with_its_sharing():
 
 
 def test_adapter_knows_how_many_lora_entries_it_feeds(tiny_backbone):
-    from vov.adapters import AdaptedDenoiser, AdapterSpec, lora_entry_count
+    from vov.method.adapters import AdaptedDenoiser, AdapterSpec, lora_entry_count
 
     spec = AdapterSpec(rank=2, d=512)
     adapter = AdaptedDenoiser(tiny_backbone, spec)

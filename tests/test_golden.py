@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 from golden.make_golden import q_digest
 
-from vov import bitstream, codec
+from vov import codec
+
+from vov.format import bitstream
 from vov.media import load_image
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vov import export
-from vov.engine import EngineUnavailable, OrtEngine, check_backbone
+from vov.serving import export
+from vov.serving.engine import EngineUnavailable, OrtEngine, check_backbone
 
 
 class TritonEngine:

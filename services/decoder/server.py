@@ -1,7 +1,7 @@
 """The decoder service: `Decoder.Decompress` turns a .vov bitstream into a PNG.
 
 Per call: parse the file (vov.codec.parse), rebuild its adapter (vov.codec.adapter_for), expand it
-into the engine's packed LoRA row (vov.export.LoraLayout), and run vov.codec.decompress with the
+into the engine's packed LoRA row (vov.serving.export.LoraLayout), and run vov.codec.decompress with the
 denoiser and latent decoder of the engine: Triton over gRPC when --triton-url is set (Triton's
 dynamic batcher then groups the steps of concurrent calls), ONNX Runtime in this process otherwise.
 
@@ -33,7 +33,7 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
 
     def decode(self, data: bytes, emit=None):
         """.vov bytes -> vov.codec.Decoded, through the engine."""
-        from vov.engine import callables
+        from vov.serving.engine import callables
 
         f = codec.parse(data)
         adapter = codec.adapter_for(f, self.backbone)

@@ -27,9 +27,9 @@ STAGES = {1: "fit", 2: "rate"}
 
 def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> codec.EncodeOptions:
     """The wire options -> vov.codec.EncodeOptions (defaults as the `vov compress` command's)."""
-    from vov.adapters import AdapterSpec
+    from vov.method.adapters import AdapterSpec
     from vov.errors import BackboneMismatch, UsageError
-    from vov.fit import FitConfig
+    from vov.method.fit import FitConfig
 
     if o.backbone and o.backbone != server_backbone:
         raise BackboneMismatch(f"this encoder serves backbone {server_backbone!r}, not {o.backbone!r}")
@@ -106,7 +106,7 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
         except Exception as e:
             abort_with(context, self.log, "Compress", e, bytes=size)
             return
-        from vov import bitstream
+        from vov.format import bitstream
 
         f = bitstream.load(report.data)
         yield codec_pb2.CompressResponse(result=codec_pb2.CompressResult(

@@ -76,8 +76,8 @@ def cmd_compress(args) -> None:
     from tqdm import tqdm
 
     from vov import codec
-    from vov.adapters import AdapterSpec
-    from vov.fit import FitConfig
+    from vov.method.adapters import AdapterSpec
+    from vov.method.fit import FitConfig
     from vov.media import load_image
 
     picture = load_image(args.input)
@@ -94,7 +94,7 @@ def cmd_compress(args) -> None:
     options = codec.EncodeOptions(backbone=args.backbone, adapter=spec, fit=fit_config,
                                   sampler_steps=args.sampler_steps, noise_seed=args.seed, auto_d=args.dim is None)
     if args.server:
-        from vov.client import remote_compress
+        from vov.serving.client import remote_compress
 
         data = remote_compress(args.server, read_bytes(args.input), options, quiet=args.quiet)
         write_atomic(args.output, data)
@@ -135,7 +135,7 @@ def cmd_decompress(args) -> None:
 
     data = read_bytes(args.input)
     if args.server:
-        from vov.client import remote_decompress
+        from vov.serving.client import remote_decompress
 
         decoded_pixels, grey = remote_decompress(args.server, data)
     else:
@@ -159,7 +159,7 @@ def cmd_decompress(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from vov import bitstream
+    from vov.format import bitstream
 
     data = read_bytes(args.input)
     f = bitstream.load(data)
@@ -185,8 +185,8 @@ def cmd_train_base(args) -> None:
 
 # subcommands whose code lives beside the feature: module.add_arguments(parser) and module.run(args)
 EXTENSIONS = [
-    ("serve", "vov.serve", "start Triton, the decoder and the encoder services on loopback"),
-    ("export", "vov.export", "export the denoiser and the latent decoder to ONNX"),
+    ("serve", "vov.serving.serve", "start Triton, the decoder and the encoder services on loopback"),
+    ("export", "vov.serving.export", "export the denoiser and the latent decoder to ONNX"),
     ("bench", "vov.bench.cli", "rate-distortion benchmark against classical codecs"),
 ]
 

@@ -15,11 +15,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vov import backbones, bitstream, entropy, sampler
-from vov.adapters import KINDS, AdaptedDenoiser, AdapterSpec, lora_entry_count
+from vov import backbones
+
+from vov.format import bitstream, entropy
+
+from vov.method import sampler
+from vov.method.adapters import KINDS, AdaptedDenoiser, AdapterSpec, lora_entry_count
 from vov.backbones import Backbone
 from vov.errors import BackboneMismatch, BitstreamError, UsageError
-from vov.fit import FitConfig, Progress, fit
+from vov.method.fit import FitConfig, Progress, fit
 from vov.media import Picture, check_size, pad_to_multiple
 
 

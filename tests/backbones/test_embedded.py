@@ -35,7 +35,7 @@ def test_the_savings_are_installed_on_every_embedded_denoiser():
 
 
 def test_the_default_targets_are_the_self_attention_projections(tiny_backbone):
-    from vov.adapters import AdaptedDenoiser, AdapterSpec
+    from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 
     names = AdaptedDenoiser(tiny_backbone, AdapterSpec()).target_names
     blocks = len(tiny_backbone.denoiser.transformer.blocks)

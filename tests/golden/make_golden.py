@@ -10,7 +10,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from fast_options import fast_options  # noqa: E402
 
-from vov import bitstream, codec, entropy  # noqa: E402
+from vov import codec
+
+from vov.format import bitstream, entropy  # noqa: E402
 from vov.backbones.embedded import tiny  # noqa: E402
 from vov.media import Picture, save_image  # noqa: E402
 

@@ -3,8 +3,8 @@
 import numpy as np
 
 from vov import codec
-from vov.adapters import AdapterSpec
-from vov.fit import FitConfig
+from vov.method.adapters import AdapterSpec
+from vov.method.fit import FitConfig
 from vov.media import Picture
 
 

@@ -1,6 +1,6 @@
 """The real system on loopback: Triton (Python backend + ONNX Runtime), the decoder and the encoder.
 
-One stack serves the module: it is started through `vov.serve.Stack`, exactly as `vov serve` does,
+One stack serves the module: it is started through `vov.serving.serve.Stack`, exactly as `vov serve` does,
 with small upload limits so that the limits can be tested with small files.
 """
 
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vov import client
-from vov.adapters import AdapterSpec
+from vov.serving import client
+from vov.method.adapters import AdapterSpec
 from vov.codec import EncodeOptions
-from vov.engine import OrtEngine, decompress
+from vov.serving.engine import OrtEngine, decompress
 from vov.errors import BitstreamError, MediaError, UsageError, VovError
-from vov.fit import FitConfig
-from vov.serve import Stack, services_package
+from vov.method.fit import FitConfig
+from vov.serving.serve import Stack, services_package
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
 pytestmark = pytest.mark.slow
@@ -154,8 +154,8 @@ def test_graceful_shutdown_finishes_in_flight_calls(tiny_backbone, tiny_reposito
     import threading
 
     from vov import codec
-    from vov.serve import wait_healthy
-    from vov.triton import free_port
+    from vov.serving.serve import wait_healthy
+    from vov.serving.triton import free_port
 
     from service_media import picture, tiny_options
 

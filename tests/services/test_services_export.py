@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from vov import codec
-from vov.adapters import AdaptedDenoiser, AdapterSpec
-from vov.engine import OrtEngine, check_backbone, decompress, parity
+from vov.method.adapters import AdaptedDenoiser, AdapterSpec
+from vov.serving.engine import OrtEngine, check_backbone, decompress, parity
 from vov.errors import BackboneMismatch
-from vov.export import LoraLayout, is_current, read_engine
+from vov.serving.export import LoraLayout, is_current, read_engine
 
 
 def test_parity_with_torch_within_1e4(tiny_backbone, tiny_repository):
@@ -69,7 +69,7 @@ def parse_config(path):
 
 def test_repository_configs_are_valid_triton_model_configs(tiny_backbone, tiny_repository, tmp_path):
     """Every rendered config.pbtxt parses as Triton's ModelConfig; the GPU variant comes with its plan build."""
-    from vov import export
+    from vov.serving import export
 
     info = export.export_repository(tiny_backbone, tmp_path, max_rank=2, variant="gpu", log=lambda m: None)
     assert export.is_current(tmp_path, tiny_backbone, 2, "gpu") and not export.is_current(tmp_path, tiny_backbone, 2)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vov import noise
+from vov.method import noise
 from vov.backbones.base import Backbone, hash_state
 from vov.backbones.patch_autoencoder import PatchAutoencoder
 
@@ -184,7 +184,7 @@ class LatentFlowBackbone(Backbone):
 
 @torch.no_grad()
 def portable_init(module: nn.Module, seed: int) -> None:
-    """Initialise every parameter from vov.noise, so a seeded model is the same on every install.
+    """Initialise every parameter from vov.method.noise, so a seeded model is the same on every install.
 
     Matrices get N(0, 1 / fan_in), vectors named like norm weights get 1, other vectors 0.
     """

@@ -248,8 +248,8 @@ class Runner:
         from tqdm import tqdm
 
         from vov import codec
-        from vov.adapters import AdapterSpec
-        from vov.fit import FitConfig
+        from vov.method.adapters import AdapterSpec
+        from vov.method.fit import FitConfig
 
         options = codec.EncodeOptions(backbone=self.config.backbone, adapter=AdapterSpec(seed=self.config.seed),
                                       fit=FitConfig(steps=self.config.steps, seed=self.config.seed, target_bpp=target),

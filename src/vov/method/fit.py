@@ -16,7 +16,7 @@ Loss: `E_{t, eps} || f_theta_hat(x_t, t) - (eps - x_0) ||^2 + lambda * bpp(theta
 
 The coded integers get their own prior at the end (`entropy.fit_prior`), whichever mode.
 
-The noise: decoding starts from one known noise eps_0 (the file's seed, vov.noise), so the encoder
+The noise: decoding starts from one known noise eps_0 (the file's seed, vov.method.noise), so the encoder
 can fit along the very path the decoder's ODE takes, x_t = (1 - t) x_0 + t eps_0, whose velocity is the
 constant eps_0 - x_0. `path_share` is the share of steps that use eps_0; the others draw fresh noise,
 as in the paper, which teaches the adapter to reach x_0 from any noise (what stochastic samplers and
@@ -41,8 +41,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from vov import entropy
-from vov.adapters import ADAPTER_NAME, AdaptedDenoiser
+from vov.format import entropy
+from vov.method.adapters import ADAPTER_NAME, AdaptedDenoiser
 
 
 @dataclass(frozen=True)

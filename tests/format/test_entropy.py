@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from vov import entropy
+from vov.format import entropy
 from vov.errors import BitstreamError
 
 

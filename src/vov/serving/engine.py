@@ -3,7 +3,7 @@
 
 An engine is anything with `denoise(latents, t, lora) -> velocity` and `decode(latents) -> pixels`
 over float32 numpy arrays: `OrtEngine` here, or a Triton client (services/decoder). The file's
-adaptation travels as one packed `lora` row (vov.export.LoraLayout), so every engine serves every file.
+adaptation travels as one packed `lora` row (vov.serving.export.LoraLayout), so every engine serves every file.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class OrtEngine:
     """The exported denoiser and latent decoder, run by ONNX Runtime in this process."""
 
     def __init__(self, repository: str | Path, threads: int | None = None):
-        from vov.export import LoraLayout, read_engine
+        from vov.serving.export import LoraLayout, read_engine
 
         repo = Path(repository)
         info = read_engine(repo)
@@ -109,7 +109,7 @@ def parity(backbone, repository: str | Path, rank: int = 4, d: int = 512, seed: 
     """
     import torch
 
-    from vov.adapters import AdaptedDenoiser, AdapterSpec
+    from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 
     engine = OrtEngine(repository)
     g = torch.Generator().manual_seed(seed)

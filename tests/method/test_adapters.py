@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vov.adapters import AdaptedDenoiser, AdapterSpec, lora_entry_count
+from vov.method.adapters import AdaptedDenoiser, AdapterSpec, lora_entry_count
 from vov.errors import UsageError
 
 

@@ -66,7 +66,7 @@ class LoraLayout:
 
     @classmethod
     def for_backbone(cls, backbone, max_rank: int = DEFAULT_MAX_RANK) -> "LoraLayout":
-        from vov.adapters import target_layers
+        from vov.method.adapters import target_layers
 
         union = "|".join(f"(?:{p})" for p in backbone.target_presets.values())
         slots, offset = [], 0
@@ -271,7 +271,7 @@ def templates_dir(variant: str = "cpu") -> Path:
     """The checked-in repository templates (config.pbtxt, model.py) for `variant`."""
     env = os.environ.get("VOV_MODEL_TEMPLATES")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "model_repository" / variant)
+    candidates.append(Path(__file__).resolve().parents[3] / "model_repository" / variant)
     try:
         import vov_model_repository  # the templates as shipped in an installed distribution
 
@@ -406,7 +406,7 @@ def run(args) -> None:
             raise UsageError(f"{repo}: cannot write ({e.strerror or e})") from None
     print(f"{repo}: denoiser + vae_decoder for {backbone.name} ({backbone.content_hash.hex()})")
     if args.check:
-        from vov.engine import parity
+        from vov.serving.engine import parity
 
         for name, diff in parity(backbone, repo).items():
             print(f"{name}: max |onnx - torch| = {diff:.2e}")

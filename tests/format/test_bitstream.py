@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vov import bitstream
-from vov.bitstream import VovFile, dump, load
+from vov.format import bitstream
+from vov.format.bitstream import VovFile, dump, load
 from vov.errors import BitstreamError
 
 

@@ -1,6 +1,6 @@
 """`vov serve`: Triton, the decoder and the encoder on loopback, for one person or for tests.
 
-Order: export the models if the repository is not current (vov.export), start tritonserver and wait
+Order: export the models if the repository is not current (vov.serving.export), start tritonserver and wait
 until it is ready, start the decoder (pointed at Triton) and the encoder, each checked through gRPC
 health checking, print the addresses, and on Ctrl-C / SIGTERM stop them in reverse order (each
 gets its grace period for in-flight calls).
@@ -25,7 +25,7 @@ def services_package() -> tuple[str, str | None]:
     """The importable name of the services package, and a path to add to PYTHONPATH if needed."""
     if importlib.util.find_spec("vov_services") is not None:
         return "vov_services", None
-    checkout = Path(__file__).resolve().parents[2]
+    checkout = Path(__file__).resolve().parents[3]
     if (checkout / "services" / "decoder" / "server.py").exists():
         return "services", str(checkout)
     raise UsageError("the vov services are not installed (pip install 'vov[services]')")
@@ -64,8 +64,8 @@ class Stack:
                  host: str = "127.0.0.1", encoder_port: int = 0, decoder_port: int = 0, triton_grpc_port: int = 0,
                  triton_http_port: int = 0, max_rank: int | None = None, extra_decoder_args=(), extra_encoder_args=(),
                  with_encoder: bool = True, with_triton: bool = True, log=None, torch_threads: int = 0):
-        from vov.export import DEFAULT_MAX_RANK, default_repository
-        from vov.triton import free_port
+        from vov.serving.export import DEFAULT_MAX_RANK, default_repository
+        from vov.serving.triton import free_port
 
         self.backbone_name = backbone
         self.repository = Path(repository) if repository else default_repository(backbone)
@@ -96,7 +96,7 @@ class Stack:
 
     def export(self) -> None:
         from vov import backbones
-        from vov.export import export_repository, is_current
+        from vov.serving.export import export_repository, is_current
 
         backbone = backbones.load(self.backbone_name)
         if not is_current(self.repository, backbone, self.max_rank):
@@ -104,7 +104,7 @@ class Stack:
             export_repository(backbone, self.repository, self.max_rank, log=self.log)
 
     def start_triton(self, timeout: float = 120.0) -> None:
-        from vov.triton import TritonServer
+        from vov.serving.triton import TritonServer
 
         self.triton = TritonServer(self.repository, self.work / "triton", self.ports["triton_grpc"],
                                    self.ports["triton_http"], self.host).start()

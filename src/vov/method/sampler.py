@@ -1,6 +1,6 @@
 """The decoder's sampler: Euler integration of the flow ODE from noise (t = 1) to data (t = 0).
 
-`dx/dt = f(x, t, c)` with x_1 = portable noise from the file's seed (vov.noise), on a fixed
+`dx/dt = f(x, t, c)` with x_1 = portable noise from the file's seed (vov.method.noise), on a fixed
 schedule of `steps` uniform steps in t (schedule id 0, the only one defined by format version 1).
 `velocity` may be the adapted torch module or a remote denoiser; the loop is the same.
 """
@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vov import noise
+from vov.method import noise
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SCHEDULES = {0: "uniform"}

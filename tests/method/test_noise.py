@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vov import noise
+from vov.method import noise
 
 
 def test_pinned_values():
