@@ -23,6 +23,8 @@ from grpc_reflection.v1alpha import reflection
 from vov.serving.engine import EngineUnavailable
 from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
 
+from . import metrics
+
 MIB = 1 << 20
 CHUNK = MIB  # payloads travel in chunks of at most this size
 MESSAGE_SLACK = MIB  # gRPC's per-message limit is the upload limit plus this
@@ -63,6 +65,7 @@ def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) ->
                         help="seconds in-flight calls get to finish on shutdown (env VOV_GRACE_SECONDS, default 30)")
     parser.add_argument("--torch-threads", type=int, default=env_default("VOV_TORCH_THREADS", 0, int),
                         help="torch CPU threads (env VOV_TORCH_THREADS; 0: torch decides)")
+    metrics.add_arguments(parser)
 
 
 def load_backbone(args: argparse.Namespace, log: logging.Logger):
@@ -198,15 +201,26 @@ class Throttle:
 # ------------------------------------------------------------------------------------ server
 
 
+def connection_age_options() -> list[tuple[str, int]]:
+    """gRPC options that make clients reconnect after VOV_MAX_CONNECTION_AGE_SECONDS (unset or 0: never).
+
+    A client balancing over several replicas (DNS of a headless Service, round_robin) resolves the
+    addresses again when a connection ends, so a bounded age lets it find replicas added since. The
+    server ends an old connection with GOAWAY; calls in flight on it finish (no age grace limit).
+    """
+    age = env_default("VOV_MAX_CONNECTION_AGE_SECONDS", 0.0, float)
+    return [("grpc.max_connection_age_ms", int(age * 1000))] if age > 0 else []
+
+
 class Server:
     """A gRPC server with health checking, reflection and graceful shutdown."""
 
     def __init__(self, service_names: list[str], add_servicers: Callable[[grpc.Server], None], host: str, port: int,
                  workers: int, max_message: int, log: logging.Logger):
         options = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", 0), *connection_age_options()]
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers + 4), options=options,
-                                  maximum_concurrent_rpcs=workers * 4)
+                                  maximum_concurrent_rpcs=workers * 4, interceptors=[metrics.Interceptor(workers)])
         add_servicers(self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -258,5 +272,7 @@ def main(service: str, add_arguments: Callable[[argparse.ArgumentParser], None],
     except VovError as e:
         event(logger(service), "cannot start", level=logging.ERROR, error=str(e))
         return 2
+    if args.metrics_port:
+        event(logger(service), "metrics", address=f"{args.host}:{metrics.serve_http(args.metrics_port, args.host)}")
     server.run_until_signal(args.grace)
     return 0

@@ -17,7 +17,7 @@ import time
 from vov import codec
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
-from .. import common
+from .. import common, metrics
 from ..common import (MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments, env_default, event,
                       logger, stream_worker)
 
@@ -53,6 +53,7 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
     def __init__(self, backbone, max_image_bytes: int, max_fits: int, log):
         self.backbone, self.max_image_bytes, self.log = backbone, max_image_bytes, log
         self.slots = threading.BoundedSemaphore(max_fits)
+        metrics.set_fit_slots(max_fits)
 
     def _receive(self, request_iterator) -> tuple[codec_pb2.CompressOptions, bytes]:
         from vov.errors import UsageError
@@ -85,7 +86,7 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
             if throttle(p.step, p.total):
                 emit(p)
 
-        with self.slots:
+        with metrics.fit_slot(self.slots):  # counted as queued while it waits
             return codec.compress(picture, options, backbone=self.backbone, on_progress=on_progress)
 
     def Compress(self, request_iterator, context):
