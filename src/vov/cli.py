@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=_positive(int), default=4, help="LoRA rank (default 4)")
     p.add_argument("--dim", type=_positive(int),
                    help="length d of the one vector (default: chosen from --bpp, at most 16384)")
-    p.add_argument("--targets", default="", help="layers to adapt: a preset (attn, self-attn, attn+ffn) or a regex (default: the backbone's, self-attn on embedded)")
+    p.add_argument("--targets", default="", help="layers to adapt: a preset (attn, self-attn, attn+ffn) or a comma-separated list of exact layer names (default: the backbone's, self-attn on embedded)")
     p.add_argument("--steps", type=_positive(int), default=1200, help="fitting steps (default 1200)")
     p.add_argument("--sampler-steps", type=_positive(int), default=50, help="decoder ODE steps (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hash, the noise and the fit (default 0)")

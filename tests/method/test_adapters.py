@@ -83,3 +83,23 @@ def test_lora_factors_match_layer(tiny_backbone):
 def test_bad_specs(tiny_backbone, spec):
     with pytest.raises(UsageError):
         AdaptedDenoiser(tiny_backbone, spec)
+
+
+def test_exact_layer_names_give_the_presets_adapter(tiny_backbone):
+    names = ",".join(reversed(tiny_backbone.target_layers("self-attn")))  # any order: the hash takes module order
+    by_preset = AdaptedDenoiser(tiny_backbone, AdapterSpec("one-vector", rank=2, d=512, seed=11, targets="self-attn"))
+    by_names = AdaptedDenoiser(tiny_backbone, AdapterSpec("one-vector", rank=2, d=512, seed=11, targets=names))
+    assert by_names.target_names == by_preset.target_names
+    assert index_digest(by_names) == index_digest(by_preset)
+
+
+@pytest.mark.parametrize("targets", ["(.*.*)*X", "a{99999999999}", ".*", "attn|ffn", "transformer.blocks.0.attn1.to_q,"
+                                     "transformer.blocks.0.attn1.to_q", "x" * 600])
+def test_targets_are_a_closed_vocabulary(tiny_backbone, targets):
+    """Patterns are never evaluated: anything but a preset id or exact layer names is refused at once."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(UsageError, match="targets"):
+        AdaptedDenoiser(tiny_backbone, AdapterSpec(targets=targets))
+    assert time.perf_counter() - start < 1.0

@@ -12,7 +12,6 @@ rebuilt from (seed, d, rank, target layers). Only those numbers travel in a file
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +30,7 @@ class AdapterSpec:
     rank: int = 4
     d: int = 16384  # ignored for "lora", where d is the LoRA entry count
     seed: int = 0
-    targets: str = ""  # preset name or regular expression; "" means the backbone's default
+    targets: str = ""  # a preset id or comma-separated exact layer names; "" means the backbone's default
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -42,21 +41,9 @@ class AdapterSpec:
             raise UsageError(f"d must be between 16 and {1 << 22}, not {self.d}")
 
 
-def target_layers(denoiser: nn.Module, pattern: str) -> list[tuple[str, nn.Linear]]:
-    """The linear layers whose full names match `pattern`, in module order (the hash's order)."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        raise UsageError(f"bad target pattern {pattern!r}: {e}") from None
-    layers = [(n, m) for n, m in denoiser.named_modules() if isinstance(m, nn.Linear) and regex.fullmatch(n)]
-    if not layers:
-        raise UsageError(f"no layer of the backbone matches the targets {pattern!r}")
-    return layers
-
-
 def lora_entry_count(backbone: Backbone, spec: AdapterSpec) -> int:
-    layers = target_layers(backbone.denoiser, backbone.resolve_targets(spec.targets))
-    return sum(spec.rank * (m.in_features + m.out_features) for _, m in layers)
+    layers = backbone.adaptable_layers()
+    return sum(spec.rank * (layers[n].in_features + layers[n].out_features) for n in backbone.target_layers(spec.targets))
 
 
 def theta_length(backbone: Backbone, spec: AdapterSpec) -> int:
@@ -76,11 +63,14 @@ class AdaptedDenoiser(nn.Module):
 
         spec.validate()
         self.spec = spec
-        pattern = backbone.resolve_targets(spec.targets)
-        self.target_names = [n for n, _ in target_layers(backbone.denoiser, pattern)]
+        self.target_names = backbone.target_layers(spec.targets)
+        if not self.target_names:
+            raise UsageError(f"adapter targets {spec.targets!r} name no layer of backbone {backbone.name!r}")
         self.d = theta_length(backbone, spec)
         self.lora_entries = lora_entry_count(backbone, spec)  # D: the LoRA entries that theta feeds
-        config = UniLoraConfig(r=spec.rank, theta_d_length=self.d, proj_seed=spec.seed, target_modules=pattern)
+        # exact names: peft matches a name or a dotted suffix of one, and full names have no longer match
+        config = UniLoraConfig(r=spec.rank, theta_d_length=self.d, proj_seed=spec.seed,
+                               target_modules=list(self.target_names))
         denoiser = copy.deepcopy(backbone.denoiser)
         with torch.random.fork_rng():  # peft draws theta's initial values; they are replaced below
             self.tuner = UniLoraModel(denoiser, config, ADAPTER_NAME)

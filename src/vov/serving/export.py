@@ -66,11 +66,10 @@ class LoraLayout:
 
     @classmethod
     def for_backbone(cls, backbone, max_rank: int = DEFAULT_MAX_RANK) -> "LoraLayout":
-        from vov.method.adapters import target_layers
-
-        union = "|".join(f"(?:{p})" for p in backbone.target_presets.values())
+        layers = backbone.adaptable_layers()
+        union = {n for preset in backbone.target_presets for n in backbone.target_layers(preset)}
         slots, offset = [], 0
-        for name, m in target_layers(backbone.denoiser, union):
+        for name, m in ((n, m) for n, m in layers.items() if n in union):
             slots.append(Slot(name, m.in_features, m.out_features, offset))
             offset += max_rank * (m.in_features + m.out_features)
         return cls(max_rank, tuple(slots))
