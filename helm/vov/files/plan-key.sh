@@ -1,0 +1,37 @@
+#!/bin/sh
+# Prints the name of the plan directory for the GPU this container sees: its model (and MIG
+# profile) and the TensorRT version, e.g. nvidia-a100-sxm4-80gb-mig-1g.10gb-trt-10.5.0.18.
+# TensorRT plans only load on the GPU model and TensorRT version that built them, so a node pool of
+# another GPU, or a new Triton image, gets a directory of its own and builds its plans.
+set -eu
+
+slug() { tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9.]\{1,\}/-/g' -e 's/^-//' -e 's/-$//'; }
+
+gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
+if [ -z "$gpu" ]; then
+  echo "plan-key: nvidia-smi lists no GPU in this container" >&2
+  exit 1
+fi
+# a MIG slice shows as "  MIG 1g.10gb  Device  0: (UUID: MIG-...)" under its GPU
+mig="$(nvidia-smi -L | sed -n 's/^[[:space:]]*MIG[[:space:]]\{1,\}\([0-9]\{1,\}g\.[0-9]\{1,\}gb\).*/\1/p' | head -n 1)"
+
+trt="${TRT_VERSION:-}"
+if [ -z "$trt" ]; then
+  trt="$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)"
+fi
+if [ -z "$trt" ]; then
+  for package in libnvinfer10 libnvinfer8 tensorrt; do
+    trt="$(dpkg-query -W -f='${Version}' "$package" 2>/dev/null || true)"
+    [ -z "$trt" ] || break
+  done
+fi
+if [ -z "$trt" ]; then
+  echo "plan-key: cannot tell the TensorRT version (no TRT_VERSION, tensorrt module or libnvinfer package)" >&2
+  exit 1
+fi
+
+key="$(printf '%s' "$gpu" | slug)"
+if [ -n "$mig" ]; then
+  key="$key-mig-$mig"
+fi
+printf '%s-trt-%s\n' "$key" "$(printf '%s' "$trt" | slug)"
