@@ -1,0 +1,386 @@
+"""Inference-time scaling: best-of-N search in the encoder, replay in the decoder.
+
+With the adapter fixed, the encoder spends compute for quality at a few bits. It decodes with a
+stochastic sampler (the reverse SDE of vov.method.scheduler) and, at each stochastic step, draws N
+candidate noises z_0 .. z_{N-1} from the portable generator (vov.method.noise, purpose CANDIDATE,
+keyed by (noise_seed, step, candidate)), keeps the one whose step x' = mu_p + sigma z_j moves best
+toward the known latents x0, and records its index. The decoder regenerates only the chosen noise
+of each step, so a decode stays one model evaluation a step.
+
+All N candidates of a step share one model evaluation: they differ only in z, and every selection
+rule is affine in z. With delta = mu_p - mu_q (the model's mean minus the ideal mean, which uses the
+exact velocity toward x0):
+
+    log q(x_j) - log p(x_j) = -z_j . delta / sigma - |delta|^2 / (2 sigma^2)
+
+so a step costs one model call plus, per candidate, one noise draw and one dot product. Selections:
+
+  "greedy"    argmax_j log q - log p (the candidate nearest the ideal mean mu_q);
+  "gumbel"    argmax_j log q - log p + G_j, G_j standard Gumbel from a seeded generator (the paper's
+              rule: the chosen x' is then approximately distributed as q);
+  "distance"  argmin_j |x_j - x0|^2.
+
+The indices are uniform and independent whatever the rule (the candidates of a step are i.i.d. given
+the past, and each rule treats them symmetrically), so no model codes them below log2 N bits each:
+they are packed at fixed width (`encode_indices`).
+
+What the decoder needs (`ScalingConfig.decoder_fields`): the decode's `steps`, its time grid
+(`schedule`, `shift`), the noise scale (`g_kind`, `g_cap`), how many of the steps are stochastic
+(`stochastic`: the last ones before the final, deterministic step), `log2 N`, the noise seed, and
+the packed indices. Selection rule, chunk size, threads and the Gumbel seed are the encoder's alone.
+
+Memory. Candidates are scored in chunks of `chunk`, split among `threads` workers; each worker draws
+one candidate at a time into its own buffers (about 40 bytes per latent number: Philox words, float64
+Box-Muller temporaries, the float32 row and its float64 copy), scores it and drops it. Beyond the
+model's own use, a search holds at most `threads * 40 * D + 16 * N` bytes (D latent numbers), however
+large N is (tests/method/test_scaling.py measures it at N = 4096).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vov.errors import BitstreamError
+from vov.method import noise
+from vov.method.sampler import Velocity, initial_noise
+from vov.method.scheduler import NOISE_SCALES, SCHEDULES, NoiseScale, Scheduler
+
+SELECTIONS = ("greedy", "gumbel", "distance")
+MAX_SEARCH_BITS = 16  # N <= 65536 (the format's search_bits field)
+WORKSPACE_BYTES_PER_NUMBER = 40  # a worker's buffers per latent number (module docstring)
+
+_TWO_PI = 2.0 * np.pi
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """A best-of-N decode: K = `steps` steps on the grid, the last `stochastic` before the final one
+    searched over N = `candidates` noises each (None: every step but the last)."""
+
+    steps: int = 250
+    candidates: int = 256
+    g_cap: float = 1.0
+    g_kind: int = 0
+    stochastic: int | None = None
+    schedule: int = 0
+    shift: float = 1.0
+    selection: str = "greedy"
+    chunk: int = 256
+    threads: int | None = None  # noise workers of the search; None: torch's intra-op thread count
+    gumbel_seed: int = 0
+
+    def __post_init__(self):
+        n = self.candidates
+        if not (isinstance(n, int) and 1 <= n <= 1 << MAX_SEARCH_BITS and n & (n - 1) == 0):
+            raise ValueError(f"candidates must be a power of two in 1..{1 << MAX_SEARCH_BITS}, got {n}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule}")
+        if self.g_kind not in NOISE_SCALES:
+            raise ValueError(f"unknown noise scale {self.g_kind}")
+        if not (math.isfinite(self.g_cap) and self.g_cap > 0):
+            raise ValueError(f"g_cap must be finite and > 0, got {self.g_cap}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.chunk < 1 or (self.threads is not None and self.threads < 1):
+            raise ValueError("chunk and threads must be at least 1")
+        self.scheduler()  # checks steps, shift and stochastic
+
+    @property
+    def search_bits(self) -> int:
+        """log2 N: the bits of one index."""
+        return self.candidates.bit_length() - 1
+
+    @property
+    def scaled_steps(self) -> int:
+        """How many steps are stochastic, each with one index."""
+        return self.steps - 1 if self.stochastic is None else self.stochastic
+
+    @property
+    def index_bits(self) -> int:
+        return self.scaled_steps * self.search_bits
+
+    @property
+    def index_bytes(self) -> int:
+        return index_bytes(self.scaled_steps, self.candidates)
+
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.steps, self.schedule, self.shift, NoiseScale(self.g_cap, self.g_kind), self.scaled_steps)
+
+    def decoder_fields(self) -> dict[str, int | float]:
+        """What a file must carry for `replay` (besides the noise seed and the indices)."""
+        return {"steps": self.steps, "schedule": self.schedule, "shift": self.shift, "g_kind": self.g_kind,
+                "g_cap": self.g_cap, "stochastic": self.scaled_steps, "search_bits": self.search_bits}
+
+
+# ---- candidate noises ---------------------------------------------------------------------------
+
+def candidate_noise(seed: int, step: int, candidate: int, shape: tuple[int, ...],
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """The noise of one candidate, exactly as the format defines it (vov.method.noise)."""
+    z = noise.normal_tensor(tuple(shape), seed, noise.CANDIDATE, step, candidate)
+    return z if device is None else z.to(device)
+
+
+class _Workspace:
+    """One worker's buffers: draws candidate rows bit for bit as `noise.normals`, reusing memory."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.half = (count + 1) // 2
+        self.u = np.empty(self.half)
+        self.v = np.empty(self.half)
+        self.c = np.empty(self.half)
+        self.row = np.empty(2 * self.half, dtype=np.float32)
+        self.row64 = np.empty(count)
+
+    def normals(self, seed: int, step: int, candidate: int) -> np.ndarray:
+        """`noise.normals(count, seed, CANDIDATE, step, candidate)`, the same operations in place."""
+        k0, k1 = noise.key(seed, noise.CANDIDATE, step, candidate)
+        words = np.random.Philox(key=np.array([k0, k1], dtype=np.uint64)).random_raw(2 * self.half)
+        words = words.reshape(self.half, 2)
+        np.right_shift(words, np.uint64(11), out=words)
+        u, v, c = self.u, self.v, self.c
+        u[...] = words[:, 0]
+        u += 0.5
+        u *= 2.0**-53
+        v[...] = words[:, 1]
+        v *= 2.0**-53
+        np.log(u, out=u)
+        u *= -2.0
+        np.sqrt(u, out=u)  # r
+        v *= _TWO_PI
+        np.cos(v, out=c)
+        np.sin(v, out=v)
+        c *= u
+        v *= u
+        pairs = self.row.reshape(self.half, 2)
+        pairs[:, 0] = c
+        pairs[:, 1] = v
+        return self.row[: self.count]
+
+    def score(self, seed: int, step: int, candidates: range, w: np.ndarray, squares: np.ndarray | None,
+              out: np.ndarray) -> None:
+        """out[j] = z_j . w (float64) for the given candidates; squares[j] = |z_j|^2 when asked."""
+        for j, candidate in enumerate(candidates):
+            np.copyto(self.row64, self.normals(seed, step, candidate))
+            out[j] = np.einsum("i,i->", self.row64, w)  # numpy's own loop: BLAS would serialise the workers
+            if squares is not None:
+                squares[j] = np.einsum("i,i->", self.row64, self.row64)
+
+
+class CandidateScorer:
+    """Dot products of every candidate noise of a step with a vector, in chunks over worker threads."""
+
+    def __init__(self, count: int, threads: int = 1, chunk: int = 256):
+        self.count, self.threads, self.chunk = count, max(1, threads), max(1, chunk)
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+
+    def _workspace(self) -> _Workspace:
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = _Workspace(self.count)
+        return ws
+
+    def normals(self, seed: int, step: int, candidate: int) -> np.ndarray:
+        return self._workspace().normals(seed, step, candidate).copy()
+
+    def scores(self, seed: int, step: int, n: int, w: np.ndarray,
+               squares: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(z_j . w for j < n, |z_j|^2 or None), float64."""
+        w = np.ascontiguousarray(w, dtype=np.float64).ravel()
+        if w.size != self.count:
+            raise ValueError(f"vector has {w.size} numbers, the latents {self.count}")
+        dots = np.empty(n)
+        sq = np.empty(n) if squares else None
+        for start in range(0, n, self.chunk):
+            stop = min(n, start + self.chunk)
+            bounds = np.linspace(start, stop, min(self.threads, stop - start) + 1).astype(int)
+            parts = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+            def work(part: tuple[int, int]) -> None:
+                a, b = part
+                self._workspace().score(seed, step, range(a, b), w, None if sq is None else sq[a:b], dots[a:b])
+
+            if self._pool is None or len(parts) == 1:
+                for part in parts:
+                    work(part)
+            else:
+                for future in [self._pool.submit(work, part) for part in parts]:
+                    future.result()
+        return dots, sq
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> CandidateScorer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---- search and replay --------------------------------------------------------------------------
+
+@dataclass
+class StepRecord:
+    """Diagnostics of one searched step."""
+
+    step: int
+    t: float
+    g: float
+    kl_nats: float  # KL(p || q) = |mu_p - mu_q|^2 / (2 sigma^2): what a perfect choice would remove
+    log_ratio: float  # log q - log p of the chosen candidate (nats)
+    index: int
+
+
+def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(f"bad latent shape {shape}")
+    return shape
+
+
+def _gumbel_rng(config: ScalingConfig, seed: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64([config.gumbel_seed & 0xFFFFFFFF, seed & 0xFFFFFFFFFFFFFFFF]))
+
+
+def search(velocity: Velocity, x0: torch.Tensor, shape: tuple[int, ...], seed: int, config: ScalingConfig,
+           on_step: Callable[[int, int], None] | None = None,
+           records: list[StepRecord] | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """Best-of-N decode toward the known latents `x0`: (indices, final latents).
+
+    `shape` is the latent shape with its batch axis (x0's shape); the latents live on x0's device.
+    The indices (uint32, one per stochastic step, in step order) make `replay` reproduce the final
+    latents exactly. `records`, when given, receives one StepRecord per stochastic step.
+    """
+    shape = _check_shape(shape)
+    if tuple(x0.shape) != shape:
+        raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected {shape}")
+    scheduler = config.scheduler()
+    x0 = x0.detach().float()
+    device = x0.device
+    n = config.candidates
+    count = int(np.prod(shape))
+    rng = _gumbel_rng(config, seed)
+    indices = np.zeros(config.scaled_steps, dtype=np.uint32)
+    threads = config.threads or torch.get_num_threads()
+    x = initial_noise(shape, seed, device)
+    with CandidateScorer(count, threads, config.chunk) as scorer:
+        for i in range(scheduler.steps):
+            v = velocity(x, scheduler.time_tensor(i, shape[0], device)).float()
+            z = None
+            if scheduler.is_stochastic(i):
+                sigma = scheduler.std(i)
+                gap = (scheduler.mean_gap(x, v, x0, i).double() / sigma).cpu().numpy().ravel()  # delta / sigma
+                half_sq = 0.5 * float(np.dot(gap, gap))
+                best, chosen = 0, 0.0
+                if config.selection == "distance":
+                    offset = ((scheduler.model_mean(x, v, i) - x0).double() / sigma).cpu().numpy().ravel()
+                    dots, squares = scorer.scores(seed, i, n, offset, squares=True)
+                    best = int(np.argmin(2.0 * dots + squares))
+                    chosen = -float(np.dot(scorer.normals(seed, i, best).astype(np.float64), gap)) - half_sq
+                else:
+                    dots, _ = scorer.scores(seed, i, n, -gap)
+                    ranked = dots + rng.gumbel(size=n) if config.selection == "gumbel" else dots
+                    best = int(np.argmax(ranked))
+                    chosen = float(dots[best]) - half_sq
+                k = i - scheduler.first_stochastic
+                indices[k] = best
+                if records is not None:
+                    records.append(StepRecord(i, scheduler.t(i), scheduler.g(i), half_sq, chosen, best))
+                z = candidate_noise(seed, i, best, shape, device)
+            x = scheduler.step(x, v, i, z)
+            if on_step:
+                on_step(i + 1, scheduler.steps)
+    return indices, x
+
+
+def replay(velocity: Velocity, shape: tuple[int, ...], seed: int, config: ScalingConfig, indices,
+           on_step: Callable[[int, int], None] | None = None,
+           device: torch.device | str | None = None) -> torch.Tensor:
+    """The decoder's path: the stochastic decode whose noises are the chosen candidates.
+
+    One model evaluation and (on stochastic steps) one candidate noise a step. With the indices
+    from `search` it returns search's final latents exactly (same platform, any thread count).
+    """
+    shape = _check_shape(shape)
+    scheduler = config.scheduler()
+    indices = np.asarray(indices)
+    if indices.shape != (config.scaled_steps,):
+        raise ValueError(f"expected {config.scaled_steps} indices, got shape {indices.shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= config.candidates):
+        raise ValueError(f"indices must lie in 0..{config.candidates - 1}")
+    x = initial_noise(shape, seed, device)
+    for i in range(scheduler.steps):
+        v = velocity(x, scheduler.time_tensor(i, shape[0], x.device)).float()
+        z = None
+        if scheduler.is_stochastic(i):
+            z = candidate_noise(seed, i, int(indices[i - scheduler.first_stochastic]), shape, x.device)
+        x = scheduler.step(x, v, i, z)
+        if on_step:
+            on_step(i + 1, scheduler.steps)
+    return x
+
+
+def sample_sde(velocity: Velocity, shape: tuple[int, ...], seed: int, config: ScalingConfig,
+               on_step: Callable[[int, int], None] | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Plain SDE sampling on the config's steps: every stochastic step takes candidate 0 (N = 1)."""
+    return replay(velocity, shape, seed, config, np.zeros(config.scaled_steps, dtype=np.uint32), on_step, device)
+
+
+# ---- index coding -------------------------------------------------------------------------------
+
+def _bits(candidates: int) -> int:
+    if not (1 <= candidates <= 1 << MAX_SEARCH_BITS and candidates & (candidates - 1) == 0):
+        raise ValueError(f"candidates must be a power of two in 1..{1 << MAX_SEARCH_BITS}, got {candidates}")
+    return candidates.bit_length() - 1
+
+
+def index_bytes(count: int, candidates: int) -> int:
+    """Bytes of `count` packed indices: ceil(count * log2 N / 8)."""
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    return (count * _bits(candidates) + 7) // 8
+
+
+def encode_indices(indices, candidates: int) -> bytes:
+    """Pack indices at log2 N bits each, most significant bit first, zero-padded to a whole byte."""
+    b = _bits(candidates)
+    idx = np.asarray(indices, dtype=np.int64).ravel()
+    if idx.size and (idx.min() < 0 or idx.max() >= candidates):
+        raise ValueError(f"indices must lie in 0..{candidates - 1}")
+    if b == 0 or idx.size == 0:
+        return b""
+    shifts = np.arange(b - 1, -1, -1, dtype=np.int64)
+    bits = ((idx[:, None] >> shifts) & 1).astype(np.uint8).ravel()
+    return np.packbits(bits).tobytes()
+
+
+def decode_indices(data: bytes, count: int, candidates: int) -> np.ndarray:
+    """The `count` indices packed in `data`; BitstreamError unless it holds exactly those bits."""
+    try:
+        b = _bits(candidates)
+        size = index_bytes(count, candidates)
+    except ValueError as e:
+        raise BitstreamError(f"search section: {e}") from None
+    if len(data) != size:
+        raise BitstreamError(f"search section: {count} indices of {b} bits take {size} bytes, found {len(data)}")
+    if b == 0:
+        return np.zeros(count, dtype=np.uint32)
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+    if bits[count * b:].any():
+        raise BitstreamError("search section: padding bits are not zero")
+    weights = (1 << np.arange(b - 1, -1, -1, dtype=np.int64))
+    return (bits[: count * b].reshape(count, b).astype(np.int64) @ weights).astype(np.uint32)
+
