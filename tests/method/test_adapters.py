@@ -12,7 +12,7 @@ def index_digest(adapter: AdaptedDenoiser) -> str:
     h = hashlib.sha256()
     for name, m in adapter.layers():
         h.update(name.encode())
-        for buf in (m.unilora_indices_A["default"], m.unilora_indices_B["default"]):
+        for buf in (m.indices_a, m.indices_b):
             h.update(buf.to(torch.int64).numpy().tobytes())
     return h.hexdigest()
 
@@ -39,7 +39,7 @@ def test_balanced_hash_and_scales(tiny_backbone):
     adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec("one-vector", rank=2, d=300, seed=1))
     counts = np.zeros(300, dtype=np.int64)
     for _, m in adapter.layers():
-        for buf in (m.unilora_indices_A["default"], m.unilora_indices_B["default"]):
+        for buf in (m.indices_a, m.indices_b):
             np.add.at(counts, buf.numpy().ravel(), 1)
     assert counts.max() - counts.min() <= 1
     total = lora_entry_count(tiny_backbone, adapter.spec)
@@ -52,9 +52,9 @@ def test_plain_lora_is_a_permutation(tiny_backbone):
     assert adapter.d == lora_entry_count(tiny_backbone, spec)
     seen = []
     for _, m in adapter.layers():
-        for kind in ("A", "B"):
-            seen.append(getattr(m, f"unilora_indices_{kind}")["default"].numpy().ravel())
-            assert torch.all(getattr(m, f"unilora_scales_{kind}")["default"] == 1)
+        for kind in ("a", "b"):
+            seen.append(getattr(m, f"indices_{kind}").numpy().ravel())
+            assert torch.all(getattr(m, f"scales_{kind}") == 1)
     np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(adapter.d))
 
 

@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vov.method import noise
-from vov.backbones.base import Backbone, hash_state
+from vov.backbones.base import (AdapterDefaults, Backbone, Condition, ExportSignature, FitDefaults, Schedule,
+                                hash_state, resolve_device, resolve_dtype, structural_copy)
 from vov.backbones.patch_autoencoder import PatchAutoencoder
+from vov.errors import UsageError
+from vov.method import noise
 
 # diffusers keeps RMSNorm weights in fp32 under bf16 autocast; torch says so on every call
 warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
@@ -51,6 +53,25 @@ def coordinate_grid(frames: int, height: int, width: int) -> torch.Tensor:
     """(3, frames, height, width): frame, row and column positions, each in [-1, 1]."""
     axes = [torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1) for n in (frames, height, width)]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+def _traceable_axis(n) -> torch.Tensor:
+    """torch.linspace(-1, 1, n) (zeros(1) for n == 1) from arange, so that n may be a symbolic size.
+
+    linspace computes its first half forward from -1 and its second half backward from 1; so does
+    this, which makes the two equal to the last bit (tests/backbones/test_embedded.py).
+    """
+    i = torch.arange(n, dtype=torch.float32)
+    if isinstance(n, int) and n == 1:
+        return torch.zeros(1)
+    step = 2.0 / (n - 1)
+    return torch.where(i < n / 2, i * step - 1.0, 1.0 - (n - 1 - i) * step)
+
+
+def traceable_coordinate_grid(frames, height, width) -> torch.Tensor:
+    """`coordinate_grid` for an exporter that keeps the sizes symbolic."""
+    return torch.stack(torch.meshgrid(_traceable_axis(frames), _traceable_axis(height), _traceable_axis(width),
+                                      indexing="ij"))
 
 
 class OneTokenCrossAttention:
@@ -115,13 +136,45 @@ class FlowDenoiser(nn.Module):
     def null_condition(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, 1, self.config.text_dim)
 
-    def forward(self, latents: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, t: torch.Tensor, condition=None) -> torch.Tensor:
         b, _, f, h, w = latents.shape
+        if isinstance(condition, Condition):
+            condition = condition.embeddings
+        device = self.transformer.proj_out.weight.device
+        source = latents
+        latents, t = latents.to(device), t.to(device)
         coords = coordinate_grid(f, h, w).to(latents).expand(b, -1, -1, -1, -1)
         if condition is None:
             condition = self.null_condition(b).to(latents)
+        condition = condition.to(latents).expand(b, -1, -1)
         out = self.transformer(torch.cat([latents, coords], dim=1), t * TIME_SCALE, condition, return_dict=False)[0]
+        return out.to(source.device, source.dtype)
+
+
+class ExportedFlowDenoiser(nn.Module):
+    """`(latents, t, embeddings) -> velocity`, with a coordinate grid that keeps every size symbolic."""
+
+    def __init__(self, transformer: nn.Module):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        b, _, f, h, w = latents.shape
+        coords = traceable_coordinate_grid(f, h, w).to(latents).expand(b, -1, -1, -1, -1)
+        x = torch.cat([latents, coords], dim=1)
+        out = self.transformer(x, t * TIME_SCALE, embeddings.to(latents.dtype), return_dict=False)[0]
         return out.to(latents.dtype)
+
+
+class ExportedPatchDecoder(nn.Module):
+    """latents -> pixels in [0, 1] (the patch autoencoder maps frames one to one)."""
+
+    def __init__(self, autoencoder: PatchAutoencoder):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latents)
 
 
 ATTENTION = r".*blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$"
@@ -129,28 +182,72 @@ SELF_ATTENTION = r".*blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)$"
 ATTENTION_AND_FFN = r".*blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.(0\.proj|2))$"
 
 
+# A clip is 17 frames: 17 = 1 + 4 * 4 is also a clip length of the Wan-class backbones, so a video is
+# cut into the same clips whichever backbone codes it; and the denoiser attends over every token of a
+# clip at once, so its cost grows with the square of the clip's tokens (17 frames of 128x128 are
+# 1088 tokens, as many as one 512x544 image, about what a fitting step on two cores affords).
+CLIP_FRAMES = 17
+
+
 class LatentFlowBackbone(Backbone):
     latent_factor = 8
     pixel_multiple = 16  # latent cell 8 x transformer patch 2
+    temporal_factor = 1  # the patch autoencoder maps frames one to one
+    pixel_range = (0.0, 1.0)
+    time_scale = TIME_SCALE
     target_presets = {"attn": ATTENTION, "self-attn": SELF_ATTENTION, "attn+ffn": ATTENTION_AND_FFN}
     # With the one-token null caption, cross-attention adds the same row to every token: its to_q and
     # to_k cannot change the output and its to_v and to_out only shift that row. Self-attention alone
     # spends every coded number where it counts (MODEL_CARD.md, fitting on this backbone).
     default_targets = "self-attn"
+    adapter_defaults = AdapterDefaults(rank=4, d=16384, targets="self-attn", seed=0)
+    fit_defaults = FitDefaults(lr_stage1=2e-2, lr_stage2=1e-2, stage1_steps=800, stage2_steps=400,
+                               note="tuned on held-out photos (MODEL_CARD.md)")
+    schedule = Schedule()
+    max_caption_tokens = 0
 
-    def __init__(self, name: str, config: FlowConfig, autoencoder: PatchAutoencoder, denoiser: FlowDenoiser):
+    def __init__(self, name: str, config: FlowConfig, autoencoder: PatchAutoencoder, denoiser: FlowDenoiser,
+                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
         self.name = name
         self.config = config
         self.latent_channels = config.latent_channels
+        self.device = resolve_device(device)
+        # the weights stay fp32 on CPU (bf16 autocast runs the forward); bf16 on CUDA unless asked
+        self.dtype = resolve_dtype(dtype, self.device)
+        self._hash: bytes | None = None
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.denoiser = denoiser.eval().requires_grad_(False)
-        self._hash: bytes | None = None
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            self.content_hash  # the identity is the weights' as loaded, before any conversion
+            self.autoencoder.to(self.device)  # the latent basis stays fp32
+            self.denoiser.to(self.device, self.dtype)
+
+    @property
+    def clip_frames(self) -> int:
+        return CLIP_FRAMES
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.encode(pixels)
+        return self.autoencoder.encode(pixels.to(self.device)).cpu()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.decode(latents)
+        return self.autoencoder.decode(latents.to(self.device)).cpu()
+
+    def _encode_caption(self, caption: str) -> Condition:
+        if caption:
+            raise UsageError(f"backbone {self.name!r} has no text encoder: it was trained without captions, so "
+                             f"the empty caption is the only one it knows; leave the caption out or choose a "
+                             f"text-conditioned backbone (wan, image)")
+        return Condition(self.denoiser.null_condition(1), torch.ones(1, 1, dtype=torch.bool), "")
+
+    def export_signature(self) -> ExportSignature:
+        return ExportSignature(self.latent_channels, text_tokens=1, text_dim=self.config.text_dim,
+                               latent_factor=self.latent_factor, temporal_factor=1)
+
+    def export_denoiser(self) -> nn.Module:
+        return ExportedFlowDenoiser(structural_copy(self.denoiser.transformer)).eval()
+
+    def export_latent_decoder(self, latent_frames: int = 1) -> nn.Module:
+        return ExportedPatchDecoder(self.autoencoder).eval()
 
     def distortion_weights(self) -> torch.Tensor:
         # the latent is an orthogonal transform whitened per channel: un-whitening weights give pixel MSE
@@ -210,7 +307,8 @@ def build(name: str, config: FlowConfig, seed: int = 0) -> LatentFlowBackbone:
     return LatentFlowBackbone(name, config, autoencoder, denoiser)
 
 
-def load_file(path: str | Path) -> LatentFlowBackbone:
+def load_file(path: str | Path, device: str | torch.device | None = None,
+              dtype: str | torch.dtype | None = None) -> LatentFlowBackbone:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -221,12 +319,15 @@ def load_file(path: str | Path) -> LatentFlowBackbone:
     autoencoder.load_state_dict({k[len("autoencoder."):]: v.float() for k, v in tensors.items() if k.startswith("autoencoder.")})
     denoiser = FlowDenoiser(config)
     denoiser.transformer.load_state_dict({k[len("denoiser."):]: v.float() for k, v in tensors.items() if k.startswith("denoiser.")})
-    return LatentFlowBackbone(meta["name"], config, autoencoder, denoiser)
+    return LatentFlowBackbone(meta["name"], config, autoencoder, denoiser, device, dtype)
 
 
 def shipped_weights() -> Path:
     return Path(str(resources.files("vov") / "weights" / "embedded.safetensors"))
 
 
-def tiny() -> LatentFlowBackbone:
-    return build("tiny", TINY, seed=0)
+def tiny(device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> LatentFlowBackbone:
+    backbone = build("tiny", TINY, seed=0)
+    if device is None and dtype is None:
+        return backbone
+    return LatentFlowBackbone("tiny", TINY, backbone.autoencoder, backbone.denoiser, device, dtype)
