@@ -1,7 +1,13 @@
-"""Media in and out: still images (`vov.media.image`)."""
+"""Media in and out: still images (`vov.media.image`) and clips (`vov.media.video`)."""
 
 from vov.media.image import (MAX_PIXELS, MAX_SIDE, MIN_SIDE, Picture, check_size, load_image, pad_to_multiple,
                              save_image, to_uint8)
+from vov.media.video import (DEFAULT_FPS, MAX_DURATION_S, MAX_FPS, MAX_FRAME_PIXELS, MAX_FRAMES, MAX_VIDEO_PIXELS,
+                             Clip, VideoWriter, YCbCrFormat, camera_move, crop_frames, load_media, load_video,
+                             open_video_writer, pad_frames, read_y4m, save_video)
 
 __all__ = ["MAX_PIXELS", "MAX_SIDE", "MIN_SIDE", "Picture", "check_size", "load_image", "pad_to_multiple",
-           "save_image", "to_uint8"]
+           "save_image", "to_uint8",
+           "DEFAULT_FPS", "MAX_DURATION_S", "MAX_FPS", "MAX_FRAME_PIXELS", "MAX_FRAMES", "MAX_VIDEO_PIXELS", "Clip",
+           "VideoWriter", "YCbCrFormat", "camera_move", "crop_frames", "load_media", "load_video",
+           "open_video_writer", "pad_frames", "read_y4m", "save_video"]
