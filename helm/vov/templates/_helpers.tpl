@@ -136,19 +136,19 @@ args: dict "root" $ "prefix" "VOV_ENCODER" "values" .Values.encoder
 - name: {{ .prefix }}_HOST
   value: {{ $root.Values.listenHost | quote }}
 - name: {{ .prefix }}_PORT
-  value: {{ $v.port | quote }}
+  value: {{ $v.port | int64 | quote }}
 - name: {{ .prefix }}_WORKERS
-  value: {{ $v.workers | quote }}
+  value: {{ $v.workers | int64 | quote }}
 - name: VOV_BACKBONE
   value: {{ $root.Values.backbone | quote }}
 - name: VOV_GRACE_SECONDS
-  value: {{ $v.graceSeconds | quote }}
+  value: {{ $v.graceSeconds | int64 | quote }}
 - name: VOV_TORCH_THREADS
-  value: {{ $v.torchThreads | quote }}
+  value: {{ $v.torchThreads | int64 | quote }}
 - name: VOV_LOG_LEVEL
   value: {{ $root.Values.logLevel | quote }}
 - name: VOV_METRICS_PORT
-  value: {{ ternary $root.Values.metrics.port 0 $root.Values.metrics.enabled | quote }}
+  value: {{ ternary $root.Values.metrics.port 0 $root.Values.metrics.enabled | int64 | quote }}
 {{- if $root.Values.tls.enabled }}
 - name: VOV_TLS_CERT
   value: /etc/vov/tls/tls.crt
@@ -217,7 +217,7 @@ livenessProbe:
 lifecycle:
   preStop:
     exec:
-      command: ["/bin/sleep", {{ .preStopSeconds | quote }}]
+      command: ["/bin/sleep", {{ .preStopSeconds | int64 | quote }}]
 {{- end -}}
 
 {{/* Pod termination grace: the preStop drain, then the service's own --grace, then a margin */}}

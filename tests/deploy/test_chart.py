@@ -1,0 +1,310 @@
+"""The chart, offline: strict lint, schema validation of every rendered object for two Kubernetes
+versions, custom resources against their CRDs, refused values, and structural rules that a schema
+cannot express (selectors that match, ports that exist, the autoscaler's target, GPU limits)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+import yaml
+from conftest import (CHART, CRD_KINDS, HERE, KUBERNETES_VERSIONS, NAMESPACE, NODE_MODULES, PROFILES, RELEASE,
+                      deploy_python, helm, matches, named, need, of_kind, pod_labels, pod_spec, render, render_text,
+                      run, vov_service_of, workloads)
+
+# ------------------------------------------------------------------------------------ lint and render
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_lint_strict(profile):
+    args = [helm(), "lint", "--strict", str(CHART), "--namespace", NAMESPACE]
+    if PROFILES[profile]:
+        args += ["-f", str(PROFILES[profile])]
+    result = run(args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+def test_every_profile_renders_the_objects_it_promises():
+    kinds = {p: {d["kind"] for d in render(p)} for p in PROFILES}
+    assert {"cpu-demo", "gpu", "mig", "keda-tls"} <= set(PROFILES)
+    for profile, found in kinds.items():
+        assert {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount", "Pod"} <= found, profile
+    assert "HorizontalPodAutoscaler" in kinds["gpu"] and "ScaledObject" not in kinds["gpu"]
+    assert "ScaledObject" in kinds["keda-tls"] and "HorizontalPodAutoscaler" not in kinds["keda-tls"]
+    assert {"Job", "PersistentVolumeClaim", "ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds["gpu"]
+    assert "Job" not in kinds["cpu-demo"] and not any("triton" in d["metadata"]["name"] for d in render("cpu-demo"))
+
+
+# ------------------------------------------------------------------------------------ Kubernetes schemas
+
+
+def k8s_validate(files, versions=KUBERNETES_VERSIONS, skip_kinds=CRD_KINDS) -> dict:
+    args = [deploy_python(), str(HERE / "tools" / "k8s_validate.py")]
+    for v in versions:
+        args += ["--version", v]
+    for k in skip_kinds:
+        args += ["--skip-kind", k]
+    result = run([*args, *map(str, files)])
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_every_object_is_valid_for_kubernetes_1_29_and_1_33(rendered_dir):
+    files = sorted(rendered_dir.glob("*.yaml"))
+    report = k8s_validate(files)
+    core = sum(1 for f in files for d in yaml.safe_load_all(f.read_text()) if d and d["kind"] not in CRD_KINDS)
+    assert report["checked"] == core * len(KUBERNETES_VERSIONS)
+    assert report["errors"] == [], json.dumps(report["errors"], indent=1)
+
+
+def test_the_validator_refuses_unknown_kinds_fields_and_removed_apis(tmp_path):
+    """The check above can fail: a typo in a kind, an unknown field and an API removed in 1.26."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump_all([
+        {"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "typo"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "field"},
+         "spec": {"ports": [{"port": 80, "appProtocoll": "grpc"}]}},
+        {"apiVersion": "autoscaling/v2beta2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "old"},
+         "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 2}},
+    ]))
+    report = k8s_validate([bad])
+    failed = {(e["name"], e["version"]) for e in report["errors"]}
+    assert failed == {(n, v) for n in ("typo", "field", "old") for v in KUBERNETES_VERSIONS}
+
+
+# ------------------------------------------------------------------------------------ custom resources
+
+
+def crd_validate(docs: list[dict]) -> dict:
+    node = need(subprocess.run(["sh", "-c", "command -v node"], capture_output=True, text=True).stdout.strip() or None,
+                "node")
+    need(NODE_MODULES / "@kubernetes-models" / "keda", "@kubernetes-models/keda")
+    need(NODE_MODULES / "@kubernetes-models" / "prometheus-operator", "@kubernetes-models/prometheus-operator")
+    result = run([node, str(HERE / "tools" / "crd_validate.mjs"), str(NODE_MODULES)], input=json.dumps(docs))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_custom_resources_match_their_crd_schemas():
+    docs = [d for p in PROFILES for d in render(p) if d["kind"] in CRD_KINDS]
+    assert {d["kind"] for d in docs} == set(CRD_KINDS)
+    report = crd_validate(docs)
+    assert report["checked"] == len(docs)
+    assert report["errors"] == [], json.dumps(report["errors"], indent=1)
+
+
+def test_the_crd_check_refuses_a_broken_scaled_object_and_an_unknown_kind():
+    scaled = named(render("keda-tls"), "ScaledObject", f"{RELEASE}-decoder")
+    broken = json.loads(json.dumps(scaled))
+    broken["spec"]["minReplicaCount"] = "two"
+    del broken["spec"]["triggers"][0]["type"]
+    unknown = {"apiVersion": "monitoring.coreos.com/v1", "kind": "Probe", "metadata": {"name": "p"}, "spec": {}}
+    report = crd_validate([broken, unknown])
+    assert len(report["errors"]) == 2
+    assert "minReplicaCount" in report["errors"][0]["error"] or "type" in report["errors"][0]["error"]
+
+
+# ------------------------------------------------------------------------------------ refused values
+
+
+def template_error(*args: str) -> str:
+    result = run([helm(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args])
+    assert result.returncode != 0, "helm accepted values it should refuse"
+    return result.stderr
+
+
+def test_a_bad_values_file_is_refused_with_each_field_named():
+    message = template_error("-f", str(HERE / "bad-values.yaml"))
+    for field in ("decoder.autoscaling.mode", "encoder.gpu.resourceName", "images.triton.tag",
+                  "containerSecurityContext.readOnlyRootFilesystem", "decoder.port", "decoder.engine",
+                  "encoder.resources: limits is required"):
+        assert field in message, f"{field} not named in:\n{message}"
+
+
+@pytest.mark.parametrize("sets, words", [
+    (["decoder.autoscaling.minReplicas=6", "decoder.autoscaling.maxReplicas=3"], "maxReplicas (3) is below minReplicas (6)"),
+    (["tls.enabled=true"], "tls.enabled needs tls.secretName"),
+    (["decoder.engine=triton", "triton.enabled=false"], "enable Triton or set decoder.engine=onnxruntime"),
+    (["images.encoder.tag=latest"], "images.encoder.tag is 'latest'"),
+    (["triton.replicas=2"], "needs ReadWriteMany"),
+    (["encoder.gpu.resourceName=nvidia.com/mig-1g.10gb", "encoder.gpu.count=2"], "one MIG slice only"),
+    (["decoder.autoscaling.minReplicas=1"], "must be below decoder.autoscaling.minReplicas"),
+])
+def test_cross_field_rules_fail_with_a_readable_message(sets, words):
+    message = template_error(*[a for s in sets for a in ("--set", s)])
+    assert words in message, message
+
+
+# ------------------------------------------------------------------------------------ structure
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_autoscaler_targets_the_decoder_deployment(profile):
+    docs = render(profile)
+    decoder = named(docs, "Deployment", f"{RELEASE}-decoder")
+    scalers = of_kind(docs, "HorizontalPodAutoscaler") + of_kind(docs, "ScaledObject")
+    if not scalers:
+        assert decoder["spec"].get("replicas", 0) >= 1
+        return
+    assert len(scalers) == 1
+    target = scalers[0]["spec"]["scaleTargetRef"]
+    assert (target.get("apiVersion", "apps/v1"), target.get("kind", "Deployment"), target["name"]) == \
+           ("apps/v1", "Deployment", decoder["metadata"]["name"])
+    assert "replicas" not in decoder["spec"], "an autoscaled Deployment must leave replicas to the autoscaler"
+    text = json.dumps(scalers[0])
+    assert "cpu" not in text.lower(), "the decoder is not scaled on CPU use"
+    from vov_services import metrics  # the metric the autoscaler reads is one the services export
+    exported = {m.name for m in metrics.REGISTRY.collect()}
+    if scalers[0]["kind"] == "ScaledObject":
+        query = scalers[0]["spec"]["triggers"][0]["metadata"]["query"]
+        used = set(re.findall(r"\b(vov_[a-z_]+)\{", query))
+        assert used and used <= exported, (used, exported)
+    else:
+        rules = named(docs, "ConfigMap", f"{RELEASE}-adapter-rules")["data"]["rules.yaml"]
+        adapter = yaml.safe_load(rules)["rules"]
+        served = {r["name"]["as"] for r in adapter}
+        assert scalers[0]["spec"]["metrics"][0]["pods"]["metric"]["name"] in served
+        recorded = {r["record"]: r["expr"] for g in named(docs, "PrometheusRule", RELEASE)["spec"]["groups"]
+                    for r in g["rules"] if "record" in r}
+        for r in adapter:
+            series = r["seriesQuery"].split("{")[0]
+            assert series in recorded
+            assert set(re.findall(r"\b(vov_[a-z_]+)\{", recorded[series])) <= exported
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_selectors_match_the_pods_they_mean(profile):
+    docs = render(profile)
+    pods = {d["metadata"]["name"]: pod_labels(d) for d in workloads(docs)}
+    for pdb in of_kind(docs, "PodDisruptionBudget"):
+        hit = [n for n, labels in pods.items() if matches(pdb["spec"]["selector"], labels)]
+        assert hit == [pdb["metadata"]["name"]], f"PDB {pdb['metadata']['name']} selects {hit}"
+    for svc in of_kind(docs, "Service"):
+        hit = [n for n, labels in pods.items() if matches({"matchLabels": svc["spec"]["selector"]}, labels)]
+        assert len(hit) == 1, f"Service {svc['metadata']['name']} selects {hit}"
+        ports = {p["name"]: p["containerPort"] for c in pod_spec(named(docs, "Deployment", hit[0]))["containers"]
+                 for p in c.get("ports", [])}
+        for p in svc["spec"]["ports"]:
+            assert p["targetPort"] in ports, f"{svc['metadata']['name']}: no container port {p['targetPort']}"
+            if p["name"] == "grpc":
+                assert p["appProtocol"] == "grpc"
+    for policy in of_kind(docs, "NetworkPolicy"):
+        hit = [n for n, labels in pods.items() if matches(policy["spec"]["podSelector"], labels)]
+        assert hit, f"NetworkPolicy {policy['metadata']['name']} selects no pod"
+    for monitor in of_kind(docs, "ServiceMonitor"):
+        services = [s for s in of_kind(docs, "Service") if matches(monitor["spec"]["selector"], s["metadata"]["labels"])]
+        assert {s["metadata"]["name"] for s in services} >= {f"{RELEASE}-encoder", f"{RELEASE}-decoder"}
+        for s in services:
+            assert "metrics" in {p["name"] for p in s["spec"]["ports"]}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_probes_use_ports_the_containers_open(profile):
+    for doc in workloads(render(profile)):
+        for c in pod_spec(doc)["containers"]:
+            names = {p["name"] for p in c.get("ports", [])}
+            numbers = {p["containerPort"] for p in c.get("ports", [])}
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                probe = c.get(kind)
+                if doc["kind"] == "Deployment":
+                    assert probe, f"{doc['metadata']['name']}/{c['name']} has no {kind}"
+                if not probe:
+                    continue
+                handler = next(v for k, v in probe.items() if k in ("grpc", "httpGet", "tcpSocket", "exec"))
+                if "port" in handler:
+                    assert handler["port"] in (names | numbers), f"{doc['metadata']['name']}/{c['name']} {kind}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_gpu_limits_where_the_profile_asks_for_gpus(profile):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    override = yaml.safe_load(PROFILES[profile].read_text()) if PROFILES[profile] else {}
+    docs = render(profile)
+    for component in ("encoder", "triton"):
+        gpu = {**values[component]["gpu"], **(override.get(component, {}).get("gpu", {}))}
+        found = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-{component}"]
+        if not found:
+            continue
+        spec = pod_spec(found[0])
+        container = spec["containers"][0]
+        gpu_limits = {k: v for k, v in container["resources"]["limits"].items() if k.startswith("nvidia.com/")}
+        if gpu["enabled"]:
+            assert gpu_limits == {gpu["resourceName"]: gpu["count"]}
+            assert container["resources"]["requests"][gpu["resourceName"]] == gpu["count"]
+            assert spec.get("nodeSelector") and any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", []))
+        else:
+            assert not gpu_limits and not spec.get("nodeSelector")
+    for job in of_kind(docs, "Job"):  # the plan build needs the GPU it builds for
+        container = pod_spec(job)["containers"][0]
+        assert any(k.startswith("nvidia.com/") for k in container["resources"]["limits"])
+        assert container["image"].startswith("nvcr.io/nvidia/tritonserver:")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_pod_runs_under_the_restricted_profile_with_bounded_resources(profile):
+    for doc in workloads(render(profile)):
+        spec = pod_spec(doc)
+        where = doc["metadata"]["name"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec.get("automountServiceAccountToken") is False, where
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, (where, c["name"])
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), (where, c["name"])
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", (where, c["name"])
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][bound]), (where, c["name"], bound)
+            # a read-only root: whatever the container writes goes to a mounted volume
+            assert any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])), (where, c["name"])
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_termination_grace_covers_the_drain_and_the_services_grace(profile):
+    for doc in of_kind(render(profile), "Deployment"):
+        spec = pod_spec(doc)
+        for c in spec["containers"]:
+            if not vov_service_of(c):
+                continue
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            sleep = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+            assert sleep > 0
+            assert spec["terminationGracePeriodSeconds"] > sleep + float(env["VOV_GRACE_SECONDS"])
+
+
+def test_triton_runs_the_official_image_with_its_named_ports():
+    for profile in PROFILES:
+        docs = render(profile)
+        tritons = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-triton"]
+        for triton in tritons:
+            c = pod_spec(triton)["containers"][0]
+            assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", c["image"])
+            assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+            assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
+            decoder = next(x for x in pod_spec(named(docs, "Deployment", f"{RELEASE}-decoder"))["containers"])
+            env = {e["name"]: e["value"] for e in decoder["env"]}
+            assert env["VOV_TRITON_URL"] == f"{RELEASE}-triton:8001"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_network_policies_allow_only_the_documented_paths(profile):
+    docs = render(profile)
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
+    for name in (f"{RELEASE}-encoder", f"{RELEASE}-decoder"):
+        spec = policies[name]
+        assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+        egress_ports = {(p["port"], p.get("protocol", "TCP")) for rule in spec["egress"] for p in rule["ports"]}
+        allowed = {(53, "UDP"), (53, "TCP")}
+        if name.endswith("decoder") and f"{RELEASE}-triton" in policies:
+            allowed.add((8001, "TCP"))
+        assert egress_ports == allowed, (name, egress_ports)
+        assert all(rule.get("to") for rule in spec["egress"]), f"{name}: an egress rule open to everywhere"
+    if f"{RELEASE}-triton" in policies:
+        spec = policies[f"{RELEASE}-triton"]
+        assert spec["egress"] == []
+        sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
+        assert all("podSelector" in p or "namespaceSelector" in p for p in sources)

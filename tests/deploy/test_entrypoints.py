@@ -1,0 +1,184 @@
+"""The chart's commands and environment, run here: the containers' exact command lines start the
+real services on loopback and become SERVING, so flags, variables and entrypoints agree.
+
+From the rendered manifests (backbone set to the tiny test backbone) each vov container's command,
+args and env are taken as they are, with three substitutions only a machine outside the cluster
+needs: `python` is this interpreter, ports become free loopback ports (listen address 127.0.0.1),
+and paths that exist only in the image (the decoder's exported models) point at a temporary export.
+The images' entrypoints (docker/*.Dockerfile) must be the same command lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import CHART, RELEASE, ROOT, named, pod_spec, render, vov_service_of
+
+from vov.serving.serve import wait_healthy
+from vov.serving.triton import free_port
+
+pytestmark = pytest.mark.slow
+
+# (profile, Deployment) pairs started: the CPU demo (in-process engine) and the GPU profile's
+# decoder, pointed at a real Triton on loopback serving the same export (the decoder reports
+# SERVING only once its engine answers)
+STARTED = [("cpu-demo", "encoder"), ("cpu-demo", "decoder"), ("gpu", "decoder")]
+
+
+def container_of(profile: str, component: str) -> dict:
+    docs = render(profile, "backbone=tiny")
+    spec = pod_spec(named(docs, "Deployment", f"{RELEASE}-{component}"))
+    (container,) = [c for c in spec["containers"] if vov_service_of(c) == component]
+    return container
+
+
+@pytest.fixture(scope="module")
+def tiny_export():
+    """The tiny backbone's export, kept in this checkout's .tools (exported again when not current)."""
+    from vov import backbones
+    from vov.serving.export import export_repository, is_current
+
+    backbone, repo = backbones.load("tiny"), ROOT / ".tools" / "cache" / "tiny-export"
+    if not is_current(repo, backbone, 4):
+        export_repository(backbone, repo, max_rank=4, log=lambda m: None)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def triton(tiny_export, tmp_path_factory):
+    from vov.serving.triton import TritonServer
+
+    server = TritonServer(tiny_export, tmp_path_factory.mktemp("triton"), free_port("127.0.0.1"),
+                          free_port("127.0.0.1")).start()
+    try:
+        server.wait_ready(120)
+        yield server
+    finally:
+        server.stop()
+
+
+def localise(container: dict, tiny_export: Path, triton_url: str) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """The container's command line and environment, made to run on this machine's loopback."""
+    command = [*container["command"], *container.get("args", [])]
+    assert command[0] == "python"
+    command[0] = sys.executable
+    env, ports = {}, {}
+    for item in container["env"]:
+        name, value = item["name"], item["value"]  # every variable is a literal (no Secret or field refs)
+        if name.endswith("_HOST"):
+            value = "127.0.0.1"
+        elif name.endswith("_PORT") and value != "0":
+            ports[name] = free_port("127.0.0.1")
+            value = str(ports[name])
+        elif name == "VOV_TRITON_URL":
+            value = triton_url
+        elif name == "VOV_MODEL_REPOSITORY":
+            value = str(tiny_export)
+        elif value.startswith("/"):
+            raise AssertionError(f"{name}={value}: a path in the image this test does not know how to map")
+        env[name] = value
+    return command, env, ports
+
+
+@pytest.fixture(scope="module")
+def started(tiny_export, triton, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("entrypoint-logs")
+    running = {}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VOV_")}
+    try:
+        for profile, component in STARTED:
+            command, env, ports = localise(container_of(profile, component), tiny_export, triton.grpc_url)
+            log = open(logs / f"{profile}-{component}.log", "wb")
+            process = subprocess.Popen(command, env={**base, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            log.close()
+            prefix = f"VOV_{component.upper()}"
+            running[(profile, component)] = {"process": process, "env": env, "ports": ports,
+                                             "address": f"127.0.0.1:{ports[f'{prefix}_PORT']}",
+                                             "log": logs / f"{profile}-{component}.log"}
+        for key, r in running.items():
+            wait_healthy(r["address"], r["process"], f"{key[1]} of the {key[0]} profile", 90, r["log"])
+        yield running
+    finally:
+        for r in running.values():
+            if r["process"].poll() is None:
+                r["process"].send_signal(signal.SIGTERM)
+        for r in running.values():
+            try:
+                r["process"].wait(30)
+            except subprocess.TimeoutExpired:
+                r["process"].kill()
+                r["process"].wait()
+
+
+@pytest.mark.parametrize("profile, component", STARTED)
+def test_the_chart_command_serves(started, profile, component):
+    r = started[(profile, component)]
+    assert r["process"].poll() is None
+    # the metrics endpoint is where the chart says (VOV_METRICS_PORT), with the chart's worker count
+    port = r["ports"]["VOV_METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    workers = re.search(r"^vov_grpc_server_workers (\S+)$", text, re.M)
+    assert workers and float(workers.group(1)) == float(r["env"][f"VOV_{component.upper()}_WORKERS"])
+
+
+def test_the_helm_test_pod_passes_against_the_started_services(started):
+    """The helm test Pod's own command, pointed at the services started above."""
+    docs = render("cpu-demo", "backbone=tiny")
+    (check,) = pod_spec(named(docs, "Pod", f"{RELEASE}-test"))["containers"]
+    command = [*check["command"], *check["args"]]
+    assert command[0] == "python" and command[1] == "/opt/vov/test/helm-test.py"
+    command[:2] = [sys.executable, str(CHART / "files" / "helm-test.py")]
+    for i, arg in enumerate(command):
+        for component in ("encoder", "decoder"):
+            if arg.startswith(f"--{component}="):
+                command[i] = f"--{component}={started[('cpu-demo', component)]['address']}"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok  ") == 6 and "every check passed" in result.stdout
+
+
+def test_the_helm_test_fails_when_a_service_is_not_there(started):
+    result = subprocess.run([sys.executable, str(CHART / "files" / "helm-test.py"),
+                             f"--decoder=127.0.0.1:{free_port('127.0.0.1')}", "--timeout", "2"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "FAIL decoder" in result.stdout
+
+
+def test_sigterm_drains_and_exits_cleanly(started):
+    r = started[("gpu", "decoder")]
+    r["process"].send_signal(signal.SIGTERM)
+    assert r["process"].wait(60) == 0
+    log = r["log"].read_text()
+    assert '"shutting down"' in log and f'"grace_s": {float(r["env"]["VOV_GRACE_SECONDS"])}' in log
+
+
+@pytest.mark.parametrize("component", ["encoder", "decoder"])
+def test_the_image_entrypoint_is_the_chart_command(component):
+    dockerfile = (ROOT / "docker" / f"{component}.Dockerfile").read_text()
+    entrypoints = re.findall(r"^ENTRYPOINT\s+(\[.*\])\s*$", dockerfile, re.M)
+    assert entrypoints, f"docker/{component}.Dockerfile has no exec-form ENTRYPOINT"
+    chart = container_of("gpu", component)
+    assert json.loads(entrypoints[-1]) == [*chart["command"], *chart.get("args", [])]
+
+
+def test_the_models_image_entrypoint_is_the_staging_command():
+    dockerfile = (ROOT / "docker" / "models.Dockerfile").read_text()
+    entrypoint = json.loads(re.findall(r"^ENTRYPOINT\s+(\[.*\])\s*$", dockerfile, re.M)[-1])
+    docs = render("gpu")
+    for doc in [named(docs, "Deployment", f"{RELEASE}-triton"), named(docs, "Job", f"{RELEASE}-plan-build")]:
+        (stage,) = [c for c in pod_spec(doc)["initContainers"] if c["name"] == "stage-onnx"]
+        assert stage["image"].split(":")[0].endswith("/models")
+        assert [*stage["command"], *stage.get("args", [])] == entrypoint
+    # the image carries the scripts the chart mounts, under the same names
+    for script in re.findall(r"helm/vov/files/(\S+\.sh)", dockerfile):
+        assert (CHART / "files" / script).exists()
