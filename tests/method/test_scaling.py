@@ -47,6 +47,21 @@ def test_replay_reproduces_the_search_exactly(problem):
         assert torch.equal(replay(velocity, shape, SEED, config, decode_indices(coded, 5, 32)), latents)
 
 
+def test_weighted_selections(problem, tiny_backbone):
+    velocity, x0, _ = problem
+    shape = tuple(x0.shape)
+    weights = tiny_backbone.distortion_weights()
+    for selection in ("nearest", "distance"):
+        config = ScalingConfig(steps=6, candidates=32, selection=selection)
+        indices, latents = search(velocity, x0, shape, SEED, config, weights=weights)
+        assert torch.equal(replay(velocity, shape, SEED, config, indices), latents)
+    with pytest.raises(ValueError):
+        search(velocity, x0, shape, SEED, ScalingConfig(steps=3, candidates=2), weights=weights)
+    with pytest.raises(ValueError):
+        search(velocity, x0, shape, SEED, ScalingConfig(steps=3, candidates=2, selection="nearest"),
+               weights=torch.ones(3))
+
+
 def test_search_with_a_window_and_a_shifted_grid(problem):
     velocity, x0, _ = problem
     shape = tuple(x0.shape)
@@ -127,12 +142,17 @@ def test_fast_candidates_are_the_formats_noise():
     for count in (1, 5, 768, 4097):
         scorer = scaling.CandidateScorer(count, threads=2, chunk=3)
         w = np.random.default_rng(0).standard_normal(count)
+        scale = np.random.default_rng(1).uniform(0, 2, count)
         dots, squares = scorer.scores(11, 9, 8, w, squares=True)
+        scaled_dots, scaled_squares = scorer.scores(11, 9, 8, w, squares=True, scale=scale)
         for j in range(8):
             ref = noise.normals(count, 11, noise.CANDIDATE, 9, j)
             assert np.array_equal(scorer.normals(11, 9, j).view(np.uint32), ref.view(np.uint32))
             assert dots[j] == pytest.approx(float(ref.astype(np.float64) @ w), rel=1e-12, abs=1e-9)
             assert squares[j] == pytest.approx(float(ref.astype(np.float64) @ ref), rel=1e-12)
+            y = scale * ref.astype(np.float64)
+            assert scaled_dots[j] == pytest.approx(float(y @ w), rel=1e-12, abs=1e-9)
+            assert scaled_squares[j] == pytest.approx(float(y @ y), rel=1e-12)
         scorer.close()
 
 
@@ -195,7 +215,7 @@ def peak_bytes(fn) -> int:
 
 
 def test_memory_stays_bounded_at_4096_candidates(problem):
-    """Beyond the model, a search holds threads x 40 bytes per latent number plus 16 bytes per candidate."""
+    """Beyond the model, a search holds (threads x 40 + 32) bytes per latent number plus 16 per candidate."""
     count, n, threads = 16384, 4096, 2
     w = np.random.default_rng(2).standard_normal(count)
     scorer = scaling.CandidateScorer(count, threads, chunk=256)
@@ -207,7 +227,7 @@ def test_memory_stays_bounded_at_4096_candidates(problem):
     velocity, x0, _ = problem
     config = ScalingConfig(steps=2, candidates=n, selection="gumbel", threads=threads)
     peak = peak_bytes(lambda: search(velocity, x0, tuple(x0.shape), SEED, config))
-    assert peak < threads * scaling.WORKSPACE_BYTES_PER_NUMBER * x0.numel() + 16 * n + (256 << 10)
+    assert peak < (threads * scaling.WORKSPACE_BYTES_PER_NUMBER + 32) * x0.numel() + 16 * n + (256 << 10)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -8,17 +8,24 @@ toward the known latents x0, and records its index. The decoder regenerates only
 of each step, so a decode stays one model evaluation a step.
 
 All N candidates of a step share one model evaluation: they differ only in z, and every selection
-rule is affine in z. With delta = mu_p - mu_q (the model's mean minus the ideal mean, which uses the
-exact velocity toward x0):
+rule is a quadratic in z. With delta = mu_p - mu_q (the model's mean minus the ideal mean, which uses
+the exact velocity toward x0):
 
     log q(x_j) - log p(x_j) = -z_j . delta / sigma - |delta|^2 / (2 sigma^2)
 
-so a step costs one model call plus, per candidate, one noise draw and one dot product. Selections:
+so a step costs one model call plus, per candidate, one noise draw and one or two dot products.
+Selections:
 
-  "greedy"    argmax_j log q - log p (the candidate nearest the ideal mean mu_q);
+  "greedy"    argmax_j log q - log p, i.e. argmax_j -z_j . delta;
   "gumbel"    argmax_j log q - log p + G_j, G_j standard Gumbel from a seeded generator (the paper's
               rule: the chosen x' is then approximately distributed as q);
-  "distance"  argmin_j |x_j - x0|^2.
+  "nearest"   argmin_j |x_j - mu_q|_W^2 = |delta|_W^2 + 2 sigma z_j . W delta + sigma^2 |z_j|_W^2: unlike
+              greedy it also prefers candidates that add little noise where W weighs most;
+  "distance"  argmin_j |x_j - x0|_W^2.
+
+W is a diagonal weight (`search`'s `weights`, e.g. the backbone's per-channel weights that make latent
+error track pixel error); without it the plain squared distance. Greedy and Gumbel keep the plain
+log q - log p of the paper.
 
 The indices are uniform and independent whatever the rule (the candidates of a step are i.i.d. given
 the past, and each rule treats them symmetrically), so no model codes them below log2 N bits each:
@@ -32,8 +39,9 @@ the packed indices. Selection rule, chunk size, threads and the Gumbel seed are 
 Memory. Candidates are scored in chunks of `chunk`, split among `threads` workers; each worker draws
 one candidate at a time into its own buffers (about 40 bytes per latent number: Philox words, float64
 Box-Muller temporaries, the float32 row and its float64 copy), scores it and drops it. Beyond the
-model's own use, a search holds at most `threads * 40 * D + 16 * N` bytes (D latent numbers), however
-large N is (tests/method/test_scaling.py measures it at N = 4096).
+model's own use, a search holds at most `(threads * 40 + 32) * D + 16 * N` bytes (D latent numbers;
+the 32 D hold the step's float64 vectors), however large N is (tests/method/test_scaling.py
+measures it at N = 4096).
 """
 
 from __future__ import annotations
@@ -52,7 +60,8 @@ from vov.method import noise
 from vov.method.sampler import Velocity, initial_noise
 from vov.method.scheduler import NOISE_SCALES, SCHEDULES, NoiseScale, Scheduler
 
-SELECTIONS = ("greedy", "gumbel", "distance")
+SELECTIONS = ("greedy", "gumbel", "nearest", "distance")
+WEIGHTED_SELECTIONS = ("nearest", "distance")
 MAX_SEARCH_BITS = 16  # N <= 65536 (the format's search_bits field)
 WORKSPACE_BYTES_PER_NUMBER = 40  # a worker's buffers per latent number (module docstring)
 
@@ -166,10 +175,13 @@ class _Workspace:
         return self.row[: self.count]
 
     def score(self, seed: int, step: int, candidates: range, w: np.ndarray, squares: np.ndarray | None,
-              out: np.ndarray) -> None:
-        """out[j] = z_j . w (float64) for the given candidates; squares[j] = |z_j|^2 when asked."""
+              out: np.ndarray, scale: np.ndarray | None = None) -> None:
+        """out[j] = y_j . w and squares[j] = |y_j|^2 (when asked), float64, with y_j = scale * z_j
+        (z_j itself without a scale)."""
         for j, candidate in enumerate(candidates):
             np.copyto(self.row64, self.normals(seed, step, candidate))
+            if scale is not None:
+                self.row64 *= scale
             out[j] = np.einsum("i,i->", self.row64, w)  # numpy's own loop: BLAS would serialise the workers
             if squares is not None:
                 squares[j] = np.einsum("i,i->", self.row64, self.row64)
@@ -192,12 +204,16 @@ class CandidateScorer:
     def normals(self, seed: int, step: int, candidate: int) -> np.ndarray:
         return self._workspace().normals(seed, step, candidate).copy()
 
-    def scores(self, seed: int, step: int, n: int, w: np.ndarray,
-               squares: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """(z_j . w for j < n, |z_j|^2 or None), float64."""
+    def scores(self, seed: int, step: int, n: int, w: np.ndarray, squares: bool = False,
+               scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(y_j . w for j < n, |y_j|^2 or None), float64, where y_j = scale * z_j (elementwise; z_j
+        without a scale)."""
         w = np.ascontiguousarray(w, dtype=np.float64).ravel()
-        if w.size != self.count:
-            raise ValueError(f"vector has {w.size} numbers, the latents {self.count}")
+        if scale is not None:
+            scale = np.ascontiguousarray(scale, dtype=np.float64).ravel()
+        for vector in (w, scale):
+            if vector is not None and vector.size != self.count:
+                raise ValueError(f"vector has {vector.size} numbers, the latents {self.count}")
         dots = np.empty(n)
         sq = np.empty(n) if squares else None
         for start in range(0, n, self.chunk):
@@ -207,7 +223,7 @@ class CandidateScorer:
 
             def work(part: tuple[int, int]) -> None:
                 a, b = part
-                self._workspace().score(seed, step, range(a, b), w, None if sq is None else sq[a:b], dots[a:b])
+                self._workspace().score(seed, step, range(a, b), w, None if sq is None else sq[a:b], dots[a:b], scale)
 
             if self._pool is None or len(parts) == 1:
                 for part in parts:
@@ -254,18 +270,41 @@ def _gumbel_rng(config: ScalingConfig, seed: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64([config.gumbel_seed & 0xFFFFFFFF, seed & 0xFFFFFFFFFFFFFFFF]))
 
 
+def _metric_root(weights, shape: tuple[int, ...], selection: str) -> np.ndarray | None:
+    """sqrt of the selection metric's weight of every latent number, or None for the plain metric."""
+    if weights is None:
+        return None
+    if selection not in WEIGHTED_SELECTIONS:
+        raise ValueError(f"weights apply to the {' and '.join(WEIGHTED_SELECTIONS)} selections, not {selection!r}")
+    w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
+    if w.ndim == 1 and len(shape) >= 2 and w.numel() == shape[1]:  # one weight per channel
+        w = w.view(1, -1, *([1] * (len(shape) - 2)))
+    try:
+        w = w.expand(shape)
+    except RuntimeError:
+        raise ValueError(f"weights of shape {tuple(w.shape)} do not fit latents of shape {shape}") from None
+    w = w.reshape(-1).numpy()
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+        raise ValueError("weights must be finite and >= 0")
+    return np.sqrt(w)
+
+
 def search(velocity: Velocity, x0: torch.Tensor, shape: tuple[int, ...], seed: int, config: ScalingConfig,
-           on_step: Callable[[int, int], None] | None = None,
-           records: list[StepRecord] | None = None) -> tuple[np.ndarray, torch.Tensor]:
+           on_step: Callable[[int, int], None] | None = None, records: list[StepRecord] | None = None,
+           weights: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """Best-of-N decode toward the known latents `x0`: (indices, final latents).
 
     `shape` is the latent shape with its batch axis (x0's shape); the latents live on x0's device.
     The indices (uint32, one per stochastic step, in step order) make `replay` reproduce the final
-    latents exactly. `records`, when given, receives one StepRecord per stochastic step.
+    latents exactly. `records`, when given, receives one StepRecord per stochastic step. `weights`
+    (one per latent channel, or broadcastable to the latents) weight the squared distances of the
+    "nearest" and "distance" selections, e.g. the backbone's `distortion_weights()` so that they
+    measure pixel error.
     """
     shape = _check_shape(shape)
     if tuple(x0.shape) != shape:
         raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected {shape}")
+    root = _metric_root(weights, shape, config.selection)
     scheduler = config.scheduler()
     x0 = x0.detach().float()
     device = x0.device
@@ -283,17 +322,19 @@ def search(velocity: Velocity, x0: torch.Tensor, shape: tuple[int, ...], seed: i
                 sigma = scheduler.std(i)
                 gap = (scheduler.mean_gap(x, v, x0, i).double() / sigma).cpu().numpy().ravel()  # delta / sigma
                 half_sq = 0.5 * float(np.dot(gap, gap))
-                best, chosen = 0, 0.0
-                if config.selection == "distance":
-                    offset = ((scheduler.model_mean(x, v, i) - x0).double() / sigma).cpu().numpy().ravel()
-                    dots, squares = scorer.scores(seed, i, n, offset, squares=True)
-                    best = int(np.argmin(2.0 * dots + squares))
-                    chosen = -float(np.dot(scorer.normals(seed, i, best).astype(np.float64), gap)) - half_sq
-                else:
+                if config.selection in ("greedy", "gumbel"):
                     dots, _ = scorer.scores(seed, i, n, -gap)
                     ranked = dots + rng.gumbel(size=n) if config.selection == "gumbel" else dots
                     best = int(np.argmax(ranked))
                     chosen = float(dots[best]) - half_sq
+                else:  # argmin_j |x_j - target|_W^2 / sigma^2 = |o|_W^2 + 2 y_j . (sqrt(W) o) + |y_j|^2, y_j = sqrt(W) z_j
+                    offset = gap if config.selection == "nearest" else (
+                        (scheduler.model_mean(x, v, i) - x0).double() / sigma).cpu().numpy().ravel()
+                    if root is not None:
+                        offset = root * offset
+                    dots, squares = scorer.scores(seed, i, n, offset, squares=True, scale=root)
+                    best = int(np.argmin(2.0 * dots + squares))
+                    chosen = -float(np.dot(scorer.normals(seed, i, best).astype(np.float64), gap)) - half_sq
                 k = i - scheduler.first_stochastic
                 indices[k] = best
                 if records is not None:
