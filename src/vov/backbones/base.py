@@ -282,16 +282,16 @@ def file_digest(path: str | os.PathLike, use_disk_cache: bool = True) -> str:
     return value
 
 
-def weights_identity(files: Iterable[tuple[str, str | os.PathLike]]) -> bytes:
-    """32 bytes naming a set of files by content: sha256 over (name, sha256 of the file) sorted by name.
+def weights_identity(entries: Iterable[tuple[str, str]]) -> bytes:
+    """32 bytes naming a model by content: sha256 over its (name, sha256 hex) entries sorted by name.
 
-    `files` are (name, path) pairs; the name is the file's place in the model (e.g.
-    "transformer/diffusion_pytorch_model.safetensors"), so the same bytes in another folder give
-    the same identity and a file moved between components does not.
+    A name is the file's place in the model (e.g. "transformer/diffusion_pytorch_model.safetensors"),
+    so the same bytes in another folder give the same identity and a file moved between components
+    does not. `vov.backbones.hub.identity_entries` lists a diffusers folder's entries.
     """
     digest = hashlib.sha256(b"vov-weights-1\0")
-    for name, path in sorted(files, key=lambda item: item[0]):
-        digest.update(name.encode("utf-8") + b"\0" + file_digest(path).encode("ascii") + b"\n")
+    for name, value in sorted(entries, key=lambda item: item[0]):
+        digest.update(name.encode("utf-8") + b"\0" + value.encode("ascii") + b"\n")
     return digest.digest()
 
 

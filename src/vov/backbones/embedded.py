@@ -331,3 +331,24 @@ def tiny(device: str | torch.device | None = None, dtype: str | torch.dtype | No
     if device is None and dtype is None:
         return backbone
     return LatentFlowBackbone("tiny", TINY, backbone.autoencoder, backbone.denoiser, device, dtype)
+
+
+def from_registry(model: str | None = None, device=None, dtype=None) -> LatentFlowBackbone:
+    """`backbones.load("embedded", model)`: the shipped weights, or a file made by `vov train-base`."""
+    path = Path(model).expanduser() if model else shipped_weights()
+    if not path.is_file():
+        if model:
+            raise UsageError(f"embedded weights {model}: no such file")
+        raise UsageError(f"the embedded backbone's weights are missing ({path}); run `vov train-base` to make them")
+    if path.suffix != ".safetensors":
+        raise UsageError(f"embedded weights {model}: a .safetensors file is needed")
+    try:
+        return load_file(path, device, dtype)
+    except UsageError:
+        raise
+    except Exception as e:  # a foreign or corrupt file
+        raise UsageError(f"embedded weights {path}: not a vov embedded model ({type(e).__name__})") from None
+
+
+def tiny_from_registry(model: str | None = None, device=None, dtype=None) -> LatentFlowBackbone:
+    return tiny(device, dtype)
