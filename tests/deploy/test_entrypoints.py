@@ -41,15 +41,8 @@ def container_of(profile: str, component: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny_export():
-    """The tiny backbone's export, kept in this checkout's .tools (exported again when not current)."""
-    from vov import backbones
-    from vov.serving.export import export_repository, is_current
-
-    backbone, repo = backbones.load("tiny"), ROOT / ".tools" / "cache" / "tiny-export"
-    if not is_current(repo, backbone, 4):
-        export_repository(backbone, repo, max_rank=4, log=lambda m: None)
-    return repo
+def tiny_export(tiny_exports):
+    return tiny_exports["cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -38,20 +38,27 @@ def _literal_reads(source: str) -> set[str]:
     return names
 
 
+PROBE = """
+import argparse, sys
+from vov_services.{service} import server
+parser = argparse.ArgumentParser(prog="vov-{service}")
+server.add_arguments(parser)
+print(parser.format_help())  # the text of --help
+print("--- modules ---")
+for m in list(sys.modules.values()):
+    f = getattr(m, "__file__", None)
+    f and print(f)
+"""
+
+
 @functools.lru_cache(maxsize=None)
 def names_read_by(service: str) -> frozenset[str]:
-    help_text = subprocess.run([sys.executable, "-m", f"vov_services.{service}", "--help"], capture_output=True,
-                               text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
-    assert help_text.returncode == 0, help_text.stderr
-    names = set(re.findall(r"\benv\s+([A-Z][A-Z0-9_]+)", help_text.stdout))
-    listing = subprocess.run(
-        [sys.executable, "-c", f"import sys, vov_services.{service}.server\n"
-                               "for m in list(sys.modules.values()):\n"
-                               "    f = getattr(m, '__file__', None)\n"
-                               "    f and print(f)"],
-        capture_output=True, text=True, timeout=120)
-    assert listing.returncode == 0, listing.stderr
-    ours = [Path(f).resolve() for f in listing.stdout.split()]
+    probe = subprocess.run([sys.executable, "-c", PROBE.format(service=service)], capture_output=True, text=True,
+                           timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
+    assert probe.returncode == 0, probe.stderr
+    help_text, modules = probe.stdout.split("--- modules ---")
+    names = set(re.findall(r"\benv\s+([A-Z][A-Z0-9_]+)", help_text))
+    ours = [Path(f).resolve() for f in modules.split()]
     ours = [f for f in ours if f.suffix == ".py" and (ROOT / "services" in f.parents or ROOT / "src" / "vov" in f.parents)]
     assert any(f.name == "server.py" and f.parent.name == service for f in ours)
     for f in ours:
