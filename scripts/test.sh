@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
+bash scripts/deploy_tools.sh  # helm, checkov, promtool... for tests/deploy (into .tools/, .venv-deploy/)
 . .venv/bin/activate
 python -m pytest -q "$@"
