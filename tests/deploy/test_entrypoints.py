@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import time
 import subprocess
 import sys
 import urllib.request
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.slow
 # decoder, pointed at a real Triton on loopback serving the same export (the decoder reports
 # SERVING only once its engine answers)
 STARTED = [("cpu-demo", "encoder"), ("cpu-demo", "decoder"), ("gpu", "decoder")]
+# and the TLS profile's encoder, with certificates made here: TLS with client certificates required
+TLS_STARTED = ("keda-tls", "encoder")
 
 
 def container_of(profile: str, component: str) -> dict:
@@ -58,7 +61,8 @@ def triton(tiny_export, tmp_path_factory):
         server.stop()
 
 
-def localise(container: dict, tiny_export: Path, triton_url: str) -> tuple[list[str], dict[str, str], dict[str, int]]:
+def localise(container: dict, tiny_export: Path, triton_url: str, files: dict[str, Path] | None = None
+             ) -> tuple[list[str], dict[str, str], dict[str, int]]:
     """The container's command line and environment, made to run on this machine's loopback."""
     command = [*container["command"], *container.get("args", [])]
     assert command[0] == "python"
@@ -75,6 +79,8 @@ def localise(container: dict, tiny_export: Path, triton_url: str) -> tuple[list[
             value = triton_url
         elif name == "VOV_MODEL_REPOSITORY":
             value = str(tiny_export)
+        elif files and value in files:
+            value = str(files[value])
         elif value.startswith("/"):
             raise AssertionError(f"{name}={value}: a path in the image this test does not know how to map")
         env[name] = value
@@ -82,13 +88,64 @@ def localise(container: dict, tiny_export: Path, triton_url: str) -> tuple[list[
 
 
 @pytest.fixture(scope="module")
-def started(tiny_export, triton, tmp_path_factory):
+def certificates(tmp_path_factory) -> dict[str, Path]:
+    """A CA, and a certificate it signed for loopback (server and client use), made with openssl."""
+    d = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args):
+        result = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=d, timeout=60)
+        assert result.returncode == 0, result.stderr
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=vov test CA",
+            "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=vov-encoder", "-keyout", "tls.key", "-out", "tls.csr")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", "ext.cnf", "-out", "tls.crt")
+    # where the chart mounts the Secrets -> the files made here
+    return {"/etc/vov/tls/tls.crt": d / "tls.crt", "/etc/vov/tls/tls.key": d / "tls.key",
+            "/etc/vov/tls/ca.crt": d / "ca.crt", "/etc/vov/client-ca/ca.crt": d / "ca.crt"}
+
+
+def helm_test_command(profile: str, addresses: dict[str, str], files: dict[str, Path]) -> list[str]:
+    """The helm test Pod's command line for `profile`, aimed at local addresses and files."""
+    docs = render(profile, "backbone=tiny")
+    (check,) = pod_spec(named(docs, "Pod", f"{RELEASE}-test"))["containers"]
+    command = [*check["command"], *check["args"]]
+    assert command[:2] == ["python", "/opt/vov/test/helm-test.py"]
+    local = [sys.executable, str(CHART / "files" / "helm-test.py")]
+    for arg in command[2:]:
+        flag, _, value = arg.partition("=")
+        component = flag.removeprefix("--")
+        if component in ("encoder", "decoder"):
+            if component in addresses:
+                local.append(f"{flag}={addresses[component]}")
+        else:
+            local.append(f"{flag}={files.get(value, value)}")
+    return local
+
+
+def wait_for_helm_test(command: list[str], process, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode} while starting:\n{log.read_text()[-2000:]}")
+        result = subprocess.run([*command, "--timeout", "2"], capture_output=True, text=True, timeout=60)
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not serving after {timeout:.0f} s:\n{result.stdout}\n{log.read_text()[-2000:]}")
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def started(tiny_export, triton, certificates, tmp_path_factory):
     logs = tmp_path_factory.mktemp("entrypoint-logs")
     running = {}
     base = {k: v for k, v in os.environ.items() if not k.startswith("VOV_")}
     try:
-        for profile, component in STARTED:
-            command, env, ports = localise(container_of(profile, component), tiny_export, triton.grpc_url)
+        for profile, component in [*STARTED, TLS_STARTED]:
+            command, env, ports = localise(container_of(profile, component), tiny_export, triton.grpc_url, certificates)
             log = open(logs / f"{profile}-{component}.log", "wb")
             process = subprocess.Popen(command, env={**base, **env}, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
@@ -98,6 +155,10 @@ def started(tiny_export, triton, tmp_path_factory):
                                              "address": f"127.0.0.1:{ports[f'{prefix}_PORT']}",
                                              "log": logs / f"{profile}-{component}.log"}
         for key, r in running.items():
+            if key == TLS_STARTED:
+                command = helm_test_command(key[0], {key[1]: r["address"]}, certificates)
+                wait_for_helm_test(command, r["process"], r["log"])
+                continue
             wait_healthy(r["address"], r["process"], f"{key[1]} of the {key[0]} profile", 90, r["log"])
         yield running
     finally:
@@ -126,15 +187,7 @@ def test_the_chart_command_serves(started, profile, component):
 
 def test_the_helm_test_pod_passes_against_the_started_services(started):
     """The helm test Pod's own command, pointed at the services started above."""
-    docs = render("cpu-demo", "backbone=tiny")
-    (check,) = pod_spec(named(docs, "Pod", f"{RELEASE}-test"))["containers"]
-    command = [*check["command"], *check["args"]]
-    assert command[0] == "python" and command[1] == "/opt/vov/test/helm-test.py"
-    command[:2] = [sys.executable, str(CHART / "files" / "helm-test.py")]
-    for i, arg in enumerate(command):
-        for component in ("encoder", "decoder"):
-            if arg.startswith(f"--{component}="):
-                command[i] = f"--{component}={started[('cpu-demo', component)]['address']}"
+    command = helm_test_command("cpu-demo", {c: started[("cpu-demo", c)]["address"] for c in ("encoder", "decoder")}, {})
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok  ") == 6 and "every check passed" in result.stdout
@@ -175,3 +228,18 @@ def test_the_models_image_entrypoint_is_the_staging_command():
     # the image carries the scripts the chart mounts, under the same names
     for script in re.findall(r"helm/vov/files/(\S+\.sh)", dockerfile):
         assert (CHART / "files" / script).exists()
+
+
+def test_the_tls_profile_requires_tls_and_client_certificates(started, certificates):
+    """The TLS profile's encoder, started from the chart's variables with certificates mapped in:
+    the helm test Pod's TLS command passes; plaintext, and TLS without a client certificate, fail."""
+    r = started[TLS_STARTED]
+    command = helm_test_command(TLS_STARTED[0], {"encoder": r["address"]}, certificates)
+    assert "--ca=" in " ".join(command) and "--cert=" in " ".join(command)
+    passed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert passed.returncode == 0 and passed.stdout.count("ok  ") == 3, passed.stdout + passed.stderr
+    plain = [a for a in command if not a.startswith(("--ca=", "--cert=", "--key="))]
+    no_client = [a for a in command if not a.startswith(("--cert=", "--key="))]
+    for attempt in (plain, no_client):
+        failed = subprocess.run([*attempt, "--timeout", "3"], capture_output=True, text=True, timeout=60)
+        assert failed.returncode == 1 and "FAIL encoder" in failed.stdout, failed.stdout

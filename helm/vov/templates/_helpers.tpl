@@ -302,3 +302,14 @@ build-plans.sh: |
 triton-start.sh: |
   {{- .Files.Get "files/triton-start.sh" | nindent 2 }}
 {{- end -}}
+
+{{/* The request cost limits both services enforce (the encoder refuses to make what the decoder would refuse) */}}
+{{- define "vov.limitsEnv" -}}
+{{- $l := .Values.limits -}}
+{{- range $name, $value := dict "VOV_MAX_PIXELS" $l.maxPixels "VOV_MAX_FRAMES" $l.maxFrames "VOV_MAX_SAMPLER_STEPS" $l.maxSamplerSteps "VOV_MAX_D" $l.maxD "VOV_MAX_RANK" $l.maxRank "VOV_MAX_WORK" $l.maxWork }}
+{{- if not (kindIs "invalid" $value) }}
+- name: {{ $name }}
+  value: {{ $value | int64 | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
