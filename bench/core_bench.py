@@ -77,14 +77,13 @@ def main() -> None:
     print(f"fitting step (fwd+bwd, bf16): {record['fit_step_seconds']:.3f} s")
 
     if args.lambdas:
-        runs = [("lambda", v, FitConfig(steps=args.steps, lam=v)) for v in map(float, args.lambdas.split(","))]
+        runs = [("lambda", v, FitConfig(steps=args.steps, lam=v), None) for v in map(float, args.lambdas.split(","))]
     else:
-        runs = [("target_bpp", v, FitConfig(steps=args.steps, target_bpp=codec.vector_bpp(v, picture.width,
-                                                                                           picture.height)))
-                for v in map(float, args.bpp.split(","))]
-    for mode, value, fit_config in runs:
+        runs = [("target_bpp", v, FitConfig(steps=args.steps), v) for v in map(float, args.bpp.split(","))]
+    for mode, value, fit_config, target in runs:
         options = codec.EncodeOptions(backbone=args.backbone, adapter=AdapterSpec(rank=args.rank, d=args.dim),
-                                      fit=fit_config, sampler_steps=args.sampler_steps, auto_d=mode == "target_bpp")
+                                      fit=fit_config, target_bpp=target, sampler_steps=args.sampler_steps,
+                                      auto_d=mode == "target_bpp")
         report = codec.compress(picture, options, backbone=backbone)
         start = time.perf_counter()
         decoded = codec.decompress(report.data, backbone=backbone)

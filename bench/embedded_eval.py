@@ -210,7 +210,7 @@ def rates(backbone, args) -> None:
         for preset in presets:
             for target in targets:
                 options = codec.EncodeOptions(backbone=backbone.name, adapter=AdapterSpec(rank=4, targets=preset),
-                                              fit=FitConfig(steps=args.steps, target_bpp=codec.vector_bpp(target, 768, 512)))
+                                              fit=FitConfig(steps=args.steps), target_bpp=target)
                 report = codec.compress(picture, options, backbone=backbone)
                 decoded = codec.decompress(report.data, backbone=backbone).pixels
                 rows.append({"photo": name, "targets": preset, "target_bpp": target, "bpp": report.bpp, "d": report.d,

@@ -95,7 +95,31 @@ def test_wrong_backbone(tmp_path):
 
 
 def test_rate_too_low_for_tiny_image(photo, tmp_path):
-    assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--bpp", "0.01", *FAST), "too low")
+    assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--bpp", "0.01", *FAST), "too low",
+                       "smallest rate that works")
+
+
+@pytest.mark.slow
+def test_the_default_rate_adapts_to_a_small_image_and_says_so(photo, tmp_path):
+    out = tmp_path / "x.vov"
+    r = vov("compress", photo, "-o", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "vov: note: the default 0.05 bpp is too low" in r.stderr
+    stated = float(r.stderr.split("using ")[1].split(" bpp")[0])
+    assert 8 * out.stat().st_size / (37 * 53) <= stated
+
+
+def test_the_output_is_checked_before_any_work(photo, tmp_path):
+    assert_clean_error(vov("compress", photo, "-o", tmp_path / "missing" / "x.vov", "--bpp", "3", *FAST), "does not exist")
+    assert_clean_error(vov("decompress", GOLDEN, "-o", tmp_path), "is a directory")
+
+
+def test_decode_limits_from_flags_and_environment(tmp_path):
+    assert_clean_error(vov("decompress", GOLDEN, "-o", tmp_path / "y.png", "--max-sampler-steps", "2"),
+                       "sampler steps", "VOV_MAX_SAMPLER_STEPS")
+    r = subprocess.run([sys.executable, "-m", "vov.cli", "decompress", str(GOLDEN), "-o", str(tmp_path / "y.png")],
+                       capture_output=True, text=True, env={**__import__("os").environ, "VOV_MAX_PIXELS": "100"})
+    assert_clean_error(r, "pixels a frame")
 
 
 def test_unknown_backbone(photo, tmp_path):
@@ -105,5 +129,8 @@ def test_unknown_backbone(photo, tmp_path):
 
 def test_bad_option_values(photo, tmp_path):
     r = vov("compress", photo, "-o", tmp_path / "x.vov", "--steps", "0")
-    assert r.returncode == 2 and "must be positive" in r.stderr
+    assert r.returncode == 2 and "must be a positive" in r.stderr
+    r = vov("compress", photo, "-o", tmp_path / "x.vov", "--bpp", "inf")
+    assert r.returncode == 2 and "must be a positive finite" in r.stderr
+    assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--seed", str(2**64 - 1), *FAST), "seed")
     assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--targets", "(", "--bpp", "3", *FAST), "target")

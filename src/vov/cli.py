@@ -7,26 +7,41 @@ checkpoint (`OUT.partial`) and resumes when run again with the same arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import os
 import sys
 
+from vov import limits
 from vov.errors import VovError
-from vov.files import read_bytes, write_atomic
+from vov.files import check_writable, read_bytes, write_atomic
 
 
 def _add_rate_args(p: argparse.ArgumentParser) -> None:
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--bpp", type=float, help="target bits per pixel of the whole file (default 0.05)")
-    rate.add_argument("--lambda", dest="lam", type=float, help="rate weight instead of a target (per bpp)")
+    rate.add_argument("--bpp", type=_positive(float),
+                      help="target bits per pixel of the whole file (default 0.05, or the smallest rate that works "
+                           "for a small image)")
+    rate.add_argument("--lambda", dest="lam", type=_positive(float), help="rate weight instead of a target (per bpp)")
+
+
+def _add_server_args(p: argparse.ArgumentParser, service: str) -> None:
+    p.add_argument("--server", help=f"{service} through a vov {service[:-2]}er service at HOST:PORT")
+    p.add_argument("--tls-ca", help="with --server: verify the server's certificate against this CA (PEM); "
+                                    "turns TLS on")
+    p.add_argument("--tls-cert", help="with --server: client certificate (PEM) for mutual TLS")
+    p.add_argument("--tls-key", help="with --server: client private key (PEM) for mutual TLS")
 
 
 def _positive(kind):
     def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text}")
         return value
 
     return parse
@@ -49,14 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler-steps", type=_positive(int), default=50, help="decoder ODE steps (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hash, the noise and the fit (default 0)")
     p.add_argument("--backbone", default="embedded", help="foundation model (default: embedded)")
-    p.add_argument("--server", help="compress through a vov encoder service at HOST:PORT")
+    _add_server_args(p, "compress")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("decompress", help=".vov -> image")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--server", help="decompress through a vov decoder service at HOST:PORT")
+    _add_server_args(p, "decompress")
     p.add_argument("-q", "--quiet", action="store_true")
+    limits.add_arguments(p)
 
     p = sub.add_parser("info", help="show a .vov file's header and sizes")
     p.add_argument("input")
@@ -72,34 +88,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tls(args):
+    from vov.serving.client import ClientTls
+
+    return ClientTls.from_files(args.tls_ca, args.tls_cert, args.tls_key)
+
+
+def _note(text: str) -> None:
+    print(f"vov: note: {text}", file=sys.stderr)
+
+
 def cmd_compress(args) -> None:
     from tqdm import tqdm
 
     from vov import codec
+    from vov.media import load_image
     from vov.method.adapters import AdapterSpec
     from vov.method.fit import FitConfig
-    from vov.media import load_image
 
+    check_writable(args.output)
     picture = load_image(args.input)
     if picture.had_alpha:
-        print("vov: note: the alpha channel is not coded; the image was composited over white", file=sys.stderr)
+        _note("the alpha channel is not coded; the image was composited over white")
+    if picture.source_bits > picture.bits:
+        _note(f"a {picture.source_bits}-bit colour image is read at {picture.bits} bits")
     pixels = picture.width * picture.height
-    target = None
-    if args.lam is None:
-        target = codec.vector_bpp(0.05 if args.bpp is None else args.bpp, picture.width, picture.height)
-    spec = AdapterSpec(args.kind, args.rank, args.dim or 16384, args.seed, args.targets)
-    spec.validate()
-    fit_config = FitConfig(steps=args.steps, seed=args.seed, target_bpp=target,
-                           **({"lam": args.lam} if args.lam is not None else {}))
+    spec = AdapterSpec(args.kind, args.rank, args.dim or AdapterSpec().d, args.seed, args.targets)
+    fit_config = FitConfig(steps=args.steps, seed=args.seed, **({"lam": args.lam} if args.lam is not None else {}))
     options = codec.EncodeOptions(backbone=args.backbone, adapter=spec, fit=fit_config,
+                                  target_bpp=None if args.lam is not None else args.bpp,
                                   sampler_steps=args.sampler_steps, noise_seed=args.seed, auto_d=args.dim is None)
     if args.server:
         from vov.serving.client import remote_compress
 
-        data = remote_compress(args.server, read_bytes(args.input), options, quiet=args.quiet)
+        # with no rate given, the encoder applies the default (and adapts it to small images) itself
+        data = remote_compress(args.server, read_bytes(args.input), options, quiet=args.quiet, tls=_tls(args),
+                               default_rate=args.bpp is None and args.lam is None)
         write_atomic(args.output, data)
         print(f"{args.output}: {len(data)} bytes, {8 * len(data) / pixels:.4f} bpp")
         return
+    options.validate()
+    backbone = codec.get_backbone(args.backbone)
+    if args.bpp is None and args.lam is None:
+        rate, note = codec.default_rate(picture, options, backbone)
+        if note:
+            _note(note)
+        options = dataclasses.replace(options, target_bpp=rate)
+    codec.plan(picture, options, backbone)  # every refusal before the first step
     checkpoint = f"{args.output}.partial"
     if os.path.exists(checkpoint):
         print(f"vov: resuming from {checkpoint}", file=sys.stderr)
@@ -117,7 +152,7 @@ def cmd_compress(args) -> None:
         bar.set_postfix(extra)
 
     try:
-        report = codec.compress(picture, options, on_progress=progress, checkpoint=checkpoint)
+        report = codec.compress(picture, options, backbone=backbone, on_progress=progress, checkpoint=checkpoint)
     finally:
         if bar is not None:
             bar.close()
@@ -134,12 +169,14 @@ def cmd_decompress(args) -> None:
     from vov.media import save_image
 
     data = read_bytes(args.input)
+    check_writable(args.output)
     if args.server:
         from vov.serving.client import remote_decompress
 
-        decoded_pixels, grey = remote_decompress(args.server, data)
+        decoded_pixels, grey = remote_decompress(args.server, data, tls=_tls(args), quiet=args.quiet)
     else:
-        codec.parse(data)  # refuse a bad file before any progress bar appears
+        decode_limits = limits.from_args(args)
+        codec.parse(data, decode_limits)  # refuse a bad file before any progress bar appears
         bar = None
 
         def on_step(i: int, n: int) -> None:
@@ -149,7 +186,7 @@ def cmd_decompress(args) -> None:
             bar.update(1)
 
         try:
-            decoded = codec.decompress(data, on_step=on_step)
+            decoded = codec.decompress(data, on_step=on_step, limits=decode_limits)
         finally:
             if bar is not None:
                 bar.close()

@@ -30,3 +30,15 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as e:
         raise UsageError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse an output path that cannot be written, before any long work is spent on it."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{path}: permission denied")

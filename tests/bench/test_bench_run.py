@@ -129,11 +129,16 @@ def test_bad_arguments_are_usage_errors(flag, value, image_path, tmp_path, capsy
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_fit_target_takes_off_the_container_overhead():
-    from vov.codec import CONTAINER_OVERHEAD_BYTES
+def test_a_folder_means_its_images(tmp_path):
+    from vov.bench.cli import expand_images
+    from vov.errors import UsageError
 
-    assert runner.vov_fit_target(0.1, 768, 512) == pytest.approx(0.1 - 8 * CONTAINER_OVERHEAD_BYTES / (768 * 512))
-    assert runner.vov_fit_target(0.02, 64, 48) is None
+    for name in ("b.png", "a.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert expand_images([str(tmp_path)]) == [str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no images"):
+        expand_images([str(tmp_path / "empty")])
 
 
 @pytest.mark.slow

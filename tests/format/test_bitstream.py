@@ -128,3 +128,10 @@ def test_fuzz_hostile_body_with_valid_header(tail):
         load(with_crc(bitstream.MAGIC + bytes([1, 0]) + tail))
     except BitstreamError:
         pass
+
+
+def test_vector_entries_beyond_the_format_range_refused():
+    with pytest.raises(BitstreamError, match="qmax x step_size"):
+        load(dump(sample_file(step_size=3.4e38)))
+    with pytest.raises(BitstreamError, match="qmax x step_size"):
+        load(dump(sample_file(qmax=1 << 15, step_size=0.01)))

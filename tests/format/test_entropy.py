@@ -54,3 +54,31 @@ def test_bad_prior_params_refused(weights, codes):
 def test_decode_refuses_partial_word():
     with pytest.raises(BitstreamError):
         entropy.decode(b"\x01\x02\x03", entropy.PriorParams((1,), (0,)), 3, 10)
+
+
+def test_all_zero_vector_codes_as_an_empty_payload():
+    prior = entropy.PriorParams((255,), (0,))
+    q = np.zeros(1000, dtype=np.int64)
+    assert entropy.encode(q, prior, 0) == b""
+    np.testing.assert_array_equal(entropy.decode(b"", prior, 0, 1000), q)
+    with pytest.raises(BitstreamError, match="qmax = 0"):
+        entropy.decode(b"\0\0\0\0", prior, 0, 1000)
+
+
+@pytest.mark.parametrize("change", ["one word", "short", "long"])
+def test_payload_must_hold_exactly_the_coded_integers(change):
+    q = laplace_ints(4000, 3.0, seed=2)
+    prior = entropy.PriorParams((200, 55), (8, 24))
+    qmax = int(np.abs(q).max())
+    payload = entropy.encode(q, prior, qmax)
+    bad, count = {"one word": (payload[:4], len(q)), "short": (payload[:-4], len(q)),
+                  "long": (payload + payload[:4], len(q))}[change]
+    with pytest.raises(BitstreamError, match="exactly"):
+        entropy.decode(bad, prior, qmax, count)
+
+
+def test_an_empty_payload_decodes_only_to_the_vector_that_codes_as_nothing():
+    """ANS codes a run of the table's first symbol as no words at all: the one canonical empty payload."""
+    prior = entropy.PriorParams((200, 55), (8, 24))
+    q = entropy.decode(b"", prior, 28, 1 << 20)
+    assert np.all(q == -28) and entropy.encode(q, prior, 28) == b""

@@ -55,7 +55,8 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="images to code (PNG, JPEG, ...)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="images to code (PNG, JPEG, ...), or folders whose images are all coded")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the JSON and the report")
     parser.add_argument("--rates", type=_rate_list, default=[0.02, 0.05, 0.1],
                         help="target bits per pixel, comma-separated (default 0.02,0.05,0.1)")
@@ -77,13 +78,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm"}
+
+
+def expand_images(paths: list[str]) -> list[str]:
+    """Files as given; a folder gives its images (by suffix, sorted), and none is an error."""
+    import os
+
+    from vov.errors import UsageError
+
+    out = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, n) for n in os.listdir(path)
+                           if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(path, n)))
+            if not found:
+                raise UsageError(f"{path}: a folder with no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
 def run(args) -> None:
     import os
 
     from vov.bench.runner import BenchConfig, Runner
 
     config = BenchConfig(
-        images=list(args.images), out=args.output, rates=args.rates, codecs=args.codecs, points=args.points,
+        images=expand_images(args.images), out=args.output, rates=args.rates, codecs=args.codecs, points=args.points,
         steps=args.steps, sampler_steps=args.sampler_steps, backbone=args.backbone, seed=args.seed,
         cache=args.cache, lpips_weights=args.lpips_weights, lpips_net=args.lpips_net,
         dists_weights=args.dists_weights, quiet=args.quiet, report=not args.no_report,

@@ -2,8 +2,8 @@
 
 For every image, codec and target rate it produces one *point*: the file's real size (bpp), the
 encode and decode times, and the metrics of the decoded image against the 8-bit original. vov is
-fitted with `FitConfig(target_bpp=...)` (the container's fixed overhead taken off the target, as
-`vov compress --bpp` does); each baseline's quality knob is bisected for the file nearest the
+given the target as the rate of the whole file (`EncodeOptions.target_bpp`, as `vov compress --bpp`
+and the encoder service); each baseline's quality knob is bisected for the file nearest the
 target bpp (in log rate). A baseline that cannot get that low (or high) on an image keeps its
 nearest setting and the point is marked not reached.
 
@@ -28,7 +28,8 @@ from vov.errors import UsageError
 from vov.files import read_bytes, write_atomic
 
 DEFAULT_POINTS = (0.02, 0.05, 0.1)
-CORE_MODULES = ("codec", "fit", "adapters", "entropy", "sampler", "noise", "bitstream", "media")
+CORE_MODULES = ("codec", "limits", "method.fit", "method.adapters", "method.sampler", "method.noise", "method.scheduler",
+                "method.scaling", "format.entropy", "format.bitstream", "media.image", "media.video")
 
 
 @dataclass
@@ -75,17 +76,6 @@ def _sha(*parts) -> str:
         h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True).encode())
         h.update(b"\0")
     return h.hexdigest()
-
-
-def vov_fit_target(bpp: float, width: int, height: int) -> float | None:
-    """The fit's target for a whole-file rate of `bpp` (`codec.vector_bpp`, what `vov compress --bpp`
-    uses: the container's fixed bytes taken off); None when the header alone would use most of it."""
-    from vov.codec import vector_bpp
-
-    try:
-        return vector_bpp(bpp, width, height)
-    except UsageError:
-        return None
 
 
 def _core_source_hash() -> str:
@@ -240,20 +230,20 @@ class Runner:
         record = self._cached(key, item)
         if record is not None:
             return record
-        target = vov_fit_target(rate, *item.size)
-        base = {"image": item.name, "codec": "vov", "target_bpp": rate, "params": {"fit_target_bpp": target}}
-        if target is None:
-            return {**base, "reached": False, "skipped": f"{rate} bpp is below the .vov header's share for a "
-                    f"{item.size[0]}x{item.size[1]} image"}
         from tqdm import tqdm
 
         from vov import codec
         from vov.method.adapters import AdapterSpec
         from vov.method.fit import FitConfig
 
+        base = {"image": item.name, "codec": "vov", "target_bpp": rate, "params": {}}
         options = codec.EncodeOptions(backbone=self.config.backbone, adapter=AdapterSpec(seed=self.config.seed),
-                                      fit=FitConfig(steps=self.config.steps, seed=self.config.seed, target_bpp=target),
+                                      fit=FitConfig(steps=self.config.steps, seed=self.config.seed), target_bpp=rate,
                                       sampler_steps=self.config.sampler_steps, noise_seed=self.config.seed)
+        try:
+            codec.plan(item.picture, options, backbone)
+        except UsageError as e:
+            return {**base, "reached": False, "skipped": str(e)}
         bar = tqdm(total=self.config.steps, desc=f"  vov fit {item.name} @{rate:g}", unit="step", leave=False,
                    position=bar_position, disable=self.config.quiet, dynamic_ncols=True)
 

@@ -19,7 +19,9 @@ MAJOR, MINOR = 1, 0
 ADAPTER_KINDS = ("one-vector", "lora")
 MAX_SIDE = 16384
 MAX_FRAMES = 10000
+MAX_D = 1 << 22
 MAX_CAPTION = 16384
+MAX_THETA = 256.0  # |theta_hat| = qmax * step_size is at most this: larger vectors are not adaptations
 
 
 class Reader:
@@ -117,7 +119,7 @@ HEADER_FIELDS = [
     ("backbone_hash", HASH, "header", None),
     ("adapter_kind", U8, "header", (0, len(ADAPTER_KINDS) - 1)),
     ("rank", U8, "header", (1, 64)),
-    ("d", VARINT, "header", (1, 1 << 22)),
+    ("d", VARINT, "header", (1, MAX_D)),
     ("adapter_seed", VARINT, "header", (0, (1 << 32) - 1)),
     ("targets", _text(512), "header", None),
     ("sampler_steps", U16, "header", (1, 10000)),
@@ -256,6 +258,9 @@ def load(data: bytes) -> VovFile:
             raise BitstreamError(f"{name} is not a finite number")
     if values["step_size"] <= 0:
         raise BitstreamError("step_size must be positive")
+    if values["qmax"] * values["step_size"] > MAX_THETA:
+        raise BitstreamError(f"quantiser: qmax x step_size = {values['qmax'] * values['step_size']:.3g} "
+                             f"exceeds {MAX_THETA:g}, the largest vector entry a file may hold")
     if len(values["prior_weights"]) != len(values["prior_scale_codes"]):
         raise BitstreamError("prior: weights and scales differ in count")
     known = {f.name for f in fields(VovFile)}

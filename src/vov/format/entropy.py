@@ -7,6 +7,11 @@ parameters are quantised (`PriorParams`: an 8-bit weight and an 8-bit log2-scale
 2K bytes travel), expanded to a table of integer frequencies over [-qmax, qmax], and the integers
 are ANS-coded with `constriction`. Encoder and decoder build the table from the quantised
 parameters alone, so it is identical on both sides.
+
+When every integer is 0 (qmax = 0) there is nothing to code: the payload is empty. A decoder accepts
+a payload only if it holds exactly the `count` integers: it re-encodes what it decoded and requires
+the same bytes, so a short, long, empty or otherwise non-canonical payload is refused (an ANS
+decoder alone happily "decodes" symbols from an exhausted stream).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vov.cancel import checkpoint as cancel_point
 from vov.errors import BitstreamError
 
 LOG2_SCALE_STEP = 1.0 / 8.0  # log2 of a component's scale is stored in these units, as int8
@@ -88,7 +94,9 @@ def fit_prior(q: np.ndarray, components: int = 3, steps: int = 200) -> PriorPara
     x = torch.from_numpy(np.asarray(q, dtype=np.float32))
     optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
     with torch.enable_grad():  # callers may be inside no_grad
-        for _ in range(steps):
+        for step in range(steps):
+            if step % 16 == 0:
+                cancel_point()
             optimiser.zero_grad()
             (model.bits(x) / max(len(x), 1)).backward()
             optimiser.step()
@@ -106,6 +114,8 @@ def encode(q: np.ndarray, prior: PriorParams, qmax: int) -> bytes:
     """ANS-code integers in [-qmax, qmax]; returns the coder's words as little-endian bytes."""
     if len(q) and int(np.abs(q).max()) > qmax:
         raise ValueError("symbol outside the coded range")
+    if qmax == 0:
+        return b""
     model = constriction.stream.model.Categorical(prior.table(qmax), perfect=False)
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse((q + qmax).astype(np.int32), model)
@@ -113,6 +123,11 @@ def encode(q: np.ndarray, prior: PriorParams, qmax: int) -> bytes:
 
 
 def decode(payload: bytes, prior: PriorParams, qmax: int, count: int) -> np.ndarray:
+    """The `count` integers that `payload` codes, or BitstreamError if it codes anything else."""
+    if qmax == 0:
+        if payload:
+            raise BitstreamError("entropy-coded payload: qmax = 0 codes nothing, yet the payload is not empty")
+        return np.zeros(count, dtype=np.int64)
     if len(payload) % 4:
         raise BitstreamError("entropy-coded payload is not a whole number of 32-bit words")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -120,6 +135,11 @@ def decode(payload: bytes, prior: PriorParams, qmax: int, count: int) -> np.ndar
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         symbols = coder.decode(model, count)
+        exact = coder.is_empty()
     except Exception as e:  # constriction raises plain exceptions on invalid data
         raise BitstreamError(f"entropy-coded payload is corrupt ({e})") from None
-    return symbols.astype(np.int64) - qmax
+    q = symbols.astype(np.int64) - qmax
+    if not exact or encode(q, prior, qmax) != bytes(payload):
+        raise BitstreamError(f"entropy-coded payload does not hold exactly the {count} coded integers "
+                             "(truncated, padded or corrupt)")
+    return q

@@ -1,11 +1,13 @@
 """Reading and writing the images people have.
 
 Accepted: anything Pillow opens that is a still picture (PNG, JPEG, WebP, TIFF, BMP, ...), grey or
-colour, 8 or 16 bits, with or without alpha. EXIF orientation is applied. Alpha is not coded: a
-transparent image is composited over white and a notice says so. Grey images are coded as colour
-and written back as grey. 16-bit inputs are read at full precision and coded like any other; the
-decoded file is 8-bit. Sizes from MIN_SIDE to MAX_SIDE on each side and at most MAX_PIXELS pixels;
-any size in that range works: the codec pads to its latent grid and crops back, never resizes.
+colour, with or without alpha. EXIF orientation is applied. Alpha is not coded: a transparent image
+is composited over white and a notice says so. Grey images are coded as colour and written back as
+grey. 16-bit grey images are read at full precision; 16-bit colour images are read at 8 bits
+(Pillow's reader reduces them; `Picture.source_bits` records it and the CLI says so). The decoded
+file is 8-bit. Sizes from MIN_SIDE to MAX_SIDE on each side and at most MAX_PIXELS pixels (the
+decode-memory bound, vov.limits); any size in that range works: the codec pads to its latent grid and
+crops back, never resizes.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vov.errors import MediaError
+from vov.limits import MAX_PIXELS, MAX_SIDE
 
 MIN_SIDE = 16
-MAX_SIDE = 4096
-MAX_PIXELS = 3840 * 2160
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m", ".m4v"}  # named in the error for a clip
 Image.MAX_IMAGE_PIXELS = 64 * MAX_PIXELS  # refuse decompression bombs early, but after our own check
 
@@ -34,7 +35,8 @@ class Picture:
     pixels: np.ndarray
     grey: bool = False
     had_alpha: bool = False
-    bits: int = 8
+    bits: int = 8  # precision the pixels were read at
+    source_bits: int = 8  # precision of the source file, when it is more than `bits`
 
     @property
     def height(self) -> int:
@@ -57,7 +59,8 @@ def check_size(width: int, height: int) -> None:
         raise MediaError(f"image is {width}x{height}; the smallest side vov codes is {MIN_SIDE} pixels")
     if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
         raise MediaError(
-            f"image is {width}x{height}; vov codes up to {MAX_SIDE} pixels a side and {MAX_PIXELS} pixels in all"
+            f"image is {width}x{height}; vov codes up to {MAX_SIDE} pixels a side and {MAX_PIXELS} pixels in all "
+            f"(the bound that keeps a decode's memory under 2 GB)"
         )
 
 
@@ -82,11 +85,26 @@ def _to_float(img: Image.Image) -> tuple[np.ndarray, bool, int]:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0, False, 8  # CMYK, YCbCr, LAB, ...
 
 
+def _colour_source_bits(img: Image.Image, head: bytes) -> int:
+    """16 for a 16-bit colour PNG or TIFF (which Pillow reads at 8 bits), else 8."""
+    if img.mode not in ("RGB", "RGBA"):
+        return 8
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 26 and head[24] == 16:
+        return 16
+    bits = getattr(img, "tag_v2", {}).get(258) if img.format == "TIFF" else None
+    return 16 if isinstance(bits, tuple) and bits and max(bits) > 8 else 8
+
+
 def _composite_alpha(arr: np.ndarray) -> tuple[np.ndarray, bool]:
     colour, alpha = arr[..., :-1], arr[..., -1:]
     if np.all(alpha >= 1.0):
         return colour, False
     return colour * alpha + (1.0 - alpha), True
+
+
+def _head(path: str, n: int = 32) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def load_image(source: str | os.PathLike | bytes) -> Picture:
@@ -99,6 +117,7 @@ def load_image(source: str | os.PathLike | bytes) -> Picture:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
             check_size(*img.size)
+            source_bits = _colour_source_bits(img, source[:32] if isinstance(source, bytes) else _head(name))
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img = ImageOps.exif_transpose(img)
@@ -119,7 +138,8 @@ def load_image(source: str | os.PathLike | bytes) -> Picture:
         arr, had_alpha = _composite_alpha(arr)
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
-    return Picture(np.ascontiguousarray(arr, dtype=np.float32), grey=grey, had_alpha=had_alpha, bits=bits)
+    return Picture(np.ascontiguousarray(arr, dtype=np.float32), grey=grey, had_alpha=had_alpha, bits=bits,
+                   source_bits=max(bits, source_bits))
 
 
 def save_image(pixels: np.ndarray, path: str | os.PathLike, grey: bool = False) -> None:

@@ -7,8 +7,8 @@ Loss: `E_{t, eps} || f_theta_hat(x_t, t) - (eps - x_0) ||^2 + lambda * bpp(theta
    - With a rate weight lambda (`--lambda`): s is learned (softplus) and the rate is the bits of
      `theta / s + u` (u uniform) under the learned prior, divided by the pixel count; lambda ramps in
      over the first `ramp` steps of the stage.
-   - With a bpp target (`--bpp`): s is chosen at the start of the stage so that the vector's coded
-     size meets the budget (`step_for_budget`: a search on the step, whose bits fall as it grows),
+   - With a budget (`target_bits`, from `--bpp`): s is chosen at the start of the stage so that the
+     vector's coded size meets the budget (`step_for_budget`: a search on the step, whose bits fall as it grows),
      then theta trains at that fixed step without a rate term, and the search runs once more on the
      final vector. The file lands at the target or just under it, whatever the image. (A rate term
      steered online toward the target, tried first, both missed the target by a third and cost
@@ -23,8 +23,10 @@ as in the paper, which teaches the adapter to reach x_0 from any noise (what sto
 best-of-N search need). On the embedded backbone, fitting along the decoder's path reaches in 100
 steps what fresh noise reaches in 1000 (MODEL_CARD.md).
 
-Checkpoints (`FitState`) are written every `checkpoint_every` steps when a path is given, and a fit
-restarted with the same checkpoint path and inputs resumes where it stopped.
+Checkpoints are written every `checkpoint_every` steps when a path is given (safetensors with a JSON
+header, never a pickle: `vov.checkpoints`), and a fit restarted with the same checkpoint path and
+inputs resumes where it stopped; a checkpoint of other inputs, or a file that is not a checkpoint, is
+refused. Long loops call `vov.cancel.checkpoint()`, so a cancelled call stops within a step.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
+from vov import checkpoints
+from vov.cancel import checkpoint as cancel_point
+from vov.errors import UsageError
 from vov.format import entropy
 from vov.method.adapters import ADAPTER_NAME, AdaptedDenoiser
 
@@ -54,8 +59,8 @@ class FitConfig:
     lr_entropy: float = 1e-2
     ramp: int = 100  # steps over which lambda ramps in, at the start of stage 2
     lr_floor: float = 0.05  # theta's lr falls along a cosine to this share by the last step (see theta_lr)
-    lam: float = 0.02  # rate weight, per bit per pixel; ignored when target_bpp is set
-    target_bpp: float | None = None
+    lam: float = 0.02  # rate weight, per bit per pixel; ignored when target_bits is set
+    target_bits: float | None = None  # budget of the coded vector (ideal bits of the payload)
     init_bound: float = 0.02
     reference_uses: float = 4.0  # LoRA entries per coordinate of theta the rates were tuned at (size_factor)
     seed: int = 0
@@ -96,10 +101,10 @@ class FitResult:
 
 
 def coded_bits(q: np.ndarray, components: int) -> tuple[float, entropy.PriorParams]:
-    """(ideal bits of q under its fitted, quantised prior + the prior's own bytes, that prior)."""
+    """(ideal bits of q under its fitted, quantised prior, that prior)."""
     qmax = int(np.abs(q).max()) if len(q) else 0
     prior = entropy.fit_prior(q, components)
-    return prior.ideal_bits(q, qmax) + 8 * (2 * len(prior.weights) + 4), prior
+    return prior.ideal_bits(q, qmax), prior
 
 
 def step_for_budget(theta: np.ndarray, budget_bits: float, components: int = 3) -> float:
@@ -112,6 +117,7 @@ def step_for_budget(theta: np.ndarray, budget_bits: float, components: int = 3) 
     peak = float(np.abs(theta).max()) or 1.0
     lo, hi = peak / 30000.0, 4.0 * peak  # q stays within the format's range; at hi every q is 0
     for _ in range(40):
+        cancel_point()
         mid = math.sqrt(lo * hi)
         if entropy.empirical_bits(np.round(theta / mid)) > budget_bits:
             lo = mid
@@ -121,6 +127,7 @@ def step_for_budget(theta: np.ndarray, budget_bits: float, components: int = 3) 
             break
     step = hi
     for _ in range(200):
+        cancel_point()
         bits, _ = coded_bits(np.round(theta / step).astype(np.int64), components)
         if bits <= budget_bits:
             break
@@ -188,6 +195,9 @@ def _problem_key(latents: torch.Tensor, adapter: AdaptedDenoiser, config: FitCon
     return digest.hexdigest()
 
 
+CHECKPOINT_KIND = "fit checkpoint"
+
+
 def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: FitConfig = FitConfig(),
         on_progress: Callable[[Progress], None] | None = None, checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 50, condition: torch.Tensor | None = None,
@@ -210,39 +220,52 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
     prior = entropy.LogisticMixture(config.components)
     parametrize.register_parametrization(adapter.theta_slot, ADAPTER_NAME, quantiser, unsafe=True)
     theta = adapter.raw_theta()
-    targeted = bool(config.target_bpp)
+    targeted = config.target_bits is not None
     optimiser = torch.optim.AdamW([{"params": [theta], "lr": config.lr_stage1, "weight_decay": 0.0},
                                    {"params": [quantiser.raw_step], "lr": 0.0 if targeted else config.lr_entropy,
                                     "weight_decay": 0.0},
                                    {"params": list(prior.parameters()), "lr": config.lr_entropy, "weight_decay": 0.0}])
     lam = 0.0 if targeted else config.lam
-    budget = config.target_bpp * pixels if targeted else 0.0
+    budget = float(config.target_bits) if targeted else 0.0
     start = 0
     history: list[Progress] = []
     key = _problem_key(latents, adapter, config, decode_noise)
+
+    def state_tensors() -> dict[str, torch.Tensor]:
+        return {"theta": theta.detach(), "quantiser.raw_step": quantiser.raw_step.detach(),
+                **{f"prior.{k}": v.detach() for k, v in prior.state_dict().items()},
+                "generator": generator.get_state(), **checkpoints.optimiser_tensors(optimiser)}
+
     if checkpoint and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, weights_only=False)
-        if state.get("key") == key:
+        saved, meta = checkpoints.load(checkpoint, CHECKPOINT_KIND, {**state_tensors(), **checkpoints.adam_shapes(optimiser)},
+                                       optional_prefixes=("optimiser.",))
+        if meta.get("key") != key:
+            raise UsageError(f"{checkpoint} holds the checkpoint of another compress (other input or options); "
+                             f"delete it to start afresh, or choose another output")
+        try:
+            start, lam = int(meta["step"]), float(meta["lam"])
+            history = [Progress(**entry) for entry in meta["history"]]
             with torch.no_grad():
-                theta.copy_(state["theta"])
-            quantiser.load_state_dict(state["quantiser"])
-            prior.load_state_dict(state["prior"])
-            optimiser.load_state_dict(state["optimiser"])
-            generator.set_state(state["generator"])
-            start, lam, history = state["step"], state["lam"], state["history"]
+                theta.copy_(saved["theta"])
+                quantiser.raw_step.copy_(saved["quantiser.raw_step"])
+            prior.load_state_dict({k[len("prior."):]: v for k, v in saved.items() if k.startswith("prior.")})
+            generator.set_state(saved["generator"])
+            checkpoints.restore_optimiser(optimiser, saved)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise UsageError(f"{checkpoint} is not a usable fit checkpoint ({e}); delete it to start afresh") from None
+        if not (0 <= start <= config.steps and math.isfinite(lam)):
+            raise UsageError(f"{checkpoint} is not a usable fit checkpoint; delete it to start afresh")
 
     def save(step: int) -> None:
-        tmp = f"{checkpoint}.tmp"
-        torch.save({"key": key, "step": step, "theta": theta.detach().clone(), "quantiser": quantiser.state_dict(),
-                    "prior": prior.state_dict(), "optimiser": optimiser.state_dict(),
-                    "generator": generator.get_state(), "lam": lam, "history": history}, tmp)
-        os.replace(tmp, checkpoint)
+        checkpoints.save(checkpoint, CHECKPOINT_KIND, state_tensors(),
+                         {"key": key, "step": step, "lam": lam, "history": [asdict(p) for p in history]})
 
     x0 = latents.detach().float()
     weights = torch.ones(x0.shape[1]) if channel_weights is None else channel_weights.float()
     weights = weights.view(1, -1, 1, 1, 1)
     adapter.train()
     for step in range(start, config.steps):
+        cancel_point()
         stage = 1 if step < config.stage1_steps else 2
         if stage == 2 and not quantiser.enabled:
             quantiser.enabled = True
@@ -260,7 +283,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
             eps = decode_noise
         tt = t.view(1, 1, 1, 1, 1)
         noisy = (1 - tt) * x0 + tt * eps
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16):
             pred = adapter(noisy, t, condition)
         distortion = ((pred.float() - (eps - x0)).pow(2) * weights).mean()
         loss = distortion

@@ -9,20 +9,47 @@ rest -> VovError.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 
 from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
+from vov.files import read_bytes
 
 CHUNK = 1 << 20
 MAX_MESSAGE = 64 << 20  # the client accepts what any server limit allows
 
 
-def channel(server: str):
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS for a client channel: the CA that signs the server's certificate, and for mutual TLS the
+    client's own certificate and key (PEM bytes)."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    @classmethod
+    def from_files(cls, ca: str | None, cert: str | None = None, key: str | None = None) -> "ClientTls | None":
+        """None (plaintext) when no file is given; UsageError for half a key pair or a missing CA."""
+        if not (ca or cert or key):
+            return None
+        if bool(cert) != bool(key):
+            raise UsageError("--tls-cert and --tls-key go together (mutual TLS needs both)")
+        if not ca:
+            raise UsageError("TLS needs --tls-ca, the certificate authority that signed the server's certificate")
+        return cls(read_bytes(ca), read_bytes(cert) if cert else None, read_bytes(key) if key else None)
+
+
+def channel(server: str, tls: ClientTls | None = None):
     import grpc
 
-    return grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                                  ("grpc.max_send_message_length", MAX_MESSAGE)])
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+    if tls is None:
+        return grpc.insecure_channel(server, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.key,
+                                               certificate_chain=tls.cert)
+    return grpc.secure_channel(server, credentials, options=options)
 
 
 def _error(e, server: str, bad_input: type[VovError]) -> VovError:
@@ -42,41 +69,48 @@ def _error(e, server: str, bad_input: type[VovError]) -> VovError:
     return VovError(f"{server}: {code.name.lower()}: {details}")
 
 
-def _options_message(options):
+def _options_message(options, default_rate: bool = False):
     from vov.v1 import codec_pb2
 
     spec, fit = options.adapter, options.fit
-    rate = {"target_bpp": fit.target_bpp} if fit.target_bpp else {"lambda": fit.lam}
+    if default_rate:
+        rate = {}  # the encoder's default, adapted to the image
+    elif options.target_bpp is not None:
+        rate = {"target_bpp": options.target_bpp}
+    else:
+        rate = {"lambda": fit.lam}
     return codec_pb2.CompressOptions(kind=spec.kind, rank=spec.rank, dim=0 if options.auto_d else spec.d,
                                      targets=spec.targets, steps=fit.steps, sampler_steps=options.sampler_steps,
                                      seed=options.noise_seed, backbone=options.backbone, **rate)
 
 
-def compress_events(server: str, image_bytes: bytes, options, timeout: float | None = None):
+def compress_events(server: str, image_bytes: bytes, options, timeout: float | None = None,
+                    tls: ClientTls | None = None, default_rate: bool = False):
     """Yield the server's CompressResponse messages (progress events, then the result)."""
     import grpc
 
     from vov.v1 import codec_pb2, codec_pb2_grpc
 
     def requests():
-        yield codec_pb2.CompressRequest(options=_options_message(options))
+        yield codec_pb2.CompressRequest(options=_options_message(options, default_rate))
         for offset in range(0, len(image_bytes), CHUNK):
             yield codec_pb2.CompressRequest(chunk=image_bytes[offset: offset + CHUNK])
 
-    with channel(server) as ch:
+    with channel(server, tls) as ch:
         try:
             yield from codec_pb2_grpc.EncoderStub(ch).Compress(requests(), timeout=timeout)
         except grpc.RpcError as e:
             raise _error(e, server, MediaError) from None
 
 
-def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = False) -> bytes:
+def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = False, tls: ClientTls | None = None,
+                    default_rate: bool = False) -> bytes:
     """Compress through an encoder service; a progress bar follows the fit unless `quiet`."""
     from tqdm import tqdm
 
     bar = tqdm(total=options.fit.steps, desc="fitting", unit="step", disable=quiet, dynamic_ncols=True)
     try:
-        for message in compress_events(server, image_bytes, options):
+        for message in compress_events(server, image_bytes, options, tls=tls, default_rate=default_rate):
             if message.HasField("progress"):
                 p = message.progress
                 bar.total = p.total
@@ -92,23 +126,27 @@ def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = Fals
     raise VovError(f"{server}: the encoder ended the call without a result")
 
 
-def decompress_events(server: str, data: bytes, timeout: float | None = None):
+def decompress_events(server: str, data: bytes, timeout: float | None = None, tls: ClientTls | None = None):
     import grpc
 
     from vov.v1 import codec_pb2, codec_pb2_grpc
 
-    with channel(server) as ch:
+    with channel(server, tls) as ch:
         try:
             yield from codec_pb2_grpc.DecoderStub(ch).Decompress(codec_pb2.DecompressRequest(bitstream=data), timeout=timeout)
         except grpc.RpcError as e:
             raise _error(e, server, BitstreamError) from None
 
 
-def remote_decompress_png(server: str, data: bytes, timeout: float | None = None) -> tuple[bytes, bool]:
-    """The decoded image as PNG bytes, and whether it is grey."""
+def remote_decompress_png(server: str, data: bytes, timeout: float | None = None, tls: ClientTls | None = None,
+                          on_step=None) -> tuple[bytes, bool]:
+    """The decoded image as PNG bytes, and whether it is grey; `on_step(step, total)` follows the sampler."""
     info, parts = None, []
-    for message in decompress_events(server, data, timeout):
-        if message.HasField("image"):
+    for message in decompress_events(server, data, timeout, tls):
+        if message.HasField("progress"):
+            if on_step:
+                on_step(message.progress.step, message.progress.total)
+        elif message.HasField("image"):
             info = message.image
         elif message.HasField("png_chunk"):
             parts.append(message.png_chunk.data)
@@ -119,10 +157,25 @@ def remote_decompress_png(server: str, data: bytes, timeout: float | None = None
     return b"".join(parts), info.grey
 
 
-def remote_decompress(server: str, data: bytes) -> tuple[np.ndarray, bool]:
-    """Decompress through a decoder service: (pixels float32 HxWx3 in [0, 1], grey)."""
+def remote_decompress(server: str, data: bytes, tls: ClientTls | None = None,
+                      quiet: bool = True) -> tuple[np.ndarray, bool]:
+    """Decompress through a decoder service: (pixels float32 HxWx3 in [0, 1], grey); a progress bar
+    follows the decoder's sampler unless `quiet`."""
     from PIL import Image
+    from tqdm import tqdm
 
-    png, grey = remote_decompress_png(server, data)
+    bar = None
+
+    def on_step(step: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="decoding", unit="step", disable=quiet, dynamic_ncols=True)
+        bar.update(max(0, step - bar.n))
+
+    try:
+        png, grey = remote_decompress_png(server, data, tls=tls, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
     img = Image.open(io.BytesIO(png)).convert("RGB")
     return np.asarray(img, dtype=np.float32) / 255.0, grey

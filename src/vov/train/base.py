@@ -3,14 +3,14 @@
 1. The latent space: PCA of 8x8 RGB patches of the training photos (closed form).
 2. The denoiser: flow matching (rectified flow, logit-normal t) on random crops and on synthetic
    camera moves, AdamW, bf16 autocast, an exponential moving average of the weights kept for shipping.
-Checkpoints go to the run folder every few hundred steps; running the same command again resumes.
+Checkpoints go to the run folder every few hundred steps (`checkpoint.safetensors`: tensors and a
+JSON header, never a pickle, vov.checkpoints); running the same command again resumes.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from pathlib import Path
 
@@ -18,9 +18,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vov import checkpoints
 from vov.backbones.embedded import FlowConfig, FlowDenoiser, LatentFlowBackbone
 from vov.backbones.patch_autoencoder import PatchAutoencoder, sample_patches
+from vov.errors import UsageError
 from vov.train import data
+
+CHECKPOINT_KIND = "training checkpoint"
 
 
 def flow_matching_loss(denoiser, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -29,7 +33,7 @@ def flow_matching_loss(denoiser, latents: torch.Tensor, generator: torch.Generat
     eps = torch.randn(latents.shape, generator=generator)
     tt = t.view(b, 1, 1, 1, 1)
     noisy = (1 - tt) * latents + tt * eps
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(latents.device.type, dtype=torch.bfloat16):
         pred = denoiser(noisy, t)
     return (pred.float() - (eps - latents)).pow(2).mean()
 
@@ -64,35 +68,40 @@ def train(run_dir: str | Path, steps: int = 12000, config: FlowConfig = FlowConf
     print(f"{len(photos)} training photos, {len(images)} scaled copies")
 
     torch.manual_seed(seed)
-    ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        autoencoder = PatchAutoencoder(config.latent_channels)
-        autoencoder.load_state_dict(state["autoencoder"])
-        print(f"resuming from step {state['step']}")
-    else:
-        state = None
-        autoencoder = fit_autoencoder(images, config.latent_channels, seed)
+    ckpt_path = run_dir / "checkpoint.safetensors"
+    autoencoder = PatchAutoencoder(config.latent_channels)
     denoiser = FlowDenoiser(config)
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
     sampler = data.CropSampler(images, seed)
     generator = torch.Generator().manual_seed(seed)
     start = 0
-    if state is not None:
-        denoiser.load_state_dict(state["denoiser"])
-        ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimiser"])
-        sampler.rng.bit_generator.state = state["sampler_rng"]
-        generator.set_state(state["generator"])
-        start = state["step"]
+
+    def state_tensors() -> dict[str, torch.Tensor]:
+        return {**{f"autoencoder.{k}": v for k, v in autoencoder.state_dict().items()},
+                **{f"denoiser.{k}": v for k, v in denoiser.state_dict().items()},
+                **{f"ema.{k}": v for k, v in ema.state_dict().items()},
+                "generator": generator.get_state(), **checkpoints.optimiser_tensors(optimiser)}
+
+    if ckpt_path.exists():
+        saved, meta = checkpoints.load(ckpt_path, CHECKPOINT_KIND, {**state_tensors(), **checkpoints.adam_shapes(optimiser)},
+                                       optional_prefixes=("optimiser.",))
+        try:
+            for prefix, module in (("autoencoder.", autoencoder), ("denoiser.", denoiser), ("ema.", ema)):
+                module.load_state_dict({k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)})
+            checkpoints.restore_optimiser(optimiser, saved)
+            generator.set_state(saved["generator"])
+            sampler.rng.bit_generator.state = meta["sampler_rng"]
+            start = int(meta["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise UsageError(f"{ckpt_path} is not a usable {CHECKPOINT_KIND} ({e}); delete it to start afresh") from None
+        print(f"resuming from step {start}")
+    else:
+        autoencoder = fit_autoencoder(images, config.latent_channels, seed)
 
     def save_checkpoint(step: int) -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"step": step, "autoencoder": autoencoder.state_dict(), "denoiser": denoiser.state_dict(),
-                    "ema": ema.state_dict(), "optimiser": optimiser.state_dict(),
-                    "sampler_rng": sampler.rng.bit_generator.state, "generator": generator.get_state()}, tmp)
-        os.replace(tmp, ckpt_path)
+        checkpoints.save(ckpt_path, CHECKPOINT_KIND, state_tensors(),
+                         {"step": step, "sampler_rng": sampler.rng.bit_generator.state})
 
     log = open(run_dir / "train.log", "a")
     denoiser.train()

@@ -1,0 +1,117 @@
+"""What one decode may cost: the limits a decoder checks before any work, and the encoder honours.
+
+A .vov file declares its decode cost in its header: the pixels of each frame, the frames, the
+sampler steps, the vector length d and the adapter rank. Every decoder (the CLI, the decoder
+service) compares those with its `Limits` after parsing the header and before it allocates a
+latent or rebuilds an adapter; the encoder refuses options that would make a file over the same
+limits, so a file it makes with its defaults always decodes with the default limits.
+
+Memory. The exported denoiser that the services run (ONNX Runtime, in Triton or in process)
+computes attention as full matrices, whose memory grows with the square of the tokens of a frame.
+`MAX_PIXELS` (1920 x 1088, 8160 tokens on the embedded backbone) keeps one decode step of the
+embedded backbone under 2 GB on a CPU (measured: 1.8 GB peak RSS at that size, against 0.17 GB at
+768 x 512); a 3840 x 2160 frame would take about 27 GB. Larger frames are refused up front.
+
+Operators lower (or raise) the limits with flags or environment variables (`add_arguments`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+from vov.errors import UsageError, VovError
+
+MAX_PIXELS = 1920 * 1088  # per frame, before padding to the latent grid
+MAX_SIDE = 4096
+
+
+class LimitExceeded(VovError):
+    """A file or a request asks for more work than this decoder or encoder allows."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = MAX_PIXELS  # width x height of one frame
+    max_frames: int = 1  # frames of one file (images only in this version)
+    max_sampler_steps: int = 1000
+    max_d: int = 1 << 22  # length of the coded vector (the format's own bound)
+    max_rank: int = 64
+    max_work: int = 1 << 36  # pixels x frames x sampler steps of one decode
+
+    def check(self, *, width: int, height: int, frames: int, sampler_steps: int, d: int, rank: int,
+              what: str = "the file") -> None:
+        """Raise LimitExceeded naming the first bound that `what` passes."""
+        asked = {
+            "max_pixels": (width * height, f"{width}x{height} pixels a frame"),
+            "max_frames": (frames, f"{frames} frames"),
+            "max_sampler_steps": (sampler_steps, f"{sampler_steps} sampler steps"),
+            "max_d": (d, f"a vector of d = {d}"),
+            "max_rank": (rank, f"rank {rank}"),
+            "max_work": (width * height * frames * sampler_steps, f"{width * height * frames * sampler_steps} "
+                                                                   "pixel-steps of work"),
+        }
+        for name, (value, text) in asked.items():
+            bound = getattr(self, name)
+            if value > bound:
+                raise LimitExceeded(f"{what} asks for {text}; this decoder allows at most {bound} "
+                                    f"({ENV[name]} / --{name.replace('_', '-')})")
+
+
+def max_padded_pixels(multiple: int, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> int:
+    """An upper bound on the pixels of a frame of at most `max_pixels` (sides at most `max_side`)
+    once both sides are padded to `multiple`: what an exported graph must accept, and no more."""
+    m = multiple - 1
+    return max_pixels + m * (max_side + max_pixels // max_side + 1) + m * m
+
+
+ENV = {f.name: "VOV_" + f.name.upper() for f in fields(Limits)}
+HELP = {
+    "max_pixels": "pixels of one frame",
+    "max_frames": "frames of one file",
+    "max_sampler_steps": "sampler steps of one decode",
+    "max_d": "length of the coded vector",
+    "max_rank": "adapter rank",
+    "max_work": "pixels x frames x sampler steps of one decode",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--max-pixels ... --max-work, each defaulting to its environment variable, then to `Limits()`."""
+    group = parser.add_argument_group("decode limits (files over them are refused before any work)")
+    defaults = Limits()
+    for f in fields(Limits):
+        env = ENV[f.name]
+        default = getattr(defaults, f.name)
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_positive_int, default=None,
+                           help=f"{HELP[f.name]} (env {env}, default {default})")
+
+
+def from_environment(environ=os.environ) -> Limits:
+    values = {}
+    for f in fields(Limits):
+        text = environ.get(ENV[f.name])
+        if text:
+            try:
+                values[f.name] = _positive_int(text)
+            except argparse.ArgumentTypeError as e:
+                raise UsageError(f"{ENV[f.name]}: {e}") from None
+    return Limits(**values)
+
+
+def from_args(args: argparse.Namespace, environ=os.environ) -> Limits:
+    """Flags win over the environment, which wins over the defaults."""
+    base = from_environment(environ)
+    given = {f.name: getattr(args, f.name) for f in fields(Limits) if getattr(args, f.name, None) is not None}
+    return Limits(**{**{f.name: getattr(base, f.name) for f in fields(Limits)}, **given})
