@@ -103,3 +103,71 @@ def test_targets_are_a_closed_vocabulary(tiny_backbone, targets):
     with pytest.raises(UsageError, match="targets"):
         AdaptedDenoiser(tiny_backbone, AdapterSpec(targets=targets))
     assert time.perf_counter() - start < 1.0
+
+
+# ---- one frozen base shared by every adapter
+
+
+def test_adapters_copy_no_weight_and_leave_the_backbone_alone(tiny_backbone):
+    before = {k: v.clone() for k, v in tiny_backbone.denoiser.state_dict().items()}
+    ids = {id(p) for p in tiny_backbone.denoiser.parameters()}
+    first = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=2, d=256, targets="attn"))
+    second = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=2, d=256, targets="attn"))
+    # every parameter the adapters reach is the backbone's own, apart from their theta
+    for adapter in (first, second):
+        own = {id(adapter.raw_theta())}
+        assert {id(p) for p in adapter.parameters()} - own <= ids
+    x, t = torch.randn(1, 16, 1, 4, 4), torch.tensor([0.3])
+    with torch.no_grad():
+        base = tiny_backbone.velocity(x, t)
+        first.set_theta(torch.randn(256) * 0.5)
+        one = first(x, t)
+        assert torch.equal(second(x, t), base)  # the other adapter does not see the first one's theta
+        second.set_theta(torch.randn(256) * 0.5)
+        assert torch.equal(first(x, t), one)
+    first.train()
+    first.to(torch.float64)  # only the adapter's own tensors follow
+    assert first.theta.dtype == torch.float64 and not tiny_backbone.denoiser.training
+    after = tiny_backbone.denoiser.state_dict()
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
+    assert not any(isinstance(m, type(first.layers()[0][1])) for m in tiny_backbone.denoiser.modules())
+
+
+def test_expanded_factors_are_reused_until_theta_changes(tiny_backbone):
+    adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=2, d=256))
+    adapter.set_theta(torch.randn(256))
+    x, t = torch.randn(1, 16, 1, 4, 4), torch.tensor([0.6])
+    with torch.no_grad():
+        factors = adapter.expand()
+        assert adapter.expand() is factors  # gathered once
+        per_call = adapter(x, t)
+        adapter._reader.expanded = None
+        with torch.enable_grad():
+            gathered_each_time = adapter(x, t)
+        assert torch.equal(per_call, gathered_each_time)
+        adapter.set_theta(torch.randn(256))  # a new vector is seen at once
+        assert adapter.expand() is not factors
+        assert not torch.equal(adapter(x, t), per_call)
+        with adapter.frozen():
+            frozen = adapter(x, t)
+        assert torch.equal(frozen, adapter(x, t))
+
+
+def test_a_parametrised_theta_is_gathered_in_every_forward(tiny_backbone):
+    """While a fit quantises theta through a parametrisation, nothing may be cached across forwards."""
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, theta):
+            return 2 * theta
+
+    adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=2, d=256))
+    adapter.set_theta(torch.randn(256) * 0.1)
+    x, t = torch.randn(1, 16, 1, 4, 4), torch.tensor([0.6])
+    with torch.no_grad():
+        plain = adapter(x, t)
+        parametrize.register_parametrization(adapter.theta_slot, "default", Double(), unsafe=True)
+        doubled = adapter(x, t)
+        adapter.raw_theta().mul_(0.5)
+        assert torch.equal(adapter(x, t), plain)
+    assert not torch.equal(doubled, plain)

@@ -58,14 +58,15 @@ def coordinate_grid(frames: int, height: int, width: int) -> torch.Tensor:
 def _traceable_axis(n) -> torch.Tensor:
     """torch.linspace(-1, 1, n) (zeros(1) for n == 1) from arange, so that n may be a symbolic size.
 
-    linspace computes its first half forward from -1 and its second half backward from 1; so does
-    this, which makes the two equal to the last bit (tests/backbones/test_embedded.py).
+    linspace computes its first half forward from -1 and its second half backward from 1, each a
+    fused multiply-add in float32 with the float32 step; float64 arithmetic rounded once gives the
+    same numbers (tests/backbones/test_export_modules.py checks every n up to 2000).
     """
-    i = torch.arange(n, dtype=torch.float32)
     if isinstance(n, int) and n == 1:
         return torch.zeros(1)
-    step = 2.0 / (n - 1)
-    return torch.where(i < n / 2, i * step - 1.0, 1.0 - (n - 1 - i) * step)
+    step = (torch.tensor(2.0, dtype=torch.float32) / (n - 1)).double()
+    i = torch.arange(n, dtype=torch.float64)
+    return torch.where(i < n // 2, i * step - 1.0, 1.0 - (n - 1 - i) * step).float()
 
 
 def traceable_coordinate_grid(frames, height, width) -> torch.Tensor:

@@ -166,5 +166,8 @@ class ExportedLatentDecoder(nn.Module):
         if not torch.compiler.is_compiling() and latents.shape[2] != self.latent_frames:
             raise ValueError(f"this decoder was made for {self.latent_frames} latent frames, not {latents.shape[2]}")
         z = latents * self.std.to(latents) + self.mean.to(latents)
-        x = self.vae.decode(z, return_dict=False)[0]
+        # `decode` slices the batch when it is over 1, a branch that pins the batch size in a traced
+        # graph; `_decode` is the per-sample computation without that branch
+        decode = getattr(self.vae, "_decode", None) or self.vae.decode
+        x = decode(z, return_dict=False)[0]
         return (x - self.low) / (self.high - self.low)
