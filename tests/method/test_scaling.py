@@ -51,7 +51,7 @@ def test_weighted_selections(problem, tiny_backbone):
     velocity, x0, _ = problem
     shape = tuple(x0.shape)
     weights = tiny_backbone.distortion_weights()
-    for selection in ("nearest", "distance"):
+    for selection in scaling.WEIGHTED_SELECTIONS:
         config = ScalingConfig(steps=6, candidates=32, selection=selection)
         indices, latents = search(velocity, x0, shape, SEED, config, weights=weights)
         assert torch.equal(replay(velocity, shape, SEED, config, indices), latents)
@@ -65,11 +65,16 @@ def test_weighted_selections(problem, tiny_backbone):
 def test_search_with_a_window_and_a_shifted_grid(problem):
     velocity, x0, _ = problem
     shape = tuple(x0.shape)
-    config = ScalingConfig(steps=8, candidates=16, stochastic=3, schedule=1, shift=3.0, g_kind=1, g_cap=0.5)
+    config = ScalingConfig(steps=8, candidates=16, stochastic=3, start=4, schedule=1, shift=3.0, g_kind=1, g_cap=0.5)
     records = []
     indices, latents = search(velocity, x0, shape, SEED, config, records=records)
     assert [r.step for r in records] == [4, 5, 6] and all(r.g == 0.5 for r in records)
     assert torch.equal(replay(velocity, shape, SEED, config, indices), latents)
+    leading = ScalingConfig(steps=8, candidates=16, stochastic=2)
+    records = []
+    indices, latents = search(velocity, x0, shape, SEED, leading, records=records)
+    assert [r.step for r in records] == [0, 1]
+    assert torch.equal(replay(velocity, shape, SEED, leading, indices), latents)
 
 
 def test_search_moves_toward_x0(problem):
@@ -188,12 +193,13 @@ def test_index_coding_and_byte_accounting():
 
 def test_config_checks():
     for bad in (dict(candidates=3), dict(candidates=1 << 17), dict(g_cap=0.0), dict(selection="best"),
-                dict(steps=10, stochastic=10), dict(schedule=5), dict(chunk=0), dict(steps=0)):
+                dict(steps=10, stochastic=10), dict(steps=10, start=9, stochastic=1), dict(schedule=5), dict(chunk=0), dict(steps=0)):
         with pytest.raises(ValueError):
             ScalingConfig(**bad)
     fields = ScalingConfig(steps=50, candidates=1024, g_cap=2.0).decoder_fields()
     assert fields == {"steps": 50, "schedule": 0, "shift": 1.0, "g_kind": 0, "g_cap": 2.0, "stochastic": 49,
-                      "search_bits": 10}
+                      "start": 0, "search_bits": 10}
+    assert ScalingConfig(steps=50, start=10).scaled_steps == 39
 
 
 def test_replay_refuses_wrong_indices(problem):

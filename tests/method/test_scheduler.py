@@ -122,10 +122,12 @@ def test_ideal_transition_follows_the_path_to_x0():
 
 
 def test_scheduler_window_and_last_step():
-    sched = Scheduler(10, noise=NoiseScale(1.0), stochastic=4)
+    sched = Scheduler(10, noise=NoiseScale(1.0), stochastic=4, start=5)
     assert [sched.is_stochastic(i) for i in range(10)] == [False] * 5 + [True] * 4 + [False]
     assert list(sched.stochastic_steps()) == [5, 6, 7, 8]
     assert sched.g(0) == 0.0 and sched.g(5) == pytest.approx(min(1.0, math.sqrt(2 * 0.5 / 0.5)))
+    leading = Scheduler(10, stochastic=3)
+    assert list(leading.stochastic_steps()) == [0, 1, 2] and leading.g(0) == 5.0
     full = Scheduler(10, stochastic=9)
     assert not full.is_stochastic(9) and full.is_stochastic(0)
     x, v = torch.randn(8), torch.randn(8)
@@ -135,8 +137,9 @@ def test_scheduler_window_and_last_step():
         full.step(x, v, 9, torch.zeros(8))
     with pytest.raises(ValueError):
         full.step(x, v, 3)
-    with pytest.raises(ValueError):
-        Scheduler(10, stochastic=10)
+    for bad in (dict(stochastic=10), dict(stochastic=4, start=6), dict(stochastic=1, start=-1)):
+        with pytest.raises(ValueError):
+            Scheduler(10, **bad)
     with pytest.raises(IndexError):
         full.step(x, v, 10)
 

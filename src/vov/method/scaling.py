@@ -21,7 +21,11 @@ Selections:
               rule: the chosen x' is then approximately distributed as q);
   "nearest"   argmin_j |x_j - mu_q|_W^2 = |delta|_W^2 + 2 sigma z_j . W delta + sigma^2 |z_j|_W^2: unlike
               greedy it also prefers candidates that add little noise where W weighs most;
-  "distance"  argmin_j |x_j - x0|_W^2.
+  "distance"  argmin_j |x_j - x0|_W^2;
+  "outcome"   argmin_j |x_j - t' v - x0|_W^2: the candidate whose one-step prediction of the final
+              latents (with this step's model velocity v, t' the step's end) lands nearest x0. It
+              keeps the model's own direction and corrects the position, where mu_q would put x
+              on the ideal straight path that the adapted model then leaves.
 
 W is a diagonal weight (`search`'s `weights`, e.g. the backbone's per-channel weights that make latent
 error track pixel error); without it the plain squared distance. Greedy and Gumbel keep the plain
@@ -32,9 +36,9 @@ the past, and each rule treats them symmetrically), so no model codes them below
 they are packed at fixed width (`encode_indices`).
 
 What the decoder needs (`ScalingConfig.decoder_fields`): the decode's `steps`, its time grid
-(`schedule`, `shift`), the noise scale (`g_kind`, `g_cap`), how many of the steps are stochastic
-(`stochastic`: the last ones before the final, deterministic step), `log2 N`, the noise seed, and
-the packed indices. Selection rule, chunk size, threads and the Gumbel seed are the encoder's alone.
+(`schedule`, `shift`), the noise scale (`g_kind`, `g_cap`), which steps are stochastic (`stochastic`
+steps from step `start`; the final step is always deterministic), `log2 N`, the noise seed, and the
+packed indices. Selection rule, chunk size, threads and the Gumbel seed are the encoder's alone.
 
 Memory. Candidates are scored in chunks of `chunk`, split among `threads` workers; each worker draws
 one candidate at a time into its own buffers (about 40 bytes per latent number: Philox words, float64
@@ -60,8 +64,8 @@ from vov.method import noise
 from vov.method.sampler import Velocity, initial_noise
 from vov.method.scheduler import NOISE_SCALES, SCHEDULES, NoiseScale, Scheduler
 
-SELECTIONS = ("greedy", "gumbel", "nearest", "distance")
-WEIGHTED_SELECTIONS = ("nearest", "distance")
+SELECTIONS = ("greedy", "gumbel", "nearest", "distance", "outcome")
+WEIGHTED_SELECTIONS = ("nearest", "distance", "outcome")
 MAX_SEARCH_BITS = 16  # N <= 65536 (the format's search_bits field)
 WORKSPACE_BYTES_PER_NUMBER = 40  # a worker's buffers per latent number (module docstring)
 
@@ -70,14 +74,15 @@ _TWO_PI = 2.0 * np.pi
 
 @dataclass(frozen=True)
 class ScalingConfig:
-    """A best-of-N decode: K = `steps` steps on the grid, the last `stochastic` before the final one
-    searched over N = `candidates` noises each (None: every step but the last)."""
+    """A best-of-N decode: K = `steps` steps on the grid, of which `stochastic` steps from step
+    `start` (None: every step but the last) are SDE steps searched over N = `candidates` noises."""
 
     steps: int = 250
     candidates: int = 256
     g_cap: float = 1.0
     g_kind: int = 0
     stochastic: int | None = None
+    start: int = 0
     schedule: int = 0
     shift: float = 1.0
     selection: str = "greedy"
@@ -109,7 +114,7 @@ class ScalingConfig:
     @property
     def scaled_steps(self) -> int:
         """How many steps are stochastic, each with one index."""
-        return self.steps - 1 if self.stochastic is None else self.stochastic
+        return self.steps - 1 - self.start if self.stochastic is None else self.stochastic
 
     @property
     def index_bits(self) -> int:
@@ -120,12 +125,14 @@ class ScalingConfig:
         return index_bytes(self.scaled_steps, self.candidates)
 
     def scheduler(self) -> Scheduler:
-        return Scheduler(self.steps, self.schedule, self.shift, NoiseScale(self.g_cap, self.g_kind), self.scaled_steps)
+        return Scheduler(self.steps, self.schedule, self.shift, NoiseScale(self.g_cap, self.g_kind), self.scaled_steps,
+                         self.start)
 
     def decoder_fields(self) -> dict[str, int | float]:
         """What a file must carry for `replay` (besides the noise seed and the indices)."""
         return {"steps": self.steps, "schedule": self.schedule, "shift": self.shift, "g_kind": self.g_kind,
-                "g_cap": self.g_cap, "stochastic": self.scaled_steps, "search_bits": self.search_bits}
+                "g_cap": self.g_cap, "stochastic": self.scaled_steps, "start": self.start,
+                "search_bits": self.search_bits}
 
 
 # ---- candidate noises ---------------------------------------------------------------------------
@@ -275,7 +282,7 @@ def _metric_root(weights, shape: tuple[int, ...], selection: str) -> np.ndarray 
     if weights is None:
         return None
     if selection not in WEIGHTED_SELECTIONS:
-        raise ValueError(f"weights apply to the {' and '.join(WEIGHTED_SELECTIONS)} selections, not {selection!r}")
+        raise ValueError(f"weights apply to the {', '.join(WEIGHTED_SELECTIONS)} selections, not {selection!r}")
     w = torch.as_tensor(weights).detach().to("cpu", torch.float64)
     if w.ndim == 1 and len(shape) >= 2 and w.numel() == shape[1]:  # one weight per channel
         w = w.view(1, -1, *([1] * (len(shape) - 2)))
@@ -298,8 +305,8 @@ def search(velocity: Velocity, x0: torch.Tensor, shape: tuple[int, ...], seed: i
     The indices (uint32, one per stochastic step, in step order) make `replay` reproduce the final
     latents exactly. `records`, when given, receives one StepRecord per stochastic step. `weights`
     (one per latent channel, or broadcastable to the latents) weight the squared distances of the
-    "nearest" and "distance" selections, e.g. the backbone's `distortion_weights()` so that they
-    measure pixel error.
+    distance-based selections (WEIGHTED_SELECTIONS), e.g. the backbone's `distortion_weights()` so
+    that they measure pixel error.
     """
     shape = _check_shape(shape)
     if tuple(x0.shape) != shape:
@@ -327,9 +334,12 @@ def search(velocity: Velocity, x0: torch.Tensor, shape: tuple[int, ...], seed: i
                     ranked = dots + rng.gumbel(size=n) if config.selection == "gumbel" else dots
                     best = int(np.argmax(ranked))
                     chosen = float(dots[best]) - half_sq
-                else:  # argmin_j |x_j - target|_W^2 / sigma^2 = |o|_W^2 + 2 y_j . (sqrt(W) o) + |y_j|^2, y_j = sqrt(W) z_j
-                    offset = gap if config.selection == "nearest" else (
-                        (scheduler.model_mean(x, v, i) - x0).double() / sigma).cpu().numpy().ravel()
+                else:  # argmin_j |x_j - target|_W^2 / sigma^2 = |o|_W^2 + 2 y_j . sqrt(W) o + |y_j|^2, y_j = sqrt(W) z_j
+                    if config.selection == "nearest":
+                        offset = gap
+                    else:
+                        target = x0 if config.selection == "distance" else x0 + scheduler.t(i + 1) * v
+                        offset = ((scheduler.model_mean(x, v, i) - target).double() / sigma).cpu().numpy().ravel()
                     if root is not None:
                         offset = root * offset
                     dots, squares = scorer.scores(seed, i, n, offset, squares=True, scale=root)

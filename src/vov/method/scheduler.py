@@ -167,8 +167,8 @@ def sde_step(x: torch.Tensor, v: torch.Tensor, t: float, t_next: float, g: float
 class Scheduler:
     """A decode's steps: the grid, and which steps are stochastic with what noise scale.
 
-    `stochastic` steps are SDE steps: the last `stochastic` steps before the final one (the final
-    step is always the ODE step, so at most steps - 1). 0 is the plain ODE decode.
+    Steps start .. start + stochastic - 1 are SDE steps, the others Euler steps of the ODE; the final
+    step is always the ODE's, so the window ends before it. stochastic = 0 is the plain ODE decode.
     """
 
     steps: int
@@ -176,22 +176,24 @@ class Scheduler:
     shift: float = 1.0
     noise: NoiseScale = NoiseScale()
     stochastic: int = 0
+    start: int = 0
     times: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "times", timesteps(self.steps, self.schedule, self.shift))
-        if not 0 <= self.stochastic <= self.steps - 1:
-            raise ValueError(f"stochastic steps must be in 0..{self.steps - 1}, got {self.stochastic}")
+        if not (0 <= self.stochastic and 0 <= self.start and self.start + self.stochastic <= self.steps - 1):
+            raise ValueError(f"the stochastic steps {self.start}..{self.start + self.stochastic - 1} must lie in "
+                             f"0..{self.steps - 2} (the last step is deterministic)")
 
     @property
     def first_stochastic(self) -> int:
-        return self.steps - 1 - self.stochastic
+        return self.start
 
     def is_stochastic(self, i: int) -> bool:
-        return self.first_stochastic <= i < self.steps - 1
+        return self.start <= i < self.start + self.stochastic
 
     def stochastic_steps(self) -> range:
-        return range(self.first_stochastic, self.steps - 1)
+        return range(self.start, self.start + self.stochastic)
 
     def t(self, i: int) -> float:
         return float(self.times[i])
