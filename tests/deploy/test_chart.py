@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import (CHART, CRD_KINDS, HERE, KUBERNETES_VERSIONS, NAMESPACE, NODE_MODULES, PROFILES, RELEASE,
+from deploy_helpers import (CHART, CRD_KINDS, HERE, KUBERNETES_VERSIONS, NAMESPACE, NODE_MODULES, PROFILES, RELEASE,
                       deploy_python, helm, matches, named, need, of_kind, pod_labels, pod_spec, render, render_text,
                       run, vov_service_of, workloads)
 

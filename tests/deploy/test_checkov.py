@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import DEPLOY_VENV, need, run
+from deploy_helpers import DEPLOY_VENV, need, run
 
 SKIPPED = {
     # The chart pins every image by tag and accepts a digest per image (images.*.digest, which wins

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import CHART, HERE, PROFILES, RELEASE, deploy_python, helm, run
+from deploy_helpers import CHART, HERE, PROFILES, RELEASE, deploy_python, helm, run
 
 
 def kubeconfig() -> Path | None:

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import CHART, RELEASE, ROOT, named, pod_spec, render, vov_service_of
+from deploy_helpers import CHART, RELEASE, ROOT, named, pod_spec, render, vov_service_of
 
 from vov.serving.serve import wait_healthy
 from vov.serving.triton import free_port

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROFILES, ROOT, of_kind, pod_spec, render, vov_service_of
+from deploy_helpers import PROFILES, ROOT, of_kind, pod_spec, render, vov_service_of
 
 
 def _literal_reads(source: str) -> set[str]:

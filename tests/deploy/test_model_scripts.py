@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CHART
+from deploy_helpers import CHART
 
 FILES = CHART / "files"
 A100 = "NVIDIA A100-SXM4-80GB"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 
 import yaml
-from conftest import HERE, RELEASE, named, promtool, render, run
+from deploy_helpers import HERE, RELEASE, named, promtool, render, run
 
 
 def write_rules(directory):
