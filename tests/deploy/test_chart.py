@@ -308,3 +308,16 @@ def test_network_policies_allow_only_the_documented_paths(profile):
         assert spec["egress"] == []
         sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
         assert all("podSelector" in p or "namespaceSelector" in p for p in sources)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_only_readiness_follows_the_services_health(profile):
+    """Health turns NOT_SERVING while a pod drains or its Triton is down: that must take the pod out
+    of the Service (readiness), never restart it (liveness) and cut its streams."""
+    tls = bool((yaml.safe_load(PROFILES[profile].read_text()) if PROFILES[profile] else {}).get("tls", {}).get("enabled"))
+    for doc in of_kind(render(profile), "Deployment"):
+        for c in pod_spec(doc)["containers"]:
+            if not vov_service_of(c):
+                continue
+            assert "grpc" not in c["livenessProbe"] and "grpc" not in c["startupProbe"]
+            assert ("tcpSocket" if tls else "grpc") in c["readinessProbe"]

@@ -191,22 +191,26 @@ args: dict "root" $ "prefix" "VOV_ENCODER" "values" .Values.encoder
 {{- end -}}
 
 {{/*
-Probes of a vov service. kubelet's gRPC probe (grpc.health.v1) speaks plaintext only, so with TLS
-the probes fall back to TCP: the port accepts connections.
+Probes of a vov service. Readiness asks grpc.health.v1, which the services keep truthful: NOT_SERVING
+while the decoder's engine (Triton) cannot serve and while a pod drains, so such a pod gets no new
+calls. Startup and liveness only ask whether the port accepts connections (it opens once the
+backbone is loaded): a restart cures neither a Triton outage nor a drain, and must not cut streams.
+kubelet's gRPC probe speaks plaintext only, so with TLS readiness falls back to TCP too.
 args: dict "root" $ "port" <port>
 */}}
 {{- define "vov.serviceProbes" -}}
-{{- $check := ternary (dict "tcpSocket" (dict "port" "grpc")) (dict "grpc" (dict "port" (.port | int))) .root.Values.tls.enabled -}}
+{{- $tcp := dict "tcpSocket" (dict "port" "grpc") -}}
+{{- $ready := ternary $tcp (dict "grpc" (dict "port" (.port | int))) .root.Values.tls.enabled -}}
 startupProbe:
-  {{- toYaml $check | nindent 2 }}
+  {{- toYaml $tcp | nindent 2 }}
   periodSeconds: 5
   failureThreshold: 60
 readinessProbe:
-  {{- toYaml $check | nindent 2 }}
+  {{- toYaml $ready | nindent 2 }}
   periodSeconds: 5
   failureThreshold: 2
 livenessProbe:
-  {{- toYaml $check | nindent 2 }}
+  {{- toYaml $tcp | nindent 2 }}
   periodSeconds: 20
   timeoutSeconds: 5
   failureThreshold: 3
