@@ -139,4 +139,22 @@ def wan_config(size: str = "1.3B") -> dict:
         return {**base, "num_attention_heads": 12, "ffn_dim": 8960, "num_layers": 30}
     if size == "14B":
         return {**base, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
-    raise ValueError(f"unknown Wan2.1 size {size!r} (1.3B, 14B)")
+    if size == "tiny":  # the real layout in miniature, for trying scripts that use real sizes
+        return {**base, "num_attention_heads": 2, "attention_head_dim": 24, "ffn_dim": 64, "num_layers": 2}
+    raise ValueError(f"unknown Wan2.1 size {size!r} (1.3B, 14B, tiny)")
+
+
+WAN_VAE_CONFIG = dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                      temperal_downsample=[False, True, True])  # Wan2.1's VAE (127M parameters)
+
+
+def random_wan(size: str = "1.3B", device=None, dtype=None, seed: int = 0, vae: bool = False):
+    """A `wan` backbone at real size with random weights and no files, for measurements only.
+
+    The transformer is built from the real config (`wan_config(size)`) directly on `device`; the
+    VAE (optional) from Wan2.1's; captions are seeded random 512 x 4096 embeddings. It has no
+    identity (`content_hash` refuses), so no file can be made with it.
+    """
+    from vov.backbones.wan import RandomWanBackbone
+
+    return RandomWanBackbone(size, device, dtype, seed, vae)

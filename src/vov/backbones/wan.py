@@ -186,3 +186,57 @@ class WanBackbone(PretrainedBackbone):
             raise UsageError(f"latent frames must be at least 1, not {latent_frames}")
         return ExportedLatentDecoder(structural_copy(self.vae), self._latents_mean, self._latents_std,
                                      latent_frames, self.pixel_range).eval()
+
+
+class RandomWanBackbone(WanBackbone):
+    """`wan` at real size with random weights and no files (vov.backbones.testing.random_wan)."""
+
+    def __init__(self, size: str = "1.3B", device=None, dtype=None, seed: int = 0, with_vae: bool = False):
+        import diffusers
+
+        from vov.backbones.base import resolve_device, resolve_dtype
+        from vov.backbones.testing import WAN_VAE_CONFIG, wan_config
+
+        self.device = resolve_device(device, default="auto")
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = f"random Wan2.1-T2V-{size} (seed {seed})"
+        self.folder = None
+        self.seed = seed
+        self.scheduler_config = {"flow_shift": DEFAULT_SHIFT}
+        self.schedule = Schedule(SCHEDULE_FLOW_SHIFT, DEFAULT_SHIFT)
+        self._text = None
+        config = wan_config(size)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            with self.device:
+                self.transformer = diffusers.WanTransformer3DModel(**config).eval().requires_grad_(False)
+                self.vae = diffusers.AutoencoderKLWan(**WAN_VAE_CONFIG).eval().requires_grad_(False) if with_vae else None
+        if self.dtype != torch.float32:  # as from_pretrained does: some modules stay in float32
+            keep = set(getattr(self.transformer, "_keep_in_fp32_modules", None) or ())
+            self.transformer.to(self.dtype)
+            for name, module in self.transformer.named_modules():
+                if keep & set(name.split(".")):
+                    module.float()
+        z = config["in_channels"]
+        self.latent_channels = z
+        vae_config = self.vae.config if self.vae is not None else {}
+        mean = vae_config.get("latents_mean", [0.0] * z)
+        std = vae_config.get("latents_std", [1.0] * z)
+        self._latents_mean = torch.tensor(mean, dtype=torch.float32).view(1, z, 1, 1, 1)
+        self._latents_std = torch.tensor(std, dtype=torch.float32).view(1, z, 1, 1, 1)
+        float32_rotary_tables(self.transformer)
+        self.text_dim = config["text_dim"]
+        self.denoiser = WanDenoiser(self.transformer, lambda: self.condition("")).eval()
+
+    @property
+    def content_hash(self) -> bytes:
+        raise UsageError("a random backbone has no identity: it cannot make or read files")
+
+    def _encode_caption(self, caption: str) -> Condition:
+        generator = torch.Generator().manual_seed(self.seed + len(caption))
+        embeddings = torch.randn(1, MAX_SEQUENCE_LENGTH, self.text_dim, generator=generator) * 0.1
+        return Condition(embeddings, torch.ones(1, MAX_SEQUENCE_LENGTH, dtype=torch.bool), caption)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "model": self.model, "device": str(self.device),
+                "parameters": sum(p.numel() for p in self.transformer.parameters())}

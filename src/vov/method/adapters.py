@@ -91,12 +91,32 @@ class _Reader:
         self.slot = slot
         self.theta: torch.Tensor | None = None
         self.expanded: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.cast: dict[torch.dtype, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # expanded, per autocast dtype
+        self.cast_of: list | None = None  # the expansion `cast` was made from
 
     def factors(self, layer: "LoraLinear") -> tuple[torch.Tensor, torch.Tensor]:
         if self.expanded is not None:
             return self.expanded[layer.position]
         theta = self.theta if self.theta is not None else self.slot[ADAPTER_NAME]
         return theta[layer.indices_a] * layer.scales_a, theta[layer.indices_b] * layer.scales_b
+
+    def expanded_as(self, layer: "LoraLinear", dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The expanded factors already in `dtype`: what autocast would make of them in every call."""
+        if self.cast_of is not self.expanded:
+            self.cast, self.cast_of = {}, self.expanded
+        if dtype not in self.cast:
+            self.cast[dtype] = [(a.to(dtype), b.to(dtype)) for a, b in self.expanded]
+        return self.cast[dtype][layer.position]
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast gives matrix products on this device now, or None when it is off."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (AttributeError, TypeError, RuntimeError):  # an older torch: no shortcut
+        return None
 
 
 class LoraLinear(nn.Module):
@@ -127,7 +147,16 @@ class LoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         previous = x.dtype
         result = self.base_layer(x)
-        a, b = self.reader.factors(self)
+        reader = self.reader
+        if reader.expanded is not None:
+            dtype = _autocast_dtype(x.device.type)
+            if dtype is not None:
+                # Under autocast both products run in `dtype` whatever their inputs' dtype: the
+                # factors cast once give the same numbers, and x need not make the round trip
+                # through theta's dtype (exact both ways), which saves three copies per call.
+                a, b = reader.expanded_as(self, dtype)
+                return (result + F.linear(F.linear(x, a), b)).to(previous)
+        a, b = reader.factors(self)
         x = x.to(a.dtype)
         result = result + F.linear(F.linear(x, a), b)
         return result.to(previous)
@@ -150,6 +179,8 @@ class AdaptedDenoiser(nn.Module):
     Only the adapter's own tensors (theta, the hash's indices and scales) follow `.to()`, and
     `.train()` / `.requires_grad_()` touch only them: the base belongs to the backbone.
     """
+
+    expand_when_fixed = True  # False: gather the factors in every forward, as before (for comparisons)
 
     def __init__(self, backbone: Backbone, spec: AdapterSpec):
         super().__init__()
@@ -237,7 +268,7 @@ class AdaptedDenoiser(nn.Module):
         reader = self._reader
         if reader.expanded is not None:  # inside frozen()
             return self.denoiser(latents, t, condition)
-        if not torch.is_grad_enabled() and not parametrize.is_parametrized(self.theta_slot):
+        if self.expand_when_fixed and not torch.is_grad_enabled() and not parametrize.is_parametrized(self.theta_slot):
             reader.expanded = self.expand()
             try:
                 return self.denoiser(latents, t, condition)
@@ -265,7 +296,7 @@ class AdaptedDenoiser(nn.Module):
         for _, layer in self._lora:
             layer._apply_own(fn)
         self._cache, self._cache_key = None, None
-        self._reader.theta = None
+        self._reader.theta, self._reader.cast, self._reader.cast_of = None, {}, None
         return self
 
     def train(self, mode: bool = True):
