@@ -317,3 +317,11 @@ triton-start.sh: |
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* NVIDIA's image under an arbitrary user with a read-only root: home and CUDA's kernel cache in /tmp */}}
+{{- define "vov.nvidiaEnv" -}}
+- name: HOME
+  value: /tmp
+- name: CUDA_CACHE_PATH
+  value: /tmp/cuda-cache
+{{- end -}}
