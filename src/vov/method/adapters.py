@@ -193,6 +193,8 @@ class AdaptedDenoiser(nn.Module):
         self.d = theta_length(backbone, spec)
         self.lora_entries = lora_entry_count(backbone, spec)  # D: the LoRA entries that theta feeds
         device = getattr(backbone, "device", torch.device("cpu"))
+        self.device = device
+        self.autocast = backbone.autocast  # the context the backbone's forward passes run in
         self.theta_slot = nn.ParameterDict({ADAPTER_NAME: nn.Parameter(torch.zeros(self.d, device=device))})
         self._reader = _Reader(self.theta_slot)
         self._cache_key: tuple | None = None
