@@ -3,16 +3,19 @@
 # encoder on loopback (`vov serve`), compress a 768x512 photo to a .vov file through the encoder,
 # decompress it through the decoder (whose denoiser runs in Triton), and compare with the original.
 # Usage: scripts/demo.sh [extra compress options, e.g. --bpp 0.1 --steps 600]
-# Ports: the encoder, the decoder, Triton's gRPC and HTTP endpoints take VOV_DEMO_PORT_BASE (default
-# 50050) and the three ports after it.
+# Ports: those of `vov serve` and the README (encoder 50051, decoder 50052, Triton 8001 gRPC, 8000 HTTP,
+# 8002 metrics); VOV_DEMO_ENCODER_PORT, VOV_DEMO_DECODER_PORT and VOV_DEMO_TRITON_PORTS (grpc,http,metrics)
+# move them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh triton,metrics
 . .venv/bin/activate
 mkdir -p out
-base="${VOV_DEMO_PORT_BASE:-50050}"
-encoder="127.0.0.1:$((base + 0))"
-decoder="127.0.0.1:$((base + 1))"
+encoder_port="${VOV_DEMO_ENCODER_PORT:-50051}"
+decoder_port="${VOV_DEMO_DECODER_PORT:-50052}"
+IFS=, read -r triton_grpc triton_http triton_metrics <<< "${VOV_DEMO_TRITON_PORTS:-8001,8000,8002}"
+encoder="127.0.0.1:$encoder_port"
+decoder="127.0.0.1:$decoder_port"
 
 # a held-out photo (never trained on), cropped to Kodak size, from Debian's mate-backgrounds
 python - <<'PY'
@@ -22,8 +25,9 @@ photo = next(p for p in data.held_out_photos() if p.name == "LadyBird")
 Image.fromarray(data.kodak_like(data.load_rgb(photo))).save("out/sample.png")
 PY
 
-vov serve --work-dir out/serve --encoder-port "$((base + 0))" --decoder-port "$((base + 1))" \
-  --triton-grpc-port "$((base + 2))" --triton-http-port "$((base + 3))" > out/serve.log 2>&1 &
+vov serve --work-dir out/serve --encoder-port "$encoder_port" --decoder-port "$decoder_port" \
+  --triton-grpc-port "$triton_grpc" --triton-http-port "$triton_http" --triton-metrics-port "$triton_metrics" \
+  > out/serve.log 2>&1 &
 serve_pid=$!
 trap 'kill -TERM "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null || true' EXIT
 echo "demo: starting Triton, the decoder and the encoder (the first run exports the models to ONNX) ..."

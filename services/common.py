@@ -20,8 +20,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vov.serving.engine import EngineUnavailable
+from vov import cancel, limits
+from vov.cancel import Cancelled
 from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
+from vov.files import read_bytes
+from vov.limits import LimitExceeded
+from vov.serving.engine import EngineUnavailable
 
 from . import metrics
 
@@ -32,10 +36,6 @@ MESSAGE_SLACK = MIB  # gRPC's per-message limit is the upload limit plus this
 
 class TooLarge(VovError):
     """An upload is larger than the server's limit."""
-
-
-class Cancelled(Exception):
-    """The client went away; the worker stops at its next progress report."""
 
 
 # ------------------------------------------------------------------------------------ config
@@ -65,7 +65,28 @@ def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) ->
                         help="seconds in-flight calls get to finish on shutdown (env VOV_GRACE_SECONDS, default 30)")
     parser.add_argument("--torch-threads", type=int, default=env_default("VOV_TORCH_THREADS", 0, int),
                         help="torch CPU threads (env VOV_TORCH_THREADS; 0: torch decides)")
+    parser.add_argument("--tls-cert", default=env_default("VOV_TLS_CERT", ""),
+                        help="server certificate chain (PEM) for TLS (env VOV_TLS_CERT; empty: plaintext)")
+    parser.add_argument("--tls-key", default=env_default("VOV_TLS_KEY", ""),
+                        help="private key (PEM) of the certificate (env VOV_TLS_KEY)")
+    parser.add_argument("--tls-client-ca", default=env_default("VOV_TLS_CLIENT_CA", ""),
+                        help="CA (PEM) whose client certificates are required: mutual TLS (env VOV_TLS_CLIENT_CA)")
     metrics.add_arguments(parser)
+    limits.add_arguments(parser)
+
+
+def server_credentials(args: argparse.Namespace):
+    """gRPC server credentials from --tls-cert/--tls-key(/--tls-client-ca), or None for plaintext."""
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise UsageError("TLS needs both --tls-cert and --tls-key (VOV_TLS_CERT, VOV_TLS_KEY)")
+    client_ca = read_bytes(args.tls_client_ca) if args.tls_client_ca else None
+    try:
+        return grpc.ssl_server_credentials([(read_bytes(args.tls_key), read_bytes(args.tls_cert))],
+                                           root_certificates=client_ca, require_client_auth=client_ca is not None)
+    except Exception as e:  # grpc raises plain errors for malformed PEM
+        raise UsageError(f"TLS: cannot use the certificate or key ({e})") from None
 
 
 def load_backbone(args: argparse.Namespace, log: logging.Logger):
@@ -119,7 +140,7 @@ def event(log: logging.Logger, msg: str, level: int = logging.INFO, **fields) ->
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, Cancelled):
         return grpc.StatusCode.CANCELLED, "the client cancelled the call"
-    if isinstance(error, TooLarge):
+    if isinstance(error, (TooLarge, LimitExceeded)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
     if isinstance(error, EngineUnavailable):
         return grpc.StatusCode.UNAVAILABLE, str(error)
@@ -146,21 +167,23 @@ def stream_worker(work: Callable[[Callable[[object], None]], object], context: g
                   poll: float = 0.1) -> Iterator[tuple[str, object]]:
     """Run `work(emit)` in a thread; yield ("event", x) for each emit(x), then ("result", value).
 
-    The worker's exception is re-raised here. If the client cancels, the next emit raises
-    Cancelled inside the worker so that it stops early.
+    The worker's exception is re-raised here. The work runs inside a `vov.cancel` scope: once the
+    client cancels or its deadline passes, the work's next checkpoint (every fitting or sampler step,
+    every round of the quantiser-step search) raises Cancelled, so it stops within a step and frees
+    its memory and its fit slot.
     """
     events: queue.Queue = queue.Queue()
     done = object()
     outcome: dict = {}
 
     def emit(item) -> None:
-        if not context.is_active():
-            raise Cancelled()
+        cancel.checkpoint()
         events.put(item)
 
     def target() -> None:
         try:
-            outcome["value"] = work(emit)
+            with cancel.scope(lambda: not context.is_active()):
+                outcome["value"] = work(emit)
         except BaseException as e:  # handed to the RPC thread, which maps it to a status
             outcome["error"] = e
         finally:
@@ -216,7 +239,7 @@ class Server:
     """A gRPC server with health checking, reflection and graceful shutdown."""
 
     def __init__(self, service_names: list[str], add_servicers: Callable[[grpc.Server], None], host: str, port: int,
-                 workers: int, max_message: int, log: logging.Logger):
+                 workers: int, max_message: int, log: logging.Logger, credentials=None):
         options = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message),
                    ("grpc.so_reuseport", 0), *connection_age_options()]
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers + 4), options=options,
@@ -226,18 +249,30 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.names = service_names
         reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        else:
+            self.port = self.server.add_secure_port(f"{host}:{port}", credentials)
+        self.tls = credentials is not None
         if self.port == 0:
             raise SystemExit(f"cannot listen on {host}:{port}")
         self.address = f"{host}:{self.port}"
         self.log = log
         self._stopped = threading.Event()
 
-    def start(self) -> "Server":
+    def start(self, serving: bool = True) -> "Server":
+        """Start answering; health says SERVING, or NOT_SERVING until `set_serving` when `serving` is False."""
         self.server.start()
-        for name in [*self.names, ""]:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.set_serving(serving)
         return self
+
+    def set_serving(self, serving: bool) -> None:
+        """Health for the whole server and each service; ignored once shutdown has begun."""
+        if self._stopped.is_set():
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in [*self.names, ""]:
+            self.health.set(name, status)
 
     def stop(self, grace: float) -> None:
         """Refuse new calls at once; in-flight calls get `grace` seconds to finish."""

@@ -25,6 +25,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
+from vov import cancel
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
@@ -172,7 +174,8 @@ def fit_slot(slots: threading.Semaphore):
     """Hold one of the encoder's fit slots, counted as queued while waiting and running while held."""
     FIT_QUEUE.inc()
     try:
-        slots.acquire()
+        while not slots.acquire(timeout=0.25):  # a cancelled call leaves the queue within a quarter second
+            cancel.checkpoint()
     finally:
         FIT_QUEUE.dec()
     FITS_RUNNING.inc()

@@ -23,8 +23,9 @@ class TritonEngine:
     Each new client checks that the served models were exported from this decoder's backbone.
     """
 
-    def __init__(self, url: str, backbone, timeout: float = 120.0):
+    def __init__(self, url: str, backbone, timeout: float = 120.0, tls: dict | None = None):
         self.url, self.backbone, self.timeout = url, backbone, timeout
+        self.tls = tls or {}  # tritonclient's ssl options: root_certificates, private_key, certificate_chain
         self._client = None
         self._lock = threading.Lock()
         self.layout: export.LoraLayout | None = None
@@ -36,7 +37,7 @@ class TritonEngine:
         with self._lock:
             if self._client is not None:
                 return self._client
-            client = tc.InferenceServerClient(self.url)
+            client = tc.InferenceServerClient(self.url, ssl=bool(self.tls), **self.tls)
             try:
                 config = client.get_model_config("denoiser", as_json=True, client_timeout=10)["config"]
                 client.get_model_config("vae_decoder", as_json=True, client_timeout=10)
@@ -92,6 +93,21 @@ class TritonEngine:
         self._connect()
         return self.layout
 
+    def probe(self, canary: bool) -> None:
+        """Raise EngineUnavailable unless Triton and both models are ready (and, with `canary`, infer)."""
+        from tritonclient.utils import InferenceServerException
+
+        client = self._connect()
+        try:
+            for model in ("denoiser", "vae_decoder"):
+                if not client.is_model_ready(model, client_timeout=2):
+                    raise EngineUnavailable(f"Triton at {self.url}: model {model} is not ready")
+        except InferenceServerException as e:
+            self._drop(client)
+            raise self._unavailable(e) from None
+        if canary:
+            run_canary(self, self.layout, self.backbone.latent_channels)
+
     def describe(self) -> str:
         return f"triton {self.url}"
 
@@ -107,6 +123,7 @@ class LocalEngine:
         self.ort = OrtEngine(repository, threads)
         check_backbone(self.ort.info, backbone)
         self.layout = self.ort.layout
+        self.backbone_channels = backbone.latent_channels
 
     def denoise(self, latents, t, lora):
         return self.ort.denoise(latents, t, lora)
@@ -117,12 +134,26 @@ class LocalEngine:
     def current_layout(self) -> export.LoraLayout:
         return self.layout
 
+    def probe(self, canary: bool) -> None:
+        if canary:
+            run_canary(self, self.layout, self.backbone_channels)
+
     def describe(self) -> str:
         return "onnxruntime"
 
 
-def make_engine(backbone, triton_url: str | None, repository: str | Path | None, threads: int | None = None):
+def run_canary(engine, layout: export.LoraLayout, channels: int) -> None:
+    """One tiny inference through both models; EngineUnavailable if it fails or gives non-finite values."""
+    latents = np.zeros((1, channels, 1, 4, 4), dtype=np.float32)
+    velocity = engine.denoise(latents, np.full(1, 0.5, dtype=np.float32), np.zeros((1, layout.total), dtype=np.float32))
+    pixels = engine.decode(latents)
+    if not (np.isfinite(velocity).all() and np.isfinite(pixels).all()):
+        raise EngineUnavailable("the canary inference gave non-finite values")
+
+
+def make_engine(backbone, triton_url: str | None, repository: str | Path | None, threads: int | None = None,
+                triton_tls: dict | None = None):
     if triton_url:
-        return TritonEngine(triton_url, backbone)
+        return TritonEngine(triton_url, backbone, tls=triton_tls)
     repo = Path(repository) if repository else export.default_repository(backbone.name)
     return LocalEngine(repo, backbone, threads)

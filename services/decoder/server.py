@@ -12,30 +12,38 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import time
 
 import grpc
 
-from vov import codec
+from vov import codec, limits
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
 from .. import common
 from ..common import (CHUNK, MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments,
                       env_default, event, logger, stream_worker)
+from vov.serving.engine import EngineUnavailable
+
 from .engines import make_engine
+from .health import EngineWatch
 
 SERVICE = "vov.v1.Decoder"
 
 
 class DecoderServicer(codec_pb2_grpc.DecoderServicer):
-    def __init__(self, backbone, engine, max_file_bytes: int, log):
+    def __init__(self, backbone, engine, max_file_bytes: int, log, limits=None, watch=None):
+        from vov.limits import Limits
+
         self.backbone, self.engine, self.max_file_bytes, self.log = backbone, engine, max_file_bytes, log
+        self.limits = limits or Limits()
+        self.watch = watch  # the engine's health watch, told at once when a call finds the engine down
 
     def decode(self, data: bytes, emit=None):
         """.vov bytes -> vov.codec.Decoded, through the engine."""
         from vov.serving.engine import callables
 
-        f = codec.parse(data)
+        f = codec.parse(data, self.limits)
         adapter = codec.adapter_for(f, self.backbone)
         row = self.engine.current_layout().pack_adapter(adapter)
         velocity, decode = callables(self.engine, row)
@@ -45,7 +53,8 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
             if emit is not None and throttle(i, n):
                 emit((i, n))
 
-        return codec.decompress(data, backbone=self.backbone, velocity=velocity, decode=decode, on_step=on_step)
+        return codec.decompress(data, backbone=self.backbone, velocity=velocity, decode=decode, on_step=on_step,
+                                limits=self.limits)
 
     def Decompress(self, request, context):
         start = time.perf_counter()
@@ -61,6 +70,8 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
                     decoded = item
             png = _png(decoded.pixels, decoded.grey)
         except Exception as e:
+            if isinstance(e, EngineUnavailable) and self.watch is not None:
+                self.watch.report_failure()
             abort_with(context, self.log, "Decompress", e, bytes=len(data))
             return
         h, w = decoded.pixels.shape[:2]
@@ -76,9 +87,12 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
                       "Decoder.Search (best-of-N candidate search) is not implemented in this version")
 
     def ListModels(self, request, context):
-        layout = getattr(self.engine, "layout", None)
-        return codec_pb2.ListModelsResponse(models=[model_info(self.backbone, layout.max_rank if layout else 0,
-                                                               self.engine.describe())])
+        try:
+            layout = self.engine.current_layout()  # Triton's configs give the served rank, before any decode
+        except Exception as e:
+            abort_with(context, self.log, "ListModels", e)
+            return
+        return codec_pb2.ListModelsResponse(models=[model_info(self.backbone, layout.max_rank, self.engine.describe())])
 
 
 def model_info(backbone, max_rank: int, engine: str):
@@ -106,23 +120,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Triton gRPC address HOST:PORT (env VOV_TRITON_URL); empty: ONNX Runtime in-process")
     parser.add_argument("--repository", default=env_default("VOV_MODEL_REPOSITORY", ""),
                         help="exported model repository for the in-process engine (env VOV_MODEL_REPOSITORY; "
-                             "default ~/.cache/vov/triton/BACKBONE, exported on first use)")
+                             "default ~/.cache/vov/triton/BACKBONE-ENV, exported on first use)")
     parser.add_argument("--max-file-bytes", type=int, default=env_default("VOV_MAX_FILE_BYTES", 16 * MIB, int),
                         help="largest .vov file accepted (env VOV_MAX_FILE_BYTES, default 16 MiB)")
     parser.add_argument("--ort-threads", type=int, default=env_default("VOV_ORT_THREADS", 0, int),
                         help="ONNX Runtime threads of the in-process engine (env VOV_ORT_THREADS; 0: auto)")
+    parser.add_argument("--triton-tls-ca", default=env_default("VOV_TRITON_TLS_CA", ""),
+                        help="CA (PEM) of Triton's gRPC certificate: TLS to Triton (env VOV_TRITON_TLS_CA)")
+    parser.add_argument("--triton-tls-cert", default=env_default("VOV_TRITON_TLS_CERT", ""),
+                        help="client certificate (PEM) for mutual TLS with Triton (env VOV_TRITON_TLS_CERT)")
+    parser.add_argument("--triton-tls-key", default=env_default("VOV_TRITON_TLS_KEY", ""),
+                        help="client key (PEM) for mutual TLS with Triton (env VOV_TRITON_TLS_KEY)")
+    parser.add_argument("--health-interval", type=float, default=env_default("VOV_HEALTH_INTERVAL_SECONDS", 1.0, float),
+                        help="seconds between checks of the engine behind health (env VOV_HEALTH_INTERVAL_SECONDS, "
+                             "default 1)")
+
+
+def triton_tls(args: argparse.Namespace) -> dict | None:
+    """tritonclient's TLS options from the --triton-tls-* flags (file paths), or None for plaintext."""
+    from vov.errors import UsageError
+
+    if not (args.triton_tls_ca or args.triton_tls_cert or args.triton_tls_key):
+        return None
+    if bool(args.triton_tls_cert) != bool(args.triton_tls_key):
+        raise UsageError("--triton-tls-cert and --triton-tls-key go together")
+    for path in (args.triton_tls_ca, args.triton_tls_cert, args.triton_tls_key):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"{path}: no such file")
+    return {"root_certificates": args.triton_tls_ca or None, "private_key": args.triton_tls_key or None,
+            "certificate_chain": args.triton_tls_cert or None}
 
 
 def serve(args: argparse.Namespace) -> Server:
     """Build and start the decoder server; returns it running (call .stop(grace) to end it)."""
     log = logger("decoder")
     backbone = common.load_backbone(args, log)
-    engine = make_engine(backbone, args.triton_url or None, args.repository or None, args.ort_threads or None)
-    servicer = DecoderServicer(backbone, engine, args.max_file_bytes, log)
+    engine = make_engine(backbone, args.triton_url or None, args.repository or None, args.ort_threads or None,
+                         triton_tls(args))
+    servicer = DecoderServicer(backbone, engine, args.max_file_bytes, log, limits.from_args(args))
     server = Server([SERVICE], lambda s: codec_pb2_grpc.add_DecoderServicer_to_server(servicer, s), args.host,
-                    args.port, args.workers, args.max_file_bytes + MESSAGE_SLACK, log)
-    server.start()
-    event(log, "serving", address=server.address, engine=engine.describe(), max_file_bytes=args.max_file_bytes)
+                    args.port, args.workers, args.max_file_bytes + MESSAGE_SLACK, log, common.server_credentials(args))
+    server.start(serving=False)  # SERVING once the engine's first check passes
+    servicer.watch = EngineWatch(engine, server.set_serving, log, interval=args.health_interval).start()
+    event(log, "serving", address=server.address, tls=server.tls, engine=engine.describe(),
+          max_file_bytes=args.max_file_bytes)
     return server
 
 

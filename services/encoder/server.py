@@ -15,6 +15,7 @@ import threading
 import time
 
 from vov import codec
+from vov import limits
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
 from .. import common, metrics
@@ -25,33 +26,41 @@ SERVICE = "vov.v1.Encoder"
 STAGES = {1: "fit", 2: "rate"}
 
 
-def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> codec.EncodeOptions:
-    """The wire options -> vov.codec.EncodeOptions (defaults as the `vov compress` command's)."""
+def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> tuple[codec.EncodeOptions, bool]:
+    """The wire options -> (vov.codec.EncodeOptions, whether the rate is the default), checked.
+
+    Zero means "the default" for every numeric field; the defaults are vov.codec's, as for `vov
+    compress`. Options out of range are refused here, before the image is decoded or a fit starts.
+    """
+    import dataclasses
+
+    from vov.errors import BackboneMismatch
     from vov.method.adapters import AdapterSpec
-    from vov.errors import BackboneMismatch, UsageError
     from vov.method.fit import FitConfig
 
     if o.backbone and o.backbone != server_backbone:
         raise BackboneMismatch(f"this encoder serves backbone {server_backbone!r}, not {o.backbone!r}")
+    defaults = codec.EncodeOptions()
     rate = o.WhichOneof("rate")
-    if rate == "target_bpp" and not o.target_bpp > 0:
-        raise UsageError(f"target_bpp must be positive, not {o.target_bpp}")
-    if rate == "lambda" and not getattr(o, "lambda") > 0:
-        raise UsageError(f"lambda must be positive, not {getattr(o, 'lambda')}")
-    if o.steps > 100_000 or o.sampler_steps > 10_000:
-        raise UsageError("steps must be at most 100000 and sampler_steps at most 10000")
-    target = o.target_bpp if rate == "target_bpp" else (None if rate == "lambda" else 0.05)
-    spec = AdapterSpec(o.kind or "one-vector", o.rank or 4, o.dim or 16384, o.seed, o.targets)
-    spec.validate()
-    fit = FitConfig(steps=o.steps or 1200, seed=o.seed, target_bpp=target,
-                    **({"lam": getattr(o, "lambda")} if rate == "lambda" else {}))
-    return codec.EncodeOptions(backbone=server_backbone, adapter=spec, fit=fit, sampler_steps=o.sampler_steps or 50,
-                               noise_seed=o.seed, auto_d=o.dim == 0)
+    spec = AdapterSpec(o.kind or defaults.adapter.kind, o.rank or defaults.adapter.rank, o.dim or defaults.adapter.d,
+                       o.seed, o.targets)
+    fit = dataclasses.replace(defaults.fit, steps=o.steps or defaults.fit.steps, seed=o.seed,
+                              **({"lam": getattr(o, "lambda")} if rate == "lambda" else {}))
+    options = codec.EncodeOptions(backbone=server_backbone, adapter=spec, fit=fit,
+                                  target_bpp=o.target_bpp if rate == "target_bpp" else (
+                                      None if rate == "lambda" else defaults.target_bpp),
+                                  sampler_steps=o.sampler_steps or defaults.sampler_steps, noise_seed=o.seed,
+                                  auto_d=o.dim == 0)
+    options.validate()
+    return options, rate is None
 
 
 class EncoderServicer(codec_pb2_grpc.EncoderServicer):
-    def __init__(self, backbone, max_image_bytes: int, max_fits: int, log):
+    def __init__(self, backbone, max_image_bytes: int, max_fits: int, log, limits=None):
+        from vov.limits import Limits
+
         self.backbone, self.max_image_bytes, self.log = backbone, max_image_bytes, log
+        self.limits = limits or Limits()
         self.slots = threading.BoundedSemaphore(max_fits)
         metrics.set_fit_slots(max_fits)
 
@@ -76,10 +85,16 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
             raise UsageError("no image bytes were sent")
         return options, b"".join(chunks)
 
-    def _compress(self, image: bytes, options: codec.EncodeOptions, emit):
+    def _compress(self, image: bytes, options: codec.EncodeOptions, default_rate: bool, emit):
+        import dataclasses
+
         from vov.media import load_image
 
         picture = load_image(image)
+        if default_rate:
+            rate, _ = codec.default_rate(picture, options, self.backbone)
+            options = dataclasses.replace(options, target_bpp=rate)
+        codec.plan(picture, options, self.backbone, self.limits)  # refusals before the queue, not after it
         throttle = Throttle()
 
         def on_progress(p) -> None:
@@ -87,7 +102,8 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
                 emit(p)
 
         with metrics.fit_slot(self.slots):  # counted as queued while it waits
-            return codec.compress(picture, options, backbone=self.backbone, on_progress=on_progress)
+            return codec.compress(picture, options, backbone=self.backbone, on_progress=on_progress,
+                                  limits=self.limits)
 
     def Compress(self, request_iterator, context):
         start = time.perf_counter()
@@ -95,9 +111,9 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
         try:
             wire, image = self._receive(request_iterator)
             size = len(image)
-            options = encode_options(wire, self.backbone.name)
+            options, default_rate = encode_options(wire, self.backbone.name)
             report = None
-            for kind, item in stream_worker(lambda emit: self._compress(image, options, emit), context):
+            for kind, item in stream_worker(lambda emit: self._compress(image, options, default_rate, emit), context):
                 if kind == "event":
                     yield codec_pb2.CompressResponse(progress=codec_pb2.CompressProgress(
                         step=item.step, total=item.total, stage=STAGES.get(item.stage, str(item.stage)),
@@ -135,12 +151,13 @@ def serve(args: argparse.Namespace) -> Server:
     """Build and start the encoder server; returns it running (call .stop(grace) to end it)."""
     log = logger("encoder")
     backbone = common.load_backbone(args, log)
-    servicer = EncoderServicer(backbone, args.max_image_bytes, max(1, args.max_fits), log)
+    servicer = EncoderServicer(backbone, args.max_image_bytes, max(1, args.max_fits), log, limits.from_args(args))
     # the image arrives in chunks of at most 1 MiB, so messages stay small; the limit is generous anyway
     server = Server([SERVICE], lambda s: codec_pb2_grpc.add_EncoderServicer_to_server(servicer, s), args.host,
-                    args.port, args.workers, 4 * MIB + MESSAGE_SLACK, log)
+                    args.port, args.workers, 4 * MIB + MESSAGE_SLACK, log, common.server_credentials(args))
     server.start()
-    event(log, "serving", address=server.address, max_image_bytes=args.max_image_bytes, max_fits=args.max_fits)
+    event(log, "serving", address=server.address, tls=server.tls, max_image_bytes=args.max_image_bytes,
+          max_fits=args.max_fits)
     return server
 
 

@@ -17,4 +17,5 @@ def picture(seed: int, height: int = 48, width: int = 64) -> Picture:
 
 def tiny_options(seed: int = 0, sampler_steps: int = 6) -> codec.EncodeOptions:
     return codec.EncodeOptions(backbone="tiny", adapter=AdapterSpec(rank=2, d=256 + 128 * seed, seed=seed),
-                               fit=FitConfig(steps=8, lam=0.01, seed=seed), sampler_steps=sampler_steps, noise_seed=seed)
+                               fit=FitConfig(steps=8, lam=0.01, seed=seed), target_bpp=None, sampler_steps=sampler_steps,
+                               noise_seed=seed)

@@ -21,6 +21,7 @@ from service_media import picture, tiny_options
 from vov import codec
 from vov.errors import BitstreamError
 from vov.serving import client
+from vov.limits import Limits
 from vov.serving.serve import Stack
 from vov.serving.triton import free_port
 from vov.v1 import codec_pb2, codec_pb2_grpc
@@ -31,13 +32,16 @@ DECODER_WORKERS = 3
 ENCODER_FITS = 1
 
 
+LONG_DECODE_STEPS = 5000  # above the default decode limit: this stack's decoder is started with it
+
+
 @pytest.fixture(scope="module")
 def stack(tiny_repository, tmp_path_factory):
     ports = {"encoder": free_port("127.0.0.1"), "decoder": free_port("127.0.0.1")}
     s = Stack("tiny", repository=tiny_repository, work=tmp_path_factory.mktemp("metrics-stack"), max_rank=4,
               torch_threads=1, with_triton=False,
               extra_decoder_args=["--metrics-port", str(ports["decoder"]), "--workers", str(DECODER_WORKERS),
-                                  "--grace", "5"],
+                                  "--grace", "5", "--max-sampler-steps", str(LONG_DECODE_STEPS)],
               extra_encoder_args=["--metrics-port", str(ports["encoder"]), "--max-fits", str(ENCODER_FITS),
                                   "--grace", "5"])
     s.start()
@@ -104,7 +108,11 @@ def test_calls_are_counted_by_method_and_status_code(stack, tiny_backbone):
         client.remote_decompress_png(stack.decoder_address, b"this is not a vov file")
     with client.channel(stack.decoder_address) as ch:
         codec_pb2_grpc.DecoderStub(ch).ListModels(codec_pb2.ListModelsRequest(), timeout=10)
-    enc1, dec1 = scrape(stack, "encoder"), scrape(stack, "decoder")
+    # a stream is counted when the server's side of it ends, a moment after the client read its last message
+    enc1 = wait_for(stack, "encoder", lambda s: handled(s, "vov.v1.Encoder", "Compress", "OK")
+                    > handled(enc0, "vov.v1.Encoder", "Compress", "OK"))
+    dec1 = wait_for(stack, "decoder", lambda s: handled(s, "vov.v1.Decoder", "Decompress", "OK")
+                    > handled(dec0, "vov.v1.Decoder", "Decompress", "OK"))
 
     assert handled(enc1, "vov.v1.Encoder", "Compress", "OK") - handled(enc0, "vov.v1.Encoder", "Compress", "OK") == 1
     for code, calls in (("OK", 1), ("INVALID_ARGUMENT", 1)):
@@ -130,7 +138,8 @@ def test_calls_are_counted_by_method_and_status_code(stack, tiny_backbone):
 
 def test_open_decode_streams_are_in_flight_until_they_end(stack, tiny_backbone):
     # a file whose decode runs long enough to be seen: many sampler steps
-    data = codec.compress(picture(1), tiny_options(1, sampler_steps=5000), backbone=tiny_backbone).data
+    data = codec.compress(picture(1), tiny_options(1, sampler_steps=LONG_DECODE_STEPS), backbone=tiny_backbone,
+                          limits=Limits(max_sampler_steps=LONG_DECODE_STEPS)).data
     streams = 2
     before = scrape(stack, "decoder")
     with client.channel(stack.decoder_address) as ch:

@@ -19,7 +19,8 @@ from vov.serving import client
 from vov.method.adapters import AdapterSpec
 from vov.codec import EncodeOptions
 from vov.serving.engine import OrtEngine, decompress
-from vov.errors import BitstreamError, MediaError, UsageError, VovError
+from vov.errors import BitstreamError, MediaError, VovError
+from vov.limits import LimitExceeded
 from vov.method.fit import FitConfig
 from vov.serving.serve import Stack, services_package
 from vov.v1 import codec_pb2, codec_pb2_grpc
@@ -42,7 +43,7 @@ def stack(tiny_repository, tmp_path_factory):
 
 def wire_options():
     """Fast fitting options for the tiny backbone, as `vov compress --server` would send them."""
-    return EncodeOptions(backbone="tiny", adapter=AdapterSpec(rank=2, d=256), fit=FitConfig(steps=8, target_bpp=3.0),
+    return EncodeOptions(backbone="tiny", adapter=AdapterSpec(rank=2, d=256), fit=FitConfig(steps=8), target_bpp=3.0,
                          sampler_steps=5, auto_d=False)
 
 
@@ -101,7 +102,7 @@ def test_status_codes(stack, tiny_files):
         assert e.code() == grpc.StatusCode.UNIMPLEMENTED
     with pytest.raises(MediaError, match="not an image"):
         client.remote_compress(stack.encoder_address, b"hello, not a picture", wire_options(), quiet=True)
-    with pytest.raises(UsageError, match=str(MAX_IMAGE_BYTES)):
+    with pytest.raises(LimitExceeded, match=str(MAX_IMAGE_BYTES)):
         client.remote_compress(stack.encoder_address, bytes(MAX_IMAGE_BYTES + 1), wire_options(), quiet=True)
     with pytest.raises(BitstreamError, match="bad magic"):
         client.remote_decompress(stack.decoder_address, b"not a vov file at all")

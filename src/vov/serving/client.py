@@ -2,7 +2,7 @@
 
 gRPC errors come back as vov.errors types carrying the server's message, so the command prints one
 clear line: INVALID_ARGUMENT -> MediaError (compress) or BitstreamError (decompress),
-FAILED_PRECONDITION -> BackboneMismatch, RESOURCE_EXHAUSTED -> UsageError, UNAVAILABLE and the
+FAILED_PRECONDITION -> BackboneMismatch, RESOURCE_EXHAUSTED -> LimitExceeded, UNAVAILABLE and the
 rest -> VovError.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
 from vov.files import read_bytes
+from vov.limits import LimitExceeded
 
 CHUNK = 1 << 20
 MAX_MESSAGE = 64 << 20  # the client accepts what any server limit allows
@@ -61,7 +62,7 @@ def _error(e, server: str, bad_input: type[VovError]) -> VovError:
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return BackboneMismatch(details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return UsageError(f"{server}: {details}")
+        return LimitExceeded(f"{server}: {details}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return VovError(f"{server}: unavailable: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -109,7 +110,9 @@ def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = Fals
     from tqdm import tqdm
 
     bar = tqdm(total=options.fit.steps, desc="fitting", unit="step", disable=quiet, dynamic_ncols=True)
+    result = None
     try:
+        # read to the end of the stream, so the call ends as the server ends it (OK), not cancelled
         for message in compress_events(server, image_bytes, options, tls=tls, default_rate=default_rate):
             if message.HasField("progress"):
                 p = message.progress
@@ -120,10 +123,12 @@ def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = Fals
                     extra["est"] = f"{p.estimated_bits / 8:.0f}B"
                 bar.set_postfix(extra)
             elif message.HasField("result"):
-                return message.result.bitstream
+                result = message.result.bitstream
     finally:
         bar.close()
-    raise VovError(f"{server}: the encoder ended the call without a result")
+    if result is None:
+        raise VovError(f"{server}: the encoder ended the call without a result")
+    return result
 
 
 def decompress_events(server: str, data: bytes, timeout: float | None = None, tls: ClientTls | None = None):
@@ -148,10 +153,8 @@ def remote_decompress_png(server: str, data: bytes, timeout: float | None = None
                 on_step(message.progress.step, message.progress.total)
         elif message.HasField("image"):
             info = message.image
-        elif message.HasField("png_chunk"):
+        elif message.HasField("png_chunk"):  # read to the end of the stream (the call then ends OK)
             parts.append(message.png_chunk.data)
-            if message.png_chunk.last:
-                break
     if info is None or not parts:
         raise VovError(f"{server}: the decoder ended the call without an image")
     return b"".join(parts), info.grey

@@ -32,6 +32,7 @@ import numpy as np
 from vov.errors import BackboneMismatch, UsageError
 
 ENGINE_FILE = "vov_engine.json"
+EXPORT_VERSION = 2  # raised whenever the repository's files change meaning; older exports are redone
 PLAN_SCRIPT = "build_plans.sh"
 DEFAULT_MAX_RANK = 8
 MAX_BATCH = 16  # Triton's max_batch_size: requests x best-of-N candidates batched per model call
@@ -295,7 +296,7 @@ def is_current(repository: str | Path, backbone, max_rank: int, variant: str = "
     info = read_engine(repository)
     repo = Path(repository)
     return bool(
-        info and info.get("backbone") == backbone.name and info.get("content_hash") == backbone.content_hash.hex()
+        info and info.get("export_version") == EXPORT_VERSION and info.get("backbone") == backbone.name and info.get("content_hash") == backbone.content_hash.hex()
         and info.get("layout", {}).get("max_rank") == max_rank and info.get("variant", "cpu") == variant
         and all((repo / m / "1" / "model.onnx").exists() for m in MODELS)
     )
@@ -322,10 +323,13 @@ def export_repository(backbone, repository: str | Path, max_rank: int = DEFAULT_
     if source.resolve() == repo.resolve():
         raise UsageError(f"{repo} holds the templates; export into another directory")
     layout = LoraLayout.for_backbone(backbone, max_rank)
+    from vov.limits import max_padded_pixels
+
+    cells = max_padded_pixels(backbone.pixel_multiple) // backbone.latent_factor ** 2
     values = {"PYTHON_PATH": os.pathsep.join(site.getsitepackages()), "INTRA_OP_THREADS": str(threads),
               "BACKBONE": backbone.name, "CONTENT_HASH": backbone.content_hash.hex(), "MAX_RANK": str(max_rank),
               "MAX_BATCH": str(MAX_BATCH), "LATENT_CHANNELS": str(backbone.latent_channels),
-              "LORA_TOTAL": str(layout.total)}
+              "LORA_TOTAL": str(layout.total), "MAX_LATENT_FRAMES": "1", "MAX_LATENT_CELLS": str(cells)}
     for model in MODELS:
         (repo / model / "1").mkdir(parents=True, exist_ok=True)
         config = _fill((source / model / "config.pbtxt").read_text(), values)
@@ -336,7 +340,8 @@ def export_repository(backbone, repository: str | Path, max_rank: int = DEFAULT_
     export_denoiser(backbone, layout, repo / "denoiser" / "1" / "model.onnx")
     log("exporting vae_decoder")
     export_vae_decoder(backbone, repo / "vae_decoder" / "1" / "model.onnx")
-    info = {"backbone": backbone.name, "content_hash": backbone.content_hash.hex(), "opset": OPSET,
+    info = {"export_version": EXPORT_VERSION, "backbone": backbone.name, "content_hash": backbone.content_hash.hex(),
+            "opset": OPSET,
             "variant": variant, "layout": layout.to_json()}
     (repo / ENGINE_FILE).write_text(json.dumps(info, indent=1))
     if variant == "gpu":
@@ -373,13 +378,19 @@ def plan_script(latent_channels: int, lora_total: int, max_frames: int = 21, max
 
 
 def default_repository(backbone_name: str) -> Path:
+    """~/.cache/vov/triton/BACKBONE-ENV: one per Python environment, because the configs name the
+    environment's site-packages (the Python backend's stub ignores PYTHONPATH), so a repository
+    exported from one checkout's environment must not be served from another's."""
+    import hashlib
+
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vov" / "triton" / backbone_name
+    env = hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:10]
+    return Path(base) / "vov" / "triton" / f"{backbone_name}-{env}"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--backbone", default="embedded", help="foundation model (default: embedded)")
-    parser.add_argument("--repository", help="Triton model repository to write (default: ~/.cache/vov/triton/BACKBONE)")
+    parser.add_argument("--repository", help="Triton model repository to write (default: ~/.cache/vov/triton/BACKBONE-ENV, one per Python environment)")
     parser.add_argument("--max-rank", type=int, default=DEFAULT_MAX_RANK,
                         help=f"largest adapter rank the engine serves (default {DEFAULT_MAX_RANK})")
     parser.add_argument("--variant", choices=VARIANTS, default="cpu",

@@ -4,12 +4,19 @@ Order: export the models if the repository is not current (vov.serving.export), 
 until it is ready, start the decoder (pointed at Triton) and the encoder, each checked through gRPC
 health checking, print the addresses, and on Ctrl-C / SIGTERM stop them in reverse order (each
 gets its grace period for in-flight calls).
+
+Supervision (`Stack.supervise`): a process that dies is restarted, after a back-off that doubles
+from 1 s to at most 30 s while restarts keep failing (and starts again at 1 s once a process has
+stayed up for a minute); each death and restart is logged. A dead Triton's backend stubs and
+shared memory are removed first (vov.serving.triton). While Triton is down the decoder's health says
+NOT_SERVING; it says SERVING again once its canary inference passes on the restarted Triton.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from datetime import datetime
 import signal
 import subprocess
 import sys
@@ -63,7 +70,8 @@ class Stack:
     def __init__(self, backbone: str = "embedded", repository: str | Path | None = None, work: str | Path | None = None,
                  host: str = "127.0.0.1", encoder_port: int = 0, decoder_port: int = 0, triton_grpc_port: int = 0,
                  triton_http_port: int = 0, max_rank: int | None = None, extra_decoder_args=(), extra_encoder_args=(),
-                 with_encoder: bool = True, with_triton: bool = True, log=None, torch_threads: int = 0):
+                 with_encoder: bool = True, with_triton: bool = True, log=None, torch_threads: int = 0,
+                 triton_metrics_port: int = 0):
         from vov.serving.export import DEFAULT_MAX_RANK, default_repository
         from vov.serving.triton import free_port
 
@@ -73,7 +81,7 @@ class Stack:
         self.host = host
         self.ports = {name: port or free_port(host) for name, port in
                       (("encoder", encoder_port), ("decoder", decoder_port), ("triton_grpc", triton_grpc_port),
-                       ("triton_http", triton_http_port))}
+                       ("triton_http", triton_http_port), ("triton_metrics", triton_metrics_port))}
         self.max_rank = max_rank or DEFAULT_MAX_RANK
         self.extra_decoder_args, self.extra_encoder_args = list(extra_decoder_args), list(extra_encoder_args)
         self.with_encoder, self.with_triton = with_encoder, with_triton
@@ -107,7 +115,7 @@ class Stack:
         from vov.serving.triton import TritonServer
 
         self.triton = TritonServer(self.repository, self.work / "triton", self.ports["triton_grpc"],
-                                   self.ports["triton_http"], self.host).start()
+                                   self.ports["triton_http"], self.host, metrics_port=self.ports["triton_metrics"]).start()
         self.triton.wait_ready(timeout)
 
     def stop_triton(self) -> None:
@@ -186,6 +194,41 @@ class Stack:
             self.stop_service(name)
         self.stop_triton()
 
+    def exited(self) -> dict[str, int]:
+        """The processes of the stack that have exited: name -> exit status."""
+        dead = {name: p.returncode for name, p in self.children.items() if p.poll() is not None}
+        if self.triton is not None and self.triton.process is not None and not self.triton.alive():
+            dead["triton"] = self.triton.process.returncode
+        return dead
+
+    def restart(self, name: str) -> None:
+        if name == "triton":
+            self.triton.reap()  # stubs that outlived the server and their shared memory
+            self.start_triton()
+        else:
+            self.children.pop(name, None)
+            self.start_service(name)
+
+    def supervise(self, stopping: threading.Event, poll: float = 0.5, stable: float = 60.0, longest: float = 30.0) -> None:
+        """Restart every process that dies until `stopping` is set (see the module's docstring)."""
+        delay: dict[str, float] = {}
+        started = {name: time.monotonic() for name in ("triton", "decoder", "encoder")}
+        while not stopping.wait(poll):
+            for name, status in self.exited().items():
+                if time.monotonic() - started.get(name, 0.0) >= stable:
+                    delay[name] = 1.0
+                wait = delay.get(name, 1.0)
+                self.log(f"the {name} exited with status {status}; restarting it in {wait:.0f} s")
+                if stopping.wait(wait):
+                    return
+                try:
+                    self.restart(name)
+                    self.log(f"the {name} is running again")
+                except Exception as e:  # logged; the next round tries again after a longer wait
+                    self.log(f"restarting the {name} failed: {str(e).splitlines()[0] if str(e) else e!r}")
+                delay[name] = min(longest, 2 * wait)
+                started[name] = time.monotonic()
+
     def __enter__(self) -> "Stack":
         return self.start()
 
@@ -195,20 +238,25 @@ class Stack:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--backbone", default="embedded", help="foundation model (default: embedded)")
-    parser.add_argument("--repository", help="Triton model repository (default: ~/.cache/vov/triton/BACKBONE; exported if needed)")
+    parser.add_argument("--repository", help="Triton model repository (default: ~/.cache/vov/triton/BACKBONE-ENV; exported if needed)")
     parser.add_argument("--host", default="127.0.0.1", help="address every service listens on (default 127.0.0.1)")
     parser.add_argument("--encoder-port", type=int, default=50051)
     parser.add_argument("--decoder-port", type=int, default=50052)
     parser.add_argument("--triton-grpc-port", type=int, default=8001)
     parser.add_argument("--triton-http-port", type=int, default=8000)
+    parser.add_argument("--triton-metrics-port", type=int, default=8002, help="Triton's Prometheus metrics (default 8002)")
     parser.add_argument("--max-rank", type=int, help="largest adapter rank the engine serves (default 8)")
     parser.add_argument("--no-triton", action="store_true", help="run the denoiser in the decoder with ONNX Runtime")
     parser.add_argument("--work-dir", help="logs of the three processes (default: a temporary directory)")
 
 
 def run(args) -> None:
+    def log(message: str) -> None:
+        print(f"vov serve {datetime.now().isoformat(timespec='seconds')}: {message}", file=sys.stderr, flush=True)
+
     stack = Stack(args.backbone, args.repository, args.work_dir, args.host, args.encoder_port, args.decoder_port,
-                  args.triton_grpc_port, args.triton_http_port, args.max_rank, with_triton=not args.no_triton)
+                  args.triton_grpc_port, args.triton_http_port, args.max_rank, with_triton=not args.no_triton, log=log,
+                  triton_metrics_port=args.triton_metrics_port)
     stopping = threading.Event()
 
     def handler(signum, _frame):
@@ -218,18 +266,13 @@ def run(args) -> None:
     try:
         stack.start()
         if not args.no_triton:
-            print(f"triton   {stack.triton_url} (gRPC), {stack.host}:{stack.ports['triton_http']} (HTTP)")
+            print(f"triton   {stack.triton_url} (gRPC), {stack.host}:{stack.ports['triton_http']} (HTTP), "
+                  f"{stack.host}:{stack.ports['triton_metrics']} (metrics)")
         print(f"decoder  {stack.decoder_address}")
         print(f"encoder  {stack.encoder_address}")
         print(f"logs     {stack.work}")
-        print("Ctrl-C stops all three.", flush=True)
-        while not stopping.is_set():
-            stopping.wait(0.5)
-            for name, process in list(stack.children.items()):
-                if process.poll() is not None:
-                    print(f"vov: the {name} service exited with status {process.returncode}; see {stack.work}",
-                          file=sys.stderr)
-                    stopping.set()
+        print("Ctrl-C stops all three; a process that dies is restarted.", flush=True)
+        stack.supervise(stopping)
     except KeyboardInterrupt:
         pass
     finally:

@@ -9,6 +9,12 @@ launch (docs/services.md):
 - the backend looks for its stub beside `libtriton_python.so`, while the wheel keeps one stub per
   Python version elsewhere, so a backend directory is assembled (symlinks) in the work directory.
 Readiness is polled over Triton's HTTP endpoint with the standard library: no gRPC in here.
+
+Cleanup. Triton starts one Python-backend stub process per model instance and shares memory with
+each through regions in /dev/shm. The server runs in its own process group and its regions carry a
+prefix of its own (`--backend-config=python,shm-region-prefix-name=...`), so `stop` (and `reap`,
+after the server died on its own) kills every stub left in the group, even one that ignores
+SIGTERM, and removes the regions: nothing is orphaned.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import uuid
 import subprocess
 import sys
 import sysconfig
@@ -85,12 +92,14 @@ class TritonServer:
     """One tritonserver process serving `repository` on loopback."""
 
     def __init__(self, repository: str | Path, work: str | Path, grpc_port: int, http_port: int,
-                 host: str = "127.0.0.1", log_path: str | Path | None = None):
+                 host: str = "127.0.0.1", log_path: str | Path | None = None, metrics_port: int | None = None):
         self.repository = Path(repository)
         self.work = Path(work)
         self.grpc_port, self.http_port, self.host = grpc_port, http_port, host
+        self.metrics_port = metrics_port
         self.log_path = Path(log_path) if log_path else self.work / "tritonserver.log"
         self.process: subprocess.Popen | None = None
+        self.shm_prefix = ""
 
     @property
     def grpc_url(self) -> str:
@@ -102,12 +111,16 @@ class TritonServer:
             f"--backend-directory={backend_directory(self.work)}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",
-            "--allow-metrics=false", "--allow-gpu-metrics=false", "--allow-cpu-metrics=false",
+            *([f"--allow-metrics=true", f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+               "--allow-cpu-metrics=true"] if self.metrics_port else ["--allow-metrics=false"]),
+            "--allow-gpu-metrics=false",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--strict-readiness=true", "--exit-on-error=true", "--log-info=false",
         ]
 
     def start(self) -> "TritonServer":
         self.work.mkdir(parents=True, exist_ok=True)
+        self.shm_prefix = f"vov_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environment(),
@@ -141,14 +154,35 @@ class TritonServer:
             return ""
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests, then exits
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # Triton drains in-flight requests, then exits
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.reap()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def reap(self) -> None:
+        """After the server has exited (or to make it): kill its process group (the backend stubs
+        included) and remove its shared-memory regions."""
+        if self.process is None:
+            return
         try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        if self.shm_prefix:
+            for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+                try:
+                    region.unlink()
+                except OSError:
+                    pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -5,9 +5,19 @@ Triton's dynamic batcher hands over several requests at once; those whose inputs
 (apart from the batch axis) run as one ONNX Runtime call, and each request gets its own rows back.
 Rows are independent: in the denoiser every row carries its own packed adaptation (`lora`).
 
+Every request's shapes are checked before ONNX Runtime sees them (`check`): the latent channels, at
+most `vov_max_frames` frames and `vov_max_latent_cells` latent cells a frame (the bound that keeps the
+graph's attention matrices, which grow with the square of a frame's tokens, within the decoder's
+stated memory), and a `lora` row of exactly `vov_lora_total` floats. A request outside them fails
+alone with an error naming the bound; the model stays up.
+
 Parameters (config.pbtxt):
-  python_path       extra import paths (the environment that holds onnxruntime), ':'-separated
-  intra_op_threads  ONNX Runtime threads per instance (0: ONNX Runtime decides)
+  python_path           extra import paths (the environment that holds onnxruntime), ':'-separated
+  intra_op_threads      ONNX Runtime threads per instance (0: ONNX Runtime decides)
+  vov_latent_channels   channels of the latents
+  vov_max_frames        latent frames of a request, at most
+  vov_max_latent_cells  latent height x width of a frame, at most
+  vov_lora_total        length of the packed adaptation row (denoiser only)
 """
 
 import json
@@ -38,6 +48,10 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.inputs = [(i.name, len(i.shape)) for i in self.session.get_inputs()]
         self.output = config["output"][0]["name"]
+        self.channels = int(params.get("vov_latent_channels") or 0)
+        self.max_frames = int(params.get("vov_max_frames") or 0)
+        self.max_cells = int(params.get("vov_max_latent_cells") or 0)
+        self.lora_total = int(params.get("vov_lora_total") or 0)
         # The stub's numpy bridge (pb_utils.Tensor(name, array)) was built against numpy 1 and returns
         # empty tensors under numpy 2, while numpy 1's DLPack capsules are refused by the stub: pick
         # the path that works with the numpy installed.
@@ -47,6 +61,23 @@ class TritonPythonModel:
         if self.numpy2:
             return pb_utils.Tensor.from_dlpack(self.output, array)
         return pb_utils.Tensor(self.output, array)
+
+    def check(self, row) -> str | None:
+        """Why this request's inputs are out of bounds, or None."""
+        for (name, _), value in zip(self.inputs, row):
+            if name == "latents":
+                if value.ndim != 5 or min(value.shape) < 1:
+                    return f"latents must be (batch, channels, frames, height, width), not {tuple(value.shape)}"
+                _, c, f, h, w = value.shape
+                if self.channels and c != self.channels:
+                    return f"latents have {c} channels, the model takes {self.channels}"
+                if self.max_frames and f > self.max_frames:
+                    return f"latents have {f} frames, at most {self.max_frames} allowed"
+                if self.max_cells and h * w > self.max_cells:
+                    return f"latents of {h}x{w} cells a frame exceed {self.max_cells}, the model's bound"
+            elif name == "lora" and self.lora_total and value.shape[1:] != (self.lora_total,):
+                return f"lora rows must hold {self.lora_total} floats, not {tuple(value.shape[1:])}"
+        return None
 
     def execute(self, requests):
         import triton_python_backend_utils as pb_utils
@@ -61,10 +92,14 @@ class TritonPythonModel:
                     value = value.reshape(value.shape[0], *value.shape[2:]) if rank < value.ndim else value
                 row.append(value)
             arrays.append(row)
+        responses = [None] * len(requests)
         groups = {}
         for i, row in enumerate(arrays):
+            problem = self.check(row)
+            if problem is not None:
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"vov: {problem}"))
+                continue
             groups.setdefault(tuple(v.shape[1:] for v in row), []).append(i)
-        responses = [None] * len(requests)
         for members in groups.values():
             feed = {name: np.concatenate([arrays[i][k] for i in members]) for k, (name, _) in enumerate(self.inputs)}
             try:
