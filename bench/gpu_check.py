@@ -64,7 +64,8 @@ def main() -> int:
     began = time.perf_counter()
     cuda = device.type == "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
-    record = {"gpu": torch.cuda.get_device_name(device) if cuda else "none (cpu)", "size": args.size, "torch": torch.__version__, "cuda": torch.version.cuda,
+    record = {"gpu": torch.cuda.get_device_name(device) if cuda else "none (cpu)", "size": args.size,
+              "torch": torch.__version__, "cuda": torch.version.cuda,
               "diffusers": diffusers.__version__, "peft": peft.__version__,
               "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
               "setting": {"frames": args.frames, "height": args.height, "width": args.width, "rank": 1, "d": 131072,

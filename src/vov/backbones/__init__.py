@@ -57,7 +57,8 @@ def _make_registry() -> dict[str, BackboneInfo]:
             f"in safetensors",
             "a CUDA GPU (bf16 weights: 2.8 GB for 1.3B, 28 GB for 14B, plus 11 GB for the UMT5 encoder); "
             "CPU only for tests and small crops (one 480x832 fitting step takes minutes)",
-            wan.WanBackbone.adapter_defaults, wan.WanBackbone.fit_defaults, True, "clips of 1 + 4k frames (81 by default) and images"),
+            wan.WanBackbone.adapter_defaults, wan.WanBackbone.fit_defaults, True,
+            "clips of 1 + 4k frames (81 by default) and images"),
         "image": BackboneInfo(
             "image", "Qwen-Image (the paper's image model), through diffusers",
             "vov.backbones.image:QwenImageBackbone", image.DEFAULT_MODEL, True,

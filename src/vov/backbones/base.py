@@ -443,7 +443,7 @@ class Backbone(ABC):
         changes one adapter's).
         """
         for module in self.denoiser.modules():
-            if hasattr(module, "enable_gradient_checkpointing") and getattr(module, "_supports_gradient_checkpointing", False):
+            if getattr(module, "_supports_gradient_checkpointing", False):
                 if on:
                     module.enable_gradient_checkpointing()
                 else:

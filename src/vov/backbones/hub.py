@@ -120,9 +120,10 @@ def check_folder(folder: Path, components: Sequence[str], model: str) -> None:
             continue
         weights = weight_files(sub)
         if not weights:
-            if any(p.suffix in PICKLE_SUFFIXES for p in sub.iterdir()):
-                raise UsageError(f"model {model}: {c}/ holds only pickle weights ({', '.join(sorted(p.name for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES))[:120]}), which vov does not load "
-                                 f"(unpickling runs code); convert them to safetensors")
+            pickled = sorted(p.name for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            if pickled:
+                raise UsageError(f"model {model}: {c}/ holds only pickle weights ({', '.join(pickled)[:120]}), which "
+                                 f"vov does not load (unpickling runs code); convert them to safetensors")
             missing.append(f"{c}/*.safetensors")
     if missing:
         raise UsageError(f"model {model}: missing {', '.join(missing)}")

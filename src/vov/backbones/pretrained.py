@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vov.backbones import hub
-from vov.backbones.base import Backbone, Condition, resolve_device, resolve_dtype, weights_identity
+from vov.backbones.base import Backbone, resolve_device, resolve_dtype, weights_identity
 from vov.errors import UsageError
 
 

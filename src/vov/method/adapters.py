@@ -258,7 +258,11 @@ class AdaptedDenoiser(nn.Module):
 
     @contextlib.contextmanager
     def frozen(self):
-        """Inside, every forward uses the factors expanded once from theta as it is on entry."""
+        """Inside, every forward uses the factors expanded once from theta as it is on entry.
+
+        For a theta that does not change (best-of-N candidates, decoding with gradients on):
+        gradients do not reach theta inside. An adapter serves one caller at a time.
+        """
         previous = self._reader.expanded
         self._reader.expanded = self.expand()
         try:
