@@ -50,7 +50,8 @@ class PriorParams:
         w = w / w.sum()
         scales = np.exp2(np.asarray(self.log2_scale_codes, dtype=np.float64) * LOG2_SCALE_STEP)
         edges = np.arange(-qmax, qmax + 2, dtype=np.float64) - 0.5
-        cdf = 1.0 / (1.0 + np.exp(-edges[:, None] / scales[None, :]))
+        with np.errstate(over="ignore"):  # exp overflows to inf for extreme scales: the cdf is then exactly 0
+            cdf = 1.0 / (1.0 + np.exp(-edges[:, None] / scales[None, :]))
         pmf = (np.diff(cdf, axis=0) * w[None, :]).sum(axis=1)
         pmf /= pmf.sum()
         return np.maximum(1.0, np.round(pmf * (1 << TABLE_BITS)))
