@@ -225,3 +225,18 @@ def test_condition_is_plain_data(wan):
     assert isinstance(c, Condition) and c.embeddings.device.type == "cpu" and c.embeddings.dtype == torch.float32
     embeddings, mask = c.expand(3)
     assert embeddings.shape == (3, 512, 32) and mask.shape == (3, 512)
+
+
+def test_random_real_layout_backbone_for_measurements():
+    """What bench/backbone_bench.py and bench/gpu_check.py build, in miniature."""
+    backbone = testing.random_wan("tiny", device="cpu", seed=0)
+    assert testing.wan_config("1.3B")["num_layers"] == 30 and len(backbone.target_layers("attn")) == 16
+    adapter = AdaptedDenoiser(backbone, AdapterSpec(rank=1, d=256, seed=42, targets="attn"))
+    adapter.set_theta(torch.randn(256) * 0.1)
+    condition = backbone.condition("a caption")
+    assert condition.embeddings.shape == (1, 512, 4096)
+    with torch.no_grad(), backbone.autocast():
+        out = adapter(torch.randn(1, 16, 1, 4, 6), torch.tensor([0.5]), condition)
+    assert out.shape == (1, 16, 1, 4, 6) and torch.isfinite(out).all()
+    with pytest.raises(UsageError, match="no identity"):
+        backbone.content_hash
