@@ -200,6 +200,9 @@ def test_config_checks():
     assert fields == {"steps": 50, "schedule": 0, "shift": 1.0, "g_kind": 0, "g_cap": 2.0, "stochastic": 49,
                       "start": 0, "search_bits": 10}
     assert ScalingConfig(steps=50, start=10).scaled_steps == 39
+    # what the file's float32 fields hold is what the encoder searches with
+    assert ScalingConfig(g_cap=0.3, schedule=1, shift=2.7).decoder_fields()["g_cap"] == float(np.float32(0.3))
+    assert ScalingConfig(g_cap=0.3, schedule=1, shift=2.7).shift == float(np.float32(2.7))
 
 
 def test_replay_refuses_wrong_indices(problem):

@@ -91,6 +91,9 @@ class ScalingConfig:
     gumbel_seed: int = 0
 
     def __post_init__(self):
+        # the file holds g_cap and shift as float32: the encoder must search with the values the decoder reads
+        for name in ("g_cap", "shift"):
+            object.__setattr__(self, name, float(np.float32(getattr(self, name))))
         n = self.candidates
         if not (isinstance(n, int) and 1 <= n <= 1 << MAX_SEARCH_BITS and n & (n - 1) == 0):
             raise ValueError(f"candidates must be a power of two in 1..{1 << MAX_SEARCH_BITS}, got {n}")
