@@ -199,6 +199,11 @@ def test_config_checks():
     fields = ScalingConfig(steps=50, candidates=1024, g_cap=2.0).decoder_fields()
     assert fields == {"steps": 50, "schedule": 0, "shift": 1.0, "g_kind": 0, "g_cap": 2.0, "stochastic": 49,
                       "start": 0, "search_bits": 10}
+    assert ScalingConfig.from_decoder_fields(fields).decoder_fields() == fields
+    with pytest.raises(ValueError):
+        ScalingConfig.from_decoder_fields({**fields, "search_bits": 17})
+    with pytest.raises(ValueError):
+        ScalingConfig.from_decoder_fields({**fields, "stochastic": 50})
     assert ScalingConfig(steps=50, start=10).scaled_steps == 39
     # what the file's float32 fields hold is what the encoder searches with
     assert ScalingConfig(g_cap=0.3, schedule=1, shift=2.7).decoder_fields()["g_cap"] == float(np.float32(0.3))

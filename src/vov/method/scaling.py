@@ -137,6 +137,16 @@ class ScalingConfig:
                 "g_cap": self.g_cap, "stochastic": self.scaled_steps, "start": self.start,
                 "search_bits": self.search_bits}
 
+    @classmethod
+    def from_decoder_fields(cls, fields: dict[str, int | float]) -> ScalingConfig:
+        """The decoder's config from a file's fields (`decoder_fields`); ValueError for values out of range."""
+        bits = fields["search_bits"]
+        if not (isinstance(bits, int) and 0 <= bits <= MAX_SEARCH_BITS):
+            raise ValueError(f"search_bits must be in 0..{MAX_SEARCH_BITS}, got {bits}")
+        return cls(steps=fields["steps"], candidates=1 << bits, g_cap=fields["g_cap"], g_kind=fields["g_kind"],
+                   stochastic=fields["stochastic"], start=fields["start"], schedule=fields["schedule"],
+                   shift=fields["shift"])
+
 
 # ---- candidate noises ---------------------------------------------------------------------------
 
