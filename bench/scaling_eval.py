@@ -18,8 +18,9 @@ For each photo (a centred crop of --crop pixels a side, or the whole 768x512 pic
 Reported per row: bpp, PSNR, MS-SSIM, encode and decode seconds of the scaled file and its
 equal-size plain file, the gain in dB, the plain SDE decode (N = 1) of the same file, and the
 search's mean KL(p || q) per step (nats) against log N, the packed indices and a chi-square test of
-their uniformity (could a model code them in fewer bits than log2 N?). Results go to bench/results/scaling_<mode>.json, written
-after every row. Times are wall-clock on the machine as it was shared.
+their uniformity (could a model code them in fewer bits than log2 N?). Results go to
+bench/results/scaling_<mode>.json, written after every row. Times are wall-clock on the machine as
+it was shared.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ RESULTS = Path("bench/results")
 # shift (f32) and the blob length's growth past one byte. An allowance, not a format decision.
 PARAMETER_BYTES = 12
 SIZE_TOLERANCE = 0.03
-EXPLORE = ",".join(("250:256:1:greedy", "250:256:0.5:greedy", "250:256:2:greedy", "250:256:5:greedy", "250:256:1:gumbel",
-                    "250:256:1:distance", "250:256:1:greedy:124@125", "50:256:1:greedy", "1000:256:1:greedy",
-                    "250:16:1:greedy", "250:1024:1:greedy"))
+EXPLORE = ",".join(("250:256:1:greedy", "250:256:0.5:greedy", "250:256:2:greedy", "250:256:5:greedy",
+                    "250:256:1:gumbel", "250:256:1:distance", "250:256:1:greedy:124@125", "50:256:1:greedy",
+                    "1000:256:1:greedy", "250:16:1:greedy", "250:1024:1:greedy"))
 TABLE = ",".join(f"{k}:{n}:1:greedy" for k in (50, 250, 1000) for n in (16, 256, 1024))
 
 
