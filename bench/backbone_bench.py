@@ -77,10 +77,11 @@ def one_variant(args) -> dict:
         loss.backward()
         optimiser.step()
         times.append(time.perf_counter() - began)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         print(f"  step {step + 1}/{args.steps}: {times[-1]:.1f} s, loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
     counted = times[1:] if len(times) > 1 else times
     return {"gradient_checkpointing": args.checkpointing, "step_seconds_median": float(np.median(counted)),
+            "step_seconds_min": float(min(counted)),
             "step_seconds": times, "peak_rss_gb": rss_gb(), "rss_after_build_gb": after_build,
             "build_seconds": build_seconds, "losses": losses,
             "parameters": sum(p.numel() for p in backbone.transformer.parameters()),
