@@ -16,11 +16,11 @@ For each photo (a centred crop of --crop pixels a side, or the whole 768x512 pic
    codec's 1.0, keeping the best) and decoded: the honest comparison.
 
 Reported per row: bpp, PSNR, MS-SSIM, encode and decode seconds of the scaled file and its
-equal-size plain file, the gain in dB, the plain SDE decode (N = 1) of the same file, and the
-search's mean KL(p || q) per step (nats) against log N, the packed indices and a chi-square test of
-their uniformity (could a model code them in fewer bits than log2 N?). Results go to
-bench/results/scaling_<mode>.json, written after every row. Times are wall-clock on the machine as
-it was shared.
+equal-size plain file, the gain in dB, the plain SDE decode (N = 1) and the K-step ODE decode of
+the same file, the search's mean KL(p || q) per step (nats) against log N, the packed indices and
+a chi-square test of their uniformity (could a model code them in fewer bits than log2 N?).
+Results go to bench/results/scaling_<mode>.json, written after every row. Times are wall-clock on
+the machine as it was shared.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ def label(c: scaling.ScalingConfig, weighted: bool = False) -> str:
     return text + (f":{c.g_kind}" if c.g_kind else "")
 
 
-def photos(count: int, crop: int) -> list[tuple[str, np.ndarray]]:
-    chosen = sorted(data.held_out_photos(), key=lambda p: data.HELD_OUT.index(p.name))[:count]
+def photos(count: int, crop: int, names: list[str] | None = None) -> list[tuple[str, np.ndarray]]:
+    chosen = sorted(data.held_out_photos(), key=lambda p: data.HELD_OUT.index(p.name))
+    chosen = [p for p in chosen if p.name in names] if names else chosen[:count]
     if not chosen:
         raise SystemExit("no held-out photo is installed: run scripts/setup.sh")
     out = []
@@ -184,7 +185,7 @@ def run(args) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
 
-    for name, img in photos(args.photos, args.crop):
+    for name, img in photos(args.photos, args.crop, args.names.split(",") if args.names else None):
         h, w = img.shape[:2]
         pixels = h * w
         x0 = codec.latents_of(backbone, Picture(img))
@@ -196,13 +197,19 @@ def run(args) -> None:
             print(f"{name} share {share}: plain {base['bpp']:.4f} bpp {base['psnr']:.2f} dB", flush=True)
             velocity = sampler.torch_velocity(codec.adapter_for(codec.parse(data_bytes), backbone))
             sde_cache: dict[tuple, dict] = {}
+            ode_cache: dict[int, dict] = {}
             for config, weighted in configs:
-                key = (config.steps, config.g_cap, config.g_kind, config.scaled_steps)
+                key = (config.steps, config.g_cap, config.g_kind, config.scaled_steps, config.start)
                 if key not in sde_cache:
                     start = time.perf_counter()
                     sde = scaling.sample_sde(velocity, shape, 0, config)
                     sde_cache[key] = {**quality(img, to_pixels(backbone, sde, h, w)),
                                       "decode_s": round(time.perf_counter() - start, 2)}
+                if config.steps not in ode_cache:  # the same file decoded as usual, with K steps
+                    start = time.perf_counter()
+                    ode = sampler.sample(velocity, shape, 0, config.steps)
+                    ode_cache[config.steps] = {**quality(img, to_pixels(backbone, ode, h, w)),
+                                               "decode_s": round(time.perf_counter() - start, 2)}
                 records: list[scaling.StepRecord] = []
                 start = time.perf_counter()
                 weights = backbone.distortion_weights() if weighted else None
@@ -231,7 +238,7 @@ def run(args) -> None:
                        "index_bits": config.index_bits, "scaled": scaled, "plain_equal": equal,
                        "gain_db": round(scaled["psnr"] - equal["psnr"], 3),
                        "gain_over_base_db": round(scaled["psnr"] - base["psnr"], 3),
-                       "sde_n1": sde_cache[key],
+                       "sde_n1": sde_cache[key], "ode_k": ode_cache[config.steps],
                        "kl_nats_mean": round(float(kl.mean()), 2), "kl_nats_max": round(float(kl.max()), 2),
                        "log_n_nats": round(math.log(config.candidates), 3),
                        "index_uniformity": uniformity(indices, config.candidates) if config.candidates > 1 else None,
@@ -249,6 +256,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("explore", "table"))
     parser.add_argument("--photos", type=int)
+    parser.add_argument("--names", help="comma-separated held-out photo names (instead of the first --photos)")
     parser.add_argument("--crop", type=int, help="side of the centred crop; 0 for the whole 768x512 picture")
     parser.add_argument("--bpp", type=float, default=0.1, help="rate of the plain file that the search decodes")
     parser.add_argument("--fit-steps", type=int)
