@@ -65,7 +65,7 @@ def test_missing_input(tmp_path):
 def test_not_an_image(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("hello")
-    assert_clean_error(vov("compress", bad, "-o", tmp_path / "x.vov", *FAST), "not an image")
+    assert_clean_error(vov("compress", bad, "-o", tmp_path / "x.vov", *FAST), "neither an image nor a video")
 
 
 def test_corrupt_file(tmp_path):

@@ -11,11 +11,13 @@ def test_each_bound_is_named_when_passed():
     ok = dict(width=768, height=512, frames=1, sampler_steps=50, d=16384, rank=4)
     Limits().check(**ok)
     for field, value, bound in [("width", 4096, "max_pixels"), ("sampler_steps", 1001, "max_sampler_steps"),
-                                ("d", 1 << 23, "max_d"), ("rank", 65, "max_rank"), ("frames", 2, "max_frames")]:
+                                ("d", 1 << 23, "max_d"), ("rank", 65, "max_rank"), ("frames", 10001, "max_frames")]:
         with pytest.raises(LimitExceeded, match=limits.ENV[bound]):
             Limits().check(**{**ok, field: value})
     with pytest.raises(LimitExceeded, match="pixel-steps"):
         Limits(max_work=768 * 512 * 49).check(**ok)
+    with pytest.raises(LimitExceeded, match="VOV_MAX_CLIP_PIXELS"):
+        Limits().check(**{**ok, "frames": 17, "clip_frames": 17})
 
 
 def test_flags_win_over_the_environment_which_wins_over_the_defaults():

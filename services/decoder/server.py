@@ -1,9 +1,10 @@
-"""The decoder service: `Decoder.Decompress` turns a .vov bitstream into a PNG.
+"""The decoder service: `Decoder.Decompress` turns a .vov bitstream into a PNG, or a clip's frames.
 
-Per call: parse the file (vov.codec.parse), rebuild its adapter (vov.codec.adapter_for), expand it
-into the engine's packed LoRA row (vov.serving.export.LoraLayout), and run vov.codec.decompress with the
-denoiser and latent decoder of the engine: Triton over gRPC when --triton-url is set (Triton's
-dynamic batcher then groups the steps of concurrent calls), ONNX Runtime in this process otherwise.
+Per call: vov.codec.decompress with the engine's sessions and latent decoder (vov.serving.engine):
+the codec rebuilds each clip's adapter, the engine takes its factors and caption once per clip, and
+each sampler step sends latents and t. The engine is Triton over gRPC when --triton-url is set
+(Triton's sequence batcher then groups the steps of concurrent calls), ONNX Runtime in this process
+otherwise.
 
 Run: python -m services.decoder --backbone tiny --triton-url 127.0.0.1:8001   (flags: --help)
 """
@@ -39,48 +40,63 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
         self.limits = limits or Limits()
         self.watch = watch  # the engine's health watch, told at once when a call finds the engine down
 
-    def decode(self, data: bytes, emit=None):
-        """.vov bytes -> vov.codec.Decoded, through the engine."""
-        from vov.serving.engine import callables
-
+    def stream(self, data: bytes, emit):
+        """Decode clip by clip through the engine, one engine session per clip (the clip's adaptation
+        and caption cross to the engine once, each step sends latents and t): emit ("file", f) first,
+        ("step", i, n) as the sampler goes (throttled) and ("clip", DecodedClip) as each clip is ready."""
         f = codec.parse(data, self.limits)
-        adapter = codec.adapter_for(f, self.backbone)
-        row = self.engine.current_layout().pack_adapter(adapter)
-        velocity, decode = callables(self.engine, row)
+        emit(("file", f))
         throttle = Throttle()
 
         def on_step(i: int, n: int) -> None:
-            if emit is not None and throttle(i, n):
-                emit((i, n))
+            if throttle(i, n):
+                emit(("step", i, n))
 
-        return codec.decompress(data, backbone=self.backbone, velocity=velocity, decode=decode, on_step=on_step,
-                                limits=self.limits)
+        for clip in codec.decode_clips(data, backbone=self.backbone, session=self.engine.open, decode=self.engine.decode,
+                                       on_step=on_step, limits=self.limits):
+            emit(("clip", clip))
+        return f
 
     def Decompress(self, request, context):
         start = time.perf_counter()
         data = request.bitstream
+        image, frames_sent, f = None, 0, None
         try:
             if len(data) > self.max_file_bytes:
                 raise TooLarge(f"the file is {len(data)} bytes; this decoder accepts at most {self.max_file_bytes}")
-            decoded = None
-            for kind, item in stream_worker(lambda emit: self.decode(data, emit), context):
-                if kind == "event":
-                    yield codec_pb2.DecompressResponse(progress=codec_pb2.DecompressProgress(step=item[0], total=item[1]))
-                else:
-                    decoded = item
-            png = _png(decoded.pixels, decoded.grey)
+            for kind, item in stream_worker(lambda emit: self.stream(data, emit), context):
+                if kind != "event":
+                    continue
+                if item[0] == "step":
+                    yield codec_pb2.DecompressResponse(progress=codec_pb2.DecompressProgress(step=item[1], total=item[2]))
+                elif item[0] == "file":
+                    f = item[1]
+                    if f.frames > 1:
+                        yield codec_pb2.DecompressResponse(video=codec_pb2.VideoInfo(
+                            width=f.width, height=f.height, frames=f.frames, fps_num=f.fps_num, fps_den=f.fps_den,
+                            grey=f.colour == 1, clips=len(f.segments)))
+                elif f.frames == 1:
+                    image = _png(item[1].frames[0], f.colour == 1)
+                else:  # a clip's frames, streamed as soon as the clip is decoded
+                    for frame in item[1].frames:
+                        yield codec_pb2.DecompressResponse(frame=codec_pb2.Frame(
+                            index=frames_sent, clip=item[1].index, png=_png(frame, f.colour == 1)))
+                        frames_sent += 1
         except Exception as e:
             if isinstance(e, EngineUnavailable) and self.watch is not None:
                 self.watch.report_failure()
             abort_with(context, self.log, "Decompress", e, bytes=len(data))
             return
-        h, w = decoded.pixels.shape[:2]
-        yield codec_pb2.DecompressResponse(image=codec_pb2.ImageInfo(width=w, height=h, grey=decoded.grey, png_bytes=len(png)))
-        for offset in range(0, len(png), CHUNK):
-            last = offset + CHUNK >= len(png)
-            yield codec_pb2.DecompressResponse(png_chunk=codec_pb2.PngChunk(data=png[offset: offset + CHUNK], last=last))
-        event(self.log, "Decompress done", rpc="Decompress", bytes=len(data), width=w, height=h,
-              steps=decoded.file.sampler_steps, seconds=round(time.perf_counter() - start, 3))
+        if image is not None:
+            yield codec_pb2.DecompressResponse(image=codec_pb2.ImageInfo(width=f.width, height=f.height,
+                                                                         grey=f.colour == 1, png_bytes=len(image)))
+            for offset in range(0, len(image), CHUNK):
+                last = offset + CHUNK >= len(image)
+                yield codec_pb2.DecompressResponse(png_chunk=codec_pb2.PngChunk(data=image[offset: offset + CHUNK],
+                                                                                 last=last))
+        event(self.log, "Decompress done", rpc="Decompress", bytes=len(data), width=f.width, height=f.height,
+              frames=f.frames, clips=len(f.segments), steps=f.sampler_steps,
+              seconds=round(time.perf_counter() - start, 3))
 
     def Search(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED,

@@ -23,7 +23,7 @@ from ..common import (MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with
                       logger, stream_worker)
 
 SERVICE = "vov.v1.Encoder"
-STAGES = {1: "fit", 2: "rate"}
+STAGES = {1: "fit", 2: "rate", 3: "search"}
 
 
 def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> tuple[codec.EncodeOptions, bool]:
@@ -36,7 +36,7 @@ def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> tuple[
 
     from vov.errors import BackboneMismatch
     from vov.method.adapters import AdapterSpec
-    from vov.method.fit import FitConfig
+    from vov.options import ScalingOptions
 
     if o.backbone and o.backbone != server_backbone:
         raise BackboneMismatch(f"this encoder serves backbone {server_backbone!r}, not {o.backbone!r}")
@@ -44,13 +44,17 @@ def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> tuple[
     rate = o.WhichOneof("rate")
     spec = AdapterSpec(o.kind or defaults.adapter.kind, o.rank or defaults.adapter.rank, o.dim or defaults.adapter.d,
                        o.seed, o.targets)
+    scaling = None
+    if o.best_of or o.scaling_steps:
+        scaling = ScalingOptions(candidates=o.best_of or ScalingOptions().candidates,
+                                 steps=o.scaling_steps or ScalingOptions().steps)
     fit = dataclasses.replace(defaults.fit, steps=o.steps or defaults.fit.steps, seed=o.seed,
                               **({"lam": getattr(o, "lambda")} if rate == "lambda" else {}))
     options = codec.EncodeOptions(backbone=server_backbone, adapter=spec, fit=fit,
                                   target_bpp=o.target_bpp if rate == "target_bpp" else (
                                       None if rate == "lambda" else defaults.target_bpp),
                                   sampler_steps=o.sampler_steps or defaults.sampler_steps, noise_seed=o.seed,
-                                  auto_d=o.dim == 0)
+                                  auto_d=o.dim == 0, caption=o.caption, scaling=scaling)
     options.validate()
     return options, rate is None
 
@@ -85,16 +89,16 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
             raise UsageError("no image bytes were sent")
         return options, b"".join(chunks)
 
-    def _compress(self, image: bytes, options: codec.EncodeOptions, default_rate: bool, emit):
+    def _compress(self, upload: bytes, options: codec.EncodeOptions, default_rate: bool, emit):
         import dataclasses
 
-        from vov.media import load_image
+        from vov.media import load_media_bytes
 
-        picture = load_image(image)
+        media = load_media_bytes(upload, "the upload")
         if default_rate:
-            rate, _ = codec.default_rate(picture, options, self.backbone)
+            rate, _ = codec.default_rate(media, options, self.backbone, self.limits)
             options = dataclasses.replace(options, target_bpp=rate)
-        codec.plan(picture, options, self.backbone, self.limits)  # refusals before the queue, not after it
+        codec.plan(media, options, self.backbone, self.limits)  # refusals before the queue, not after it
         throttle = Throttle()
 
         def on_progress(p) -> None:
@@ -102,7 +106,7 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
                 emit(p)
 
         with metrics.fit_slot(self.slots):  # counted as queued while it waits
-            return codec.compress(picture, options, backbone=self.backbone, on_progress=on_progress,
+            return codec.compress(media, options, backbone=self.backbone, on_progress=on_progress,
                                   limits=self.limits)
 
     def Compress(self, request_iterator, context):
@@ -117,7 +121,8 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
                 if kind == "event":
                     yield codec_pb2.CompressResponse(progress=codec_pb2.CompressProgress(
                         step=item.step, total=item.total, stage=STAGES.get(item.stage, str(item.stage)),
-                        loss=item.distortion, estimated_bits=item.est_bits, **{"lambda": item.lam}))
+                        loss=item.distortion, estimated_bits=item.est_bits, clip=item.clip, clips=item.clips,
+                        **{"lambda": item.lam}))
                 else:
                     report = item
         except Exception as e:
@@ -128,7 +133,8 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
         f = bitstream.load(report.data)
         yield codec_pb2.CompressResponse(result=codec_pb2.CompressResult(
             bitstream=report.data, bpp=report.bpp, width=f.width, height=f.height, d=report.d,
-            payload_bits=report.payload_bits, estimated_bits=report.est_bits, seconds=report.seconds))
+            payload_bits=report.payload_bits, estimated_bits=report.est_bits, seconds=report.seconds, frames=f.frames,
+            clips=len(f.segments)))
         event(self.log, "Compress done", rpc="Compress", bytes=size, width=f.width, height=f.height,
               file_bytes=len(report.data), bpp=round(report.bpp, 5), seconds=round(time.perf_counter() - start, 3))
 

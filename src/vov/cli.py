@@ -14,7 +14,7 @@ import os
 import sys
 
 from vov import limits
-from vov.errors import VovError
+from vov.errors import UsageError, VovError
 from vov.files import check_writable, read_bytes, write_atomic
 
 
@@ -47,35 +47,76 @@ def _positive(kind):
     return parse
 
 
+def _fps(text: str) -> tuple[int, int]:
+    """25, 30000/1001, 29.97 -> an exact fraction."""
+    from fractions import Fraction
+
+    try:
+        rate = Fraction(text).limit_denominator(1001) if "/" not in text else Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r}") from None
+    if not 0 < rate <= 1000:
+        raise argparse.ArgumentTypeError(f"a frame rate between 0 and 1000, not {text}")
+    return rate.numerator, rate.denominator
+
+
+def _add_backbone_args(p: argparse.ArgumentParser, compress: bool) -> None:
+    if compress:
+        p.add_argument("--backbone", default="embedded", help="foundation model (default: embedded; `vov backbones`)")
+    p.add_argument("--model", help="the backbone's weights: a folder in the diffusers layout or a hub id "
+                                   "(default: the backbone's own; a file records which weights it needs)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the backbone's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vov", description="Images stored as adaptations of a diffusion model.")
+    from vov.options import EncodeOptions, ScalingOptions
+
+    defaults, scaling = EncodeOptions(), ScalingOptions()
+    parser = argparse.ArgumentParser(prog="vov", description="Images and clips stored as adaptations of a diffusion "
+                                                             "model.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compress", help="image -> .vov")
-    p.add_argument("input")
+    p = sub.add_parser("compress", help="image or video -> .vov")
+    p.add_argument("input", help="an image, a video (.y4m, .mp4, .mkv, .webm, .mov) or a folder of numbered PNG frames")
     p.add_argument("-o", "--output", required=True)
     _add_rate_args(p)
-    p.add_argument("--kind", choices=("one-vector", "lora"), default="one-vector", help="adapter kind")
-    p.add_argument("--rank", type=_positive(int), default=4, help="LoRA rank (default 4)")
+    p.add_argument("--kind", choices=("one-vector", "lora"), default=defaults.adapter.kind, help="adapter kind")
+    p.add_argument("--rank", type=_positive(int), default=defaults.adapter.rank,
+                   help=f"LoRA rank (default {defaults.adapter.rank})")
     p.add_argument("--dim", type=_positive(int),
                    help="length d of the one vector (default: chosen from --bpp, at most 16384)")
     p.add_argument("--targets", default="", help="layers to adapt: a preset (attn, self-attn, attn+ffn) or a comma-separated list of exact layer names (default: the backbone's, self-attn on embedded)")
-    p.add_argument("--steps", type=_positive(int), default=1200, help="fitting steps (default 1200)")
-    p.add_argument("--sampler-steps", type=_positive(int), default=50, help="decoder ODE steps (default 50)")
+    p.add_argument("--steps", type=_positive(int), default=defaults.fit.steps,
+                   help=f"fitting steps per clip (default {defaults.fit.steps})")
+    p.add_argument("--sampler-steps", type=_positive(int), default=defaults.sampler_steps,
+                   help=f"decoder ODE steps (default {defaults.sampler_steps})")
+    p.add_argument("--best-of", type=_positive(int), metavar="N",
+                   help="best-of-N: at each scaled step keep the best of N candidate noises (a power of two) and store "
+                        f"its index (default off; {scaling.candidates} when only --scaling-steps is given)")
+    p.add_argument("--scaling-steps", type=_positive(int), metavar="K",
+                   help=f"best-of-N: sampler steps of the scaled decode (default {scaling.steps} with --best-of)")
+    p.add_argument("--caption", default="", help="condition the adaptation on this caption (text-conditioned "
+                                                 "backbones only; stored in the file)")
+    p.add_argument("--fps", type=_fps, help="frame rate of a folder of PNG frames (default 25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hash, the noise and the fit (default 0)")
-    p.add_argument("--backbone", default="embedded", help="foundation model (default: embedded)")
+    _add_backbone_args(p, compress=True)
     _add_server_args(p, "compress")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("decompress", help=".vov -> image")
+    p = sub.add_parser("decompress", help=".vov -> image or video")
     p.add_argument("input")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True,
+                   help="an image (.png, .jpg, ...) for an image file; for a clip a .y4m, .mp4, .mkv or .webm file, "
+                        "or a folder (no suffix) of PNG frames")
+    _add_backbone_args(p, compress=False)
     _add_server_args(p, "decompress")
     p.add_argument("-q", "--quiet", action="store_true")
     limits.add_arguments(p)
 
-    p = sub.add_parser("info", help="show a .vov file's header and sizes")
+    p = sub.add_parser("info", help="show a .vov file's header, clips and sizes")
     p.add_argument("input")
+
+    sub.add_parser("backbones", help="the backbones vov knows, what each needs and its defaults")
 
     for name, module, text in EXTENSIONS:
         if importlib.util.find_spec(module) is not None:
@@ -98,101 +139,192 @@ def _note(text: str) -> None:
     print(f"vov: note: {text}", file=sys.stderr)
 
 
-def cmd_compress(args) -> None:
-    from tqdm import tqdm
+def _load_media(args):
+    """The input as a Picture or a Clip, with notes about what is not coded."""
+    from vov.media.video import load_media
 
+    media = load_media(args.input, fps=args.fps)
+    if getattr(media, "had_alpha", False):
+        _note("the alpha channel is not coded; the image was composited over white")
+    if getattr(media, "source_bits", 8) > getattr(media, "bits", 8):
+        _note(f"a {media.source_bits}-bit colour image is read at {media.bits} bits")
+    return media
+
+
+def _scaling(args):
+    from vov.options import ScalingOptions
+
+    if args.best_of is None and args.scaling_steps is None:
+        return None
+    defaults = ScalingOptions()
+    return ScalingOptions(candidates=args.best_of or defaults.candidates, steps=args.scaling_steps or defaults.steps)
+
+
+class _Bars:
+    """One progress bar per clip and stage (fitting, best-of-N search), made at its first step."""
+
+    def __init__(self, quiet: bool):
+        from tqdm import tqdm
+
+        self.tqdm, self.quiet, self.bar, self.key = tqdm, quiet, None, None
+
+    def __call__(self, p) -> None:
+        key = (p.clip, p.stage == 3)
+        if key != self.key:
+            self.close()
+            what = "searching" if p.stage == 3 else "fitting"
+            clip = f" clip {p.clip}/{p.clips}" if p.clips > 1 else ""
+            self.bar = self.tqdm(total=p.total, initial=p.step - 1, desc=f"{what}{clip}", unit="step",
+                                 disable=self.quiet, dynamic_ncols=True)
+            self.key = key
+        self.bar.update(1)
+        if p.stage != 3:
+            extra = {"stage": p.stage, "loss": f"{p.distortion:.4f}"}
+            if p.stage == 2:
+                extra["est"] = f"{p.est_bits / 8:.0f}B"
+            self.bar.set_postfix(extra)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_compress(args) -> None:
     from vov import codec
-    from vov.media import load_image
     from vov.method.adapters import AdapterSpec
     from vov.method.fit import FitConfig
+    from vov.options import EncodeOptions
 
     check_writable(args.output)
-    picture = load_image(args.input)
-    if picture.had_alpha:
-        _note("the alpha channel is not coded; the image was composited over white")
-    if picture.source_bits > picture.bits:
-        _note(f"a {picture.source_bits}-bit colour image is read at {picture.bits} bits")
-    pixels = picture.width * picture.height
+    media = _load_media(args)
+    frames = codec.Frames.of(media)
     spec = AdapterSpec(args.kind, args.rank, args.dim or AdapterSpec().d, args.seed, args.targets)
     fit_config = FitConfig(steps=args.steps, seed=args.seed, **({"lam": args.lam} if args.lam is not None else {}))
-    options = codec.EncodeOptions(backbone=args.backbone, adapter=spec, fit=fit_config,
-                                  target_bpp=None if args.lam is not None else args.bpp,
-                                  sampler_steps=args.sampler_steps, noise_seed=args.seed, auto_d=args.dim is None)
+    options = EncodeOptions(backbone=args.backbone, model=args.model, device=args.device, adapter=spec, fit=fit_config,
+                            target_bpp=None if args.lam is not None else args.bpp, sampler_steps=args.sampler_steps,
+                            noise_seed=args.seed, auto_d=args.dim is None, caption=args.caption,
+                            scaling=_scaling(args))
     if args.server:
         from vov.serving.client import remote_compress
 
-        # with no rate given, the encoder applies the default (and adapts it to small images) itself
-        data = remote_compress(args.server, read_bytes(args.input), options, quiet=args.quiet, tls=_tls(args),
+        # with no rate given, the encoder applies the default (and adapts it to small media) itself
+        data = remote_compress(args.server, _upload_bytes(args, media), options, quiet=args.quiet, tls=_tls(args),
                                default_rate=args.bpp is None and args.lam is None)
         write_atomic(args.output, data)
-        print(f"{args.output}: {len(data)} bytes, {8 * len(data) / pixels:.4f} bpp")
+        print(f"{args.output}: {len(data)} bytes, {8 * len(data) / frames.size:.4f} bpp")
         return
     options.validate()
-    backbone = codec.get_backbone(args.backbone)
+    backbone = codec.get_backbone(args.backbone, args.model, args.device)
     if args.bpp is None and args.lam is None:
-        rate, note = codec.default_rate(picture, options, backbone)
+        rate, note = codec.default_rate(frames, options, backbone)
         if note:
             _note(note)
         options = dataclasses.replace(options, target_bpp=rate)
-    codec.plan(picture, options, backbone)  # every refusal before the first step
+    the_plan = codec.plan(frames, options, backbone)  # every refusal before the first step
+    if len(the_plan.lengths) > 1:
+        print(f"vov: {frames.count} frames in {len(the_plan.lengths)} clips of up to {the_plan.lengths[0]}",
+              file=sys.stderr)
     checkpoint = f"{args.output}.partial"
-    if os.path.exists(checkpoint):
+    if os.path.exists(checkpoint) or os.path.exists(f"{checkpoint}.clips"):
         print(f"vov: resuming from {checkpoint}", file=sys.stderr)
-    bar = None
-
-    def progress(p) -> None:
-        nonlocal bar
-        if bar is None:  # created at the first step, so errors before it print alone
-            bar = tqdm(total=p.total, initial=p.step - 1, desc="fitting", unit="step", disable=args.quiet,
-                       dynamic_ncols=True)
-        bar.update(1)
-        extra = {"stage": p.stage, "loss": f"{p.distortion:.4f}"}
-        if p.stage == 2:
-            extra["est"] = f"{p.est_bits / 8:.0f}B"
-        bar.set_postfix(extra)
-
+    bars = _Bars(args.quiet)
     try:
-        report = codec.compress(picture, options, backbone=backbone, on_progress=progress, checkpoint=checkpoint)
+        report = codec.compress(frames, options, backbone=backbone, on_progress=bars, checkpoint=checkpoint)
     finally:
-        if bar is not None:
-            bar.close()
+        bars.close()
     write_atomic(args.output, report.data)
+    extra = f", best-of-N indices {report.search_bits} bits" if report.search_bits else ""
     print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, d={report.d}, "
           f"payload {report.payload_bits} bits vs estimate {report.est_bits:.0f} "
-          f"({100 * report.coding_overhead:+.2f}%), {report.seconds:.1f} s")
+          f"({100 * report.coding_overhead:+.2f}%){extra}, {report.seconds:.1f} s")
+
+
+def _upload_bytes(args, media) -> bytes:
+    """What goes to the encoder service: the file as given, or for a folder of frames one Y4M stream."""
+    if not os.path.isdir(args.input):
+        return read_bytes(args.input)
+    import tempfile
+
+    from vov.media.video import save_video
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "frames.y4m")
+        save_video(media, path)
+        return read_bytes(path)
+
+
+IMAGE_OUTPUTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def _check_output(path: str, f) -> None:
+    """An image file for an image, a video file or a folder for a clip; refused before any decode."""
+    suffix = os.path.splitext(path)[1].lower()
+    if f.frames == 1 and suffix and suffix not in IMAGE_OUTPUTS and suffix not in (".y4m", ".mp4", ".mkv", ".webm",
+                                                                                   ".mov", ".m4v"):
+        raise UsageError(f"{path}: write the image as {', '.join(sorted(IMAGE_OUTPUTS))}")
+    if f.frames > 1 and suffix in IMAGE_OUTPUTS:
+        raise UsageError(f"{path}: the file holds a {f.frames}-frame clip; write .y4m, .mp4, .mkv, .webm or a folder "
+                         f"(a path without a suffix) of PNG frames")
+    if f.frames > 1 and not suffix:
+        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+            raise UsageError(f"{path}: choose a new or empty folder for the frames")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UsageError(f"{path}: the folder {parent} does not exist")
+    else:
+        check_writable(path)
 
 
 def cmd_decompress(args) -> None:
     from tqdm import tqdm
 
     from vov import codec
+    from vov.format import bitstream
     from vov.media import save_image
 
     data = read_bytes(args.input)
-    check_writable(args.output)
+    f = bitstream.load(data)
+    _check_output(args.output, f)
     if args.server:
-        from vov.serving.client import remote_decompress
+        from vov.serving.client import remote_decompress_to
 
-        decoded_pixels, grey = remote_decompress(args.server, data, tls=_tls(args), quiet=args.quiet)
-    else:
-        decode_limits = limits.from_args(args)
-        codec.parse(data, decode_limits)  # refuse a bad file before any progress bar appears
-        bar = None
+        remote_decompress_to(args.server, data, args.output, tls=_tls(args), quiet=args.quiet)
+        print(f"{args.output}: {f.width}x{f.height}" + (f", {f.frames} frames" if f.frames > 1 else ""))
+        return
+    decode_limits = limits.from_args(args)
+    codec.parse(data, decode_limits)  # refuse a bad file before any progress bar appears
+    bar = None
 
-        def on_step(i: int, n: int) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=n, desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
-            bar.update(1)
+    def on_step(i: int, n: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=n, desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
+        bar.update(max(0, i - bar.n))
 
-        try:
-            decoded = codec.decompress(data, on_step=on_step, limits=decode_limits)
-        finally:
-            if bar is not None:
-                bar.close()
-        decoded_pixels, grey = decoded.pixels, decoded.grey
-    save_image(decoded_pixels, args.output, grey=grey)
-    print(f"{args.output}: {decoded_pixels.shape[1]}x{decoded_pixels.shape[0]}")
+    writer = None
+    try:
+        for clip in codec.decode_clips(data, on_step=on_step, limits=decode_limits, model=args.model,
+                                       device=args.device):
+            if f.frames == 1 and os.path.splitext(args.output)[1].lower() in IMAGE_OUTPUTS | {""}:
+                save_image(clip.frames[0], args.output, grey=f.colour == 1)
+                continue
+            if writer is None:
+                from vov.media.video import open_video_writer
+
+                writer = open_video_writer(args.output, f.width, f.height, (f.fps_num or 25, f.fps_den),
+                                           grey=f.colour == 1)
+            writer.write(clip.frames)  # each clip lands as soon as it is decoded
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{args.output}: {f.width}x{f.height}" + (f", {f.frames} frames" if f.frames > 1 else ""))
 
 
 def cmd_info(args) -> None:
@@ -204,14 +336,29 @@ def cmd_info(args) -> None:
     pixels = f.pixels
     print(f"format      {f.version[0]}.{f.version[1]}")
     print(f"backbone    {f.backbone} ({f.backbone_hash.hex()})")
-    print(f"media       {f.width}x{f.height}, {f.frames} frame(s), {'grey' if f.colour else 'RGB'}")
+    rate = f", {f.fps_num}/{f.fps_den} fps" if f.frames > 1 else ""
+    print(f"media       {f.width}x{f.height}, {f.frames} frame(s){rate}, {'grey' if f.colour else 'RGB'}")
     print(f"adapter     {f.adapter_name}, rank {f.rank}, d {f.d}, seed {f.adapter_seed}, targets {f.targets}")
-    print(f"quantiser   step {f.step_size:.6g}, |q| <= {f.qmax}, prior {len(f.prior_weights)} logistics")
-    print(f"sampler     {f.sampler_steps} Euler steps, noise seed {f.noise_seed}, guidance {f.guidance:g}")
+    schedule = "uniform" if f.schedule == 0 else f"flow shift {f.shift:g}"
+    print(f"sampler     {f.sampler_steps} {'Euler' if f.sampler == 0 else 'SDE'} steps ({schedule}), "
+          f"noise seed {f.noise_seed}, guidance {f.guidance:g}")
+    if f.sampler == 1:
+        index_bits = sum(8 * len(s.search) for s in f.segments)
+        print(f"best-of-N   N = {1 << f.search_bits}, {f.sde_steps} scaled steps from step {f.sde_start}, g cap "
+              f"{f.g_cap:g}; indices {index_bits} bits in all ({f.search_bits} bits each)")
     if f.caption:
         print(f"caption     {f.caption}")
+    for i, (s, size) in enumerate(zip(f.segments, bitstream.segment_sizes(f))):
+        print(f"clip {i:<6} {s.frames} frame(s), {size} bytes, {8 * size / (s.frames * f.width * f.height):.5f} bpp, "
+              f"step {s.step_size:.6g}, |q| <= {s.qmax}, prior {len(s.prior_weights)} logistics")
     print(f"size        {len(data)} bytes = " + " + ".join(f"{k} {v}" for k, v in sizes.items()))
     print(f"rate        {8 * len(data) / pixels:.5f} bpp ({8 * len(data)} bits / {pixels} pixels)")
+
+
+def cmd_backbones(args) -> None:
+    from vov.backbones import format_listing
+
+    print(format_listing(), end="")
 
 
 def cmd_train_base(args) -> None:
@@ -227,7 +374,8 @@ EXTENSIONS = [
     ("bench", "vov.bench.cli", "rate-distortion benchmark against classical codecs"),
 ]
 
-COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "train-base": cmd_train_base}
+COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "backbones": cmd_backbones,
+            "train-base": cmd_train_base}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,64 +1,261 @@
-"""Image in, .vov bytes out, and back: the data flow of the codec, top to bottom.
+"""Media in, .vov bytes out, and back: the data flow of the codec, top to bottom.
 
-compress:   pixels -> pad -> latents -> fit theta -> quantise -> entropy-code -> container
-decompress: container -> entropy-decode -> theta_hat -> adapter -> sampler -> latents -> pixels
+compress:   frames -> clips of the backbone's length -> pad -> latents -> fit theta (one per clip)
+            -> quantise -> entropy-code [-> best-of-N search: the chosen noises' indices] -> container
+decompress: container -> per clip: entropy-decode -> theta_hat -> adapter -> sampler (replaying the
+            chosen noises) -> latents -> frames, yielded clip by clip (`decode_clips`)
+
+An image is a one-frame clip. Every clip is fitted and coded on its own (its own vector, prior and
+indices), so each decodes on its own and a decoder can stream a video clip after clip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
 
 from vov import backbones
-from vov.backbones import Backbone
+from vov.backbones import Backbone, Condition
 from vov.cancel import checkpoint as cancel_point
 from vov.errors import BackboneMismatch, BitstreamError, UsageError
+from vov.files import write_atomic
 from vov.format import bitstream, entropy
 from vov.limits import Limits
 from vov.media import Picture, check_size, pad_to_multiple
 from vov.method import sampler
 from vov.method.adapters import KINDS, AdaptedDenoiser, AdapterSpec, lora_entry_count
 from vov.method.fit import FitConfig, Progress, fit
+from vov.options import DEFAULT_BPP, EncodeOptions, ScalingOptions
 
-DEFAULT_BPP = 0.05
-MAX_FIT_STEPS = 100_000
-MAX_SEED = (1 << 32) - 1  # the format's seed fields hold 32 bits
 MIN_PAYLOAD_BYTES = 8  # a budget below this leaves the vector nothing to say
+ANS_SLACK_BITS = 64  # the ANS coder's final state and the rounding to 32-bit words, at most
+
+# On the first embedded backbone (6 blocks, every attention projection adapted), d = 32768 fitted
+# better than 16384 unquantised (18.2 against 16.7 dB after 400 steps on a held-out photo) but not
+# under a rate target: on that photo at 0.2 bpp, where the budget asks for 32768, a 600-step fit gave
+# 15.3 dB at d = 32768 and 17.1 dB at d = 16384. The automatic choice stops here and a bigger budget
+# buys finer quantisation instead. (The shipped backbone's default targets give rank 4 only 24576
+# LoRA entries, which caps d about as much.) --dim overrides.
+MAX_AUTO_D = 16384
 
 
-@dataclass(frozen=True)
-class EncodeOptions:
-    """Everything a compress needs besides the media: the defaults of the CLI, the proto and the bench."""
+# ---------------------------------------------------------------------------------- the media
 
-    backbone: str = "embedded"
-    adapter: AdapterSpec = AdapterSpec()
-    fit: FitConfig = FitConfig()
-    target_bpp: float | None = DEFAULT_BPP  # bits per pixel of the whole file; None: `fit.lam` sets the rate
-    sampler_steps: int = 50
-    noise_seed: int = 0
-    auto_d: bool = True  # with a bpp target and a one-vector adapter, pick d from the target
 
-    def validate(self) -> None:
-        """Refuse out-of-range options before any work (UsageError with one line)."""
-        if self.target_bpp is not None and not (math.isfinite(self.target_bpp) and self.target_bpp > 0):
-            raise UsageError(f"the rate target must be a positive number of bits per pixel, not {self.target_bpp}")
-        if self.target_bpp is None and not (math.isfinite(self.fit.lam) and self.fit.lam > 0):
-            raise UsageError(f"lambda must be a positive finite number, not {self.fit.lam}")
-        if not 1 <= self.fit.steps <= MAX_FIT_STEPS:
-            raise UsageError(f"fitting steps must be between 1 and {MAX_FIT_STEPS}, not {self.fit.steps}")
-        if not 1 <= self.sampler_steps <= 10000:
-            raise UsageError(f"sampler steps must be between 1 and 10000, not {self.sampler_steps}")
-        for name, seed in (("seed", self.noise_seed), ("adapter seed", self.adapter.seed), ("fit seed", self.fit.seed)):
-            if not 0 <= seed <= MAX_SEED:
-                raise UsageError(f"the {name} must be between 0 and {MAX_SEED}, not {seed}")
-        self.adapter.validate()
+@dataclass
+class Frames:
+    """What the codec codes: RGB frames (F, H, W, 3) float32 in [0, 1], with the source's rate and colour."""
+
+    pixels: np.ndarray
+    grey: bool = False
+    fps: tuple[int, int] = (0, 1)  # (0, 1) for an image
+
+    @classmethod
+    def of(cls, media) -> "Frames":
+        """A Picture (one frame) or a vov.media.video.Clip."""
+        if isinstance(media, Frames):
+            return media
+        if isinstance(media, Picture):
+            return cls(media.pixels[None], media.grey)
+        frames = getattr(media, "frames", None)
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            return cls(np.clip(frames, 0.0, 1.0).astype(np.float32, copy=False), bool(media.grey), tuple(media.fps))
+        raise UsageError(f"cannot code a {type(media).__name__}; give a picture or a clip")
+
+    @property
+    def count(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[2]
+
+    @property
+    def size(self) -> int:
+        return self.count * self.height * self.width
+
+
+def clip_seed(noise_seed: int, clip: int) -> int:
+    """The seed of clip `clip`'s noises (initial and best-of-N): the file's seed in the low 32 bits,
+    the clip's index above them, so clip 0 of any file draws what format 1.0 drew."""
+    return noise_seed + (clip << 32)
+
+
+# ---------------------------------------------------------------------------------- backbones
+
+
+@lru_cache(maxsize=4)
+def get_backbone(name: str, model: str | None = None, device: str | None = None) -> Backbone:
+    return backbones.load(name, model=model, device=device)
+
+
+def backbone_for(f: bitstream.VovFile, model: str | None = None, device: str | None = None) -> Backbone:
+    """The backbone a file names, or BackboneMismatch when this installation lacks it."""
+    if f.backbone not in backbones.NAMES:
+        raise BackboneMismatch(f"file needs backbone {f.backbone!r}, which this decoder does not have")
+    return get_backbone(f.backbone, model, device)
+
+
+# ---------------------------------------------------------------------------------- the rate
+
+
+def _file(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, d: int, frames: Frames,
+          segments: list[bitstream.Segment], limits: Limits = Limits()) -> bitstream.VovFile:
+    """The .vov file of `frames` with these options and coded segments."""
+    schedule = backbone.schedule_for(backbone.latent_shape(1, frames.height, frames.width))
+    scaling = options.scaling
+    search = {}
+    if scaling is not None:
+        config = scaling.config()
+        search = dict(sampler=1, search_bits=config.search_bits, sde_start=config.start, sde_steps=config.scaled_steps,
+                      g_kind=config.g_kind, g_cap=float(np.float32(config.g_cap)))
+    return bitstream.VovFile(
+        backbone=backbone.name, backbone_hash=backbone.content_hash, adapter_kind=KINDS.index(spec.kind),
+        rank=spec.rank, d=d, adapter_seed=spec.seed, targets=spec.targets or backbone.default_targets,
+        sampler_steps=options.decode_steps, noise_seed=options.noise_seed, schedule=schedule.id,
+        shift=float(np.float32(schedule.shift)), frames=frames.count, height=frames.height, width=frames.width,
+        fps_num=frames.fps[0] if frames.count > 1 else 0, fps_den=frames.fps[1] if frames.count > 1 else 1,
+        colour=1 if frames.grey else 0, caption_z=bitstream.VovFile.pack_caption(options.caption),
+        clip_frames=clip_length(backbone, frames, limits), segments=segments, **search)
+
+
+def clip_length(backbone: Backbone, frames: Frames, limits: Limits = Limits()) -> int:
+    """Frames per clip: the backbone's clip length, shortened so a clip's pixels stay within
+    `limits.max_clip_pixels` (and to 1 + k * its temporal factor)."""
+    if frames.count == 1:
+        return 1
+    fitting = max(1, limits.max_clip_pixels // (frames.width * frames.height))
+    n = min(max(1, backbone.clip_frames), fitting, frames.count)
+    step = backbone.temporal_factor
+    return 1 + (n - 1) // step * step
+
+
+def _worst_segments(options: EncodeOptions, lengths: list[int]) -> list[bitstream.Segment]:
+    """Segments as large as coding can make them, with empty payloads: the overhead's upper bound."""
+    k = options.fit.components
+    search = b""
+    if options.scaling is not None:
+        from vov.method.scaling import index_bytes
+
+        config = options.scaling.config()
+        search = bytes(index_bytes(config.scaled_steps, config.candidates))
+    return [bitstream.Segment(n, 1e-3, (255,) * k, (0,) * k, 1 << 15, b"", search) for n in lengths]
+
+
+def overhead_bytes(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, frames: Frames,
+                   limits: Limits = Limits()) -> int:
+    """Bytes of the file outside its payloads (header, priors, indices, lengths, checksum), at most."""
+    lengths = bitstream.clip_lengths(frames.count, clip_length(backbone, frames, limits))
+    worst = _file(options, backbone, spec, bitstream.MAX_D, frames, _worst_segments(options, lengths), limits)
+    return len(bitstream.dump(worst)) + 4 * len(lengths)  # a payload's and a segment's lengths grow by <= 2 bytes each
+
+
+def payload_budgets(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, frames: Frames,
+                    limits: Limits = Limits()) -> list[float]:
+    """The ideal bits each clip's vector may take so that the whole file lands at `options.target_bpp`.
+
+    One contract for every caller (CLI, services, bench): the target is the rate of the whole file,
+    every byte counted (header, priors, best-of-N indices). What remains goes to the clips in
+    proportion to their frames.
+    """
+    lengths = bitstream.clip_lengths(frames.count, clip_length(backbone, frames, limits))
+    overhead = overhead_bytes(options, backbone, spec, frames, limits)
+    total = 8 * (math.floor(options.target_bpp * frames.size / 8) - overhead) - ANS_SLACK_BITS * len(lengths)
+    budgets = [total * n / frames.count for n in lengths]
+    if min(budgets) < 8 * MIN_PAYLOAD_BYTES:
+        smallest = minimum_bpp(options, backbone, spec, frames, limits)
+        what = "image" if frames.count == 1 else f"{frames.count}-frame clip"
+        raise UsageError(f"{options.target_bpp:g} bpp is too low for a {frames.width}x{frames.height} {what}: "
+                         f"the smallest rate that works is {smallest:.4g} bpp (the file's header alone takes "
+                         f"{8 * overhead / frames.size:.4g} bpp)")
+    return budgets
+
+
+def minimum_bpp(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, frames: Frames,
+                limits: Limits = Limits()) -> float:
+    """The smallest whole-file rate whose budget leaves each clip's vector MIN_PAYLOAD_BYTES, rounded up."""
+    lengths = bitstream.clip_lengths(frames.count, clip_length(backbone, frames, limits))
+    per_clip = MIN_PAYLOAD_BYTES + ANS_SLACK_BITS // 8 + 1
+    needed = overhead_bytes(options, backbone, spec, frames, limits) + per_clip * frames.count / min(lengths)
+    exact = 8 * needed / frames.size
+    unit = 10.0 ** (math.floor(math.log10(exact)) - 2)  # three significant digits
+    return math.ceil(exact / unit) * unit
+
+
+def default_rate(media, options: EncodeOptions, backbone: Backbone, limits: Limits = Limits()) -> tuple[float, str | None]:
+    """The rate to use when the caller named none: DEFAULT_BPP, or the smallest rate that works for
+    media too small for it (with a note saying so)."""
+    frames = Frames.of(media)
+    spec = dataclasses.replace(options.adapter, targets=options.adapter.targets or backbone.default_targets)
+    smallest = minimum_bpp(options, backbone, spec, frames, limits)
+    if smallest <= DEFAULT_BPP:
+        return DEFAULT_BPP, None
+    return smallest, (f"the default {DEFAULT_BPP:g} bpp is too low for {frames.width}x{frames.height}"
+                      f"{'' if frames.count == 1 else f' x {frames.count} frames'}; using {smallest:.4g} bpp, "
+                      f"the smallest rate that works")
+
+
+def choose_d(budget_bits: float, lora_entries: int, bits_per_entry: float = 2.5) -> int:
+    """A vector length that a fit can bring to `budget_bits`: a power of two near budget / 2.5 bits."""
+    d = 2 ** round(math.log2(max(budget_bits / bits_per_entry, 64)))
+    return int(min(max(d, 64), lora_entries, MAX_AUTO_D))
+
+
+# ---------------------------------------------------------------------------------- compress
+
+
+@dataclass
+class Plan:
+    """What a compress will run, decided before any fit: the adapter, one fit per clip, the clips."""
+
+    spec: AdapterSpec
+    fits: list[FitConfig]
+    lengths: list[int]  # frames of each clip
+
+
+def plan(media, options: EncodeOptions, backbone: Backbone, limits: Limits = Limits()) -> Plan:
+    """Every check that needs no fitting: options in range, sizes, a reachable rate, a file within `limits`.
+
+    Refuses with UsageError (or MediaError, LimitExceeded) before any work.
+    """
+    options.validate()
+    frames = Frames.of(media)
+    check_size(frames.width, frames.height)
+    backbone.condition(options.caption)  # a caption the backbone cannot take is refused here
+    spec = dataclasses.replace(options.adapter, targets=options.adapter.targets or backbone.default_targets)
+    entries = lora_entry_count(backbone, spec)
+    clip_frames = clip_length(backbone, frames, limits)
+    lengths = bitstream.clip_lengths(frames.count, clip_frames)
+    fits = [dataclasses.replace(options.fit, target_bits=None)] * len(lengths)
+    if options.target_bpp is not None:
+        budgets = payload_budgets(options, backbone, spec, frames, limits)
+        fits = [dataclasses.replace(options.fit, target_bits=b) for b in budgets]
+        if spec.kind == "one-vector" and options.auto_d:
+            spec = dataclasses.replace(spec, d=choose_d(min(budgets), entries))
+    elif spec.kind == "one-vector" and options.auto_d:
+        spec = dataclasses.replace(spec, d=min(spec.d, entries))
+    d = entries if spec.kind == "lora" else spec.d
+    if d > entries:
+        raise UsageError(f"d = {d} exceeds the {entries} LoRA entries of the targets at rank {spec.rank}; "
+                         f"choose a smaller --dim, or --kind lora")
+    limits.check(width=frames.width, height=frames.height, frames=frames.count, sampler_steps=options.decode_steps,
+                 d=d, rank=spec.rank, clip_frames=clip_frames, what="a file with these options")
+    return Plan(spec, fits, lengths)
 
 
 @dataclass
@@ -66,11 +263,13 @@ class EncodeReport:
     data: bytes
     pixels: int
     parts: dict[str, int]
-    est_bits: float  # the fitted prior's estimate of the coded vector
-    payload_bits: int  # what the ANS payload really takes
+    est_bits: float  # the fitted priors' estimate of the coded vectors
+    payload_bits: int  # what the ANS payloads really take
     d: int
     seconds: float
     history: list[Progress] = field(default_factory=list)
+    clip_bytes: list[int] = field(default_factory=list)  # each clip's segment
+    search_bits: int = 0  # bits of the best-of-N indices
 
     @property
     def bpp(self) -> float:
@@ -82,160 +281,169 @@ class EncodeReport:
         return self.payload_bits / max(self.est_bits, 1e-9) - 1.0
 
 
-@dataclass
-class Decoded:
-    pixels: np.ndarray  # (height, width, 3) float32 in [0, 1]
-    grey: bool
-    file: bitstream.VovFile
-
-
-@lru_cache(maxsize=4)
-def get_backbone(name: str) -> Backbone:
-    return backbones.load(name)
-
-
-def _file(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, d: int, picture: Picture, **coded) -> bitstream.VovFile:
-    """The .vov file of `picture` with these options; `coded` gives the fitted parts."""
-    return bitstream.VovFile(
-        backbone=backbone.name, backbone_hash=backbone.content_hash, adapter_kind=KINDS.index(spec.kind),
-        rank=spec.rank, d=d, adapter_seed=spec.seed, targets=spec.targets or backbone.default_targets,
-        sampler_steps=options.sampler_steps, noise_seed=options.noise_seed, frames=1, height=picture.height,
-        width=picture.width, colour=1 if picture.grey else 0, **coded)
-
-
-def overhead_bytes(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, picture: Picture) -> int:
-    """Bytes of the file outside its payload (header, prior, section lengths, checksum), at most."""
-    components = options.fit.components
-    worst = _file(options, backbone, spec, bitstream.MAX_D, picture, step_size=1e-3, prior_weights=(255,) * components,
-                  prior_scale_codes=(0,) * components, qmax=1 << 15, payload=b"")
-    return len(bitstream.dump(worst)) + 2  # the payload's length grows from 1 to at most 3 bytes
-
-
-def payload_budget_bits(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, picture: Picture) -> float:
-    """The ideal bits the coded vector may take so that the whole file lands at `options.target_bpp`.
-
-    One contract for every caller (CLI, services, bench): the target is the rate of the whole
-    file, every byte counted. The ANS coder adds at most 64 bits to the ideal size (its final
-    state and the rounding to 32-bit words), so those are kept aside.
-    """
-    pixels = picture.width * picture.height
-    overhead = overhead_bytes(options, backbone, spec, picture)
-    budget = 8 * (math.floor(options.target_bpp * pixels / 8) - overhead) - 64
-    if budget < 8 * MIN_PAYLOAD_BYTES:
-        smallest = minimum_bpp(options, backbone, spec, picture)
-        raise UsageError(f"{options.target_bpp:g} bpp is too low for a {picture.width}x{picture.height} image: "
-                         f"the smallest rate that works is {smallest:.4g} bpp (the file's header alone takes "
-                         f"{8 * overhead / pixels:.4g} bpp)")
-    return float(budget)
-
-
-def minimum_bpp(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, picture: Picture) -> float:
-    """The smallest whole-file rate whose budget leaves the vector MIN_PAYLOAD_BYTES, rounded up."""
-    pixels = picture.width * picture.height
-    exact = 8 * (overhead_bytes(options, backbone, spec, picture) + MIN_PAYLOAD_BYTES + 8 + 1) / pixels
-    unit = 10.0 ** (math.floor(math.log10(exact)) - 2)  # three significant digits
-    return math.ceil(exact / unit) * unit
-
-
-# On the first embedded backbone (6 blocks, every attention projection adapted), d = 32768 fitted
-# better than 16384 unquantised (18.2 against 16.7 dB after 400 steps on a held-out photo) but not
-# under a rate target: on that photo at 0.2 bpp, where the budget asks for 32768, a 600-step fit gave
-# 15.3 dB at d = 32768 and 17.1 dB at d = 16384. The automatic choice stops here and a bigger budget
-# buys finer quantisation instead. (The shipped backbone's default targets give rank 4 only 24576
-# LoRA entries, which caps d about as much.) --dim overrides.
-MAX_AUTO_D = 16384
-
-
-def default_rate(picture: Picture, options: EncodeOptions, backbone: Backbone) -> tuple[float, str | None]:
-    """The rate to use when the caller named none: DEFAULT_BPP, or the smallest rate that works for an
-    image too small for it (with a note saying so)."""
-    spec = dataclasses.replace(options.adapter, targets=options.adapter.targets or backbone.default_targets)
-    smallest = minimum_bpp(options, backbone, spec, picture)
-    if smallest <= DEFAULT_BPP:
-        return DEFAULT_BPP, None
-    return smallest, (f"the default {DEFAULT_BPP:g} bpp is too low for a {picture.width}x{picture.height} image; "
-                      f"using {smallest:.4g} bpp, the smallest rate that works")
-
-
-def choose_d(budget_bits: float, lora_entries: int, bits_per_entry: float = 2.5) -> int:
-    """A vector length that a fit can bring to `budget_bits`: a power of two near budget / 2.5 bits."""
-    d = 2 ** round(math.log2(max(budget_bits / bits_per_entry, 64)))
-    return int(min(max(d, 64), lora_entries, MAX_AUTO_D))
-
-
-def latents_of(backbone: Backbone, picture: Picture) -> torch.Tensor:
-    padded = pad_to_multiple(picture.pixels, backbone.pixel_multiple)
-    tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None, :, None]
+def latents_of(backbone: Backbone, pixels) -> torch.Tensor:
+    """(F, H, W, 3) frames (or a Picture, a Clip) -> the backbone's latents (1, C, latent frames, h, w)
+    of the frames padded to its grid."""
+    if not isinstance(pixels, np.ndarray):
+        pixels = Frames.of(pixels).pixels
+    padded = np.stack([pad_to_multiple(frame, backbone.pixel_multiple) for frame in pixels])
+    tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(3, 0, 1, 2)))[None]
     with torch.no_grad():
         return backbone.encode(tensor)
 
 
-def plan(picture: Picture, options: EncodeOptions, backbone: Backbone, limits: Limits = Limits()) -> tuple[AdapterSpec, FitConfig]:
-    """The adapter and fit a compress will run, after every check that needs no fitting.
-
-    Refuses (UsageError, LimitExceeded) options out of range, a rate the image cannot reach, and
-    files that decoders with `limits` would refuse.
-    """
-    options.validate()
-    check_size(picture.width, picture.height)
-    spec = dataclasses.replace(options.adapter, targets=options.adapter.targets or backbone.default_targets)
-    entries = lora_entry_count(backbone, spec)
-    fit_config = options.fit
-    if options.target_bpp is not None:
-        budget = payload_budget_bits(options, backbone, spec, picture)
-        fit_config = dataclasses.replace(fit_config, target_bits=budget)
-        if spec.kind == "one-vector" and options.auto_d:
-            spec = dataclasses.replace(spec, d=choose_d(budget, entries))
-    else:
-        fit_config = dataclasses.replace(fit_config, target_bits=None)
-        if spec.kind == "one-vector" and options.auto_d:
-            spec = dataclasses.replace(spec, d=min(spec.d, entries))
-    d = entries if spec.kind == "lora" else spec.d
-    if d > entries:
-        raise UsageError(f"d = {d} exceeds the {entries} LoRA entries of the targets at rank {spec.rank}; "
-                         f"choose a smaller --dim, or --kind lora")
-    limits.check(width=picture.width, height=picture.height, frames=1, sampler_steps=options.sampler_steps, d=d,
-                 rank=spec.rank, what="a file with these options")
-    return spec, fit_config
+def latent_shape(f: bitstream.VovFile, backbone: Backbone, frames: int) -> tuple[int, ...]:
+    """The latent shape (with its batch axis) of a clip of `frames` frames of file `f`."""
+    m = backbone.pixel_multiple
+    return (1, *backbone.latent_shape(frames, -(-f.height // m) * m, -(-f.width // m) * m))
 
 
-def compress(picture: Picture, options: EncodeOptions = EncodeOptions(), backbone: Backbone | None = None,
+class _ClipStore:
+    """Finished clips of an interrupted compress, kept beside its checkpoint so a resume skips them."""
+
+    def __init__(self, checkpoint: str | None, key: str):
+        self.path = f"{checkpoint}.clips" if checkpoint else None
+        self.key = key
+        self.done: list[bytes] = []
+        if self.path and os.path.exists(self.path):
+            try:
+                saved = json.loads(open(self.path).read())
+                if saved.get("key") != key:
+                    raise UsageError(f"{self.path} belongs to another compress; delete it to start afresh")
+                self.done = [bytes.fromhex(s) for s in saved["segments"]]
+                for raw in self.done:
+                    bitstream.load_segment(raw)  # data, checked like any file
+            except (ValueError, KeyError, TypeError, BitstreamError) as e:
+                raise UsageError(f"{self.path} is not a usable record of finished clips ({e}); delete it") from None
+
+    def add(self, segment: bitstream.Segment) -> None:
+        self.done.append(bitstream.dump_segment(segment))
+        if self.path:
+            write_atomic(self.path, json.dumps({"key": self.key, "segments": [s.hex() for s in self.done]}).encode())
+
+    def finish(self) -> None:
+        if self.path and os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def _media_key(frames: Frames, options: EncodeOptions) -> str:
+    digest = hashlib.sha256(frames.pixels.tobytes())
+    digest.update(repr(dataclasses.asdict(options)).encode())
+    return digest.hexdigest()
+
+
+def compress(media, options: EncodeOptions = EncodeOptions(), backbone: Backbone | None = None,
              on_progress: Callable[[Progress], None] | None = None, checkpoint: str | None = None,
              checkpoint_every: int = 50, limits: Limits = Limits()) -> EncodeReport:
+    """Code a Picture or a Clip. `on_progress` sees every fitting and search step, with its clip."""
     start = time.perf_counter()
     options.validate()
-    backbone = backbone or get_backbone(options.backbone)
-    spec, fit_config = plan(picture, options, backbone, limits)
-    pixels = picture.width * picture.height
+    frames = Frames.of(media)
+    backbone = backbone or get_backbone(options.backbone, options.model, options.device)
+    the_plan = plan(frames, options, backbone, limits)
+    spec = the_plan.spec
+    condition = backbone.condition(options.caption)
+    store = _ClipStore(checkpoint, _media_key(frames, options))
     adapter = AdaptedDenoiser(backbone, spec)
-    latents = latents_of(backbone, picture)
-    result = fit(adapter, latents, pixels, fit_config, on_progress=on_progress, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, channel_weights=backbone.distortion_weights(),
-                 decode_noise=sampler.initial_noise(tuple(latents.shape), options.noise_seed))
-    qmax = int(np.abs(result.q).max()) if result.q.size else 0
-    if qmax > 1 << 15:
-        raise UsageError("the fitted vector does not fit the format's range; use a larger --lambda")
-    if qmax * result.step_size > bitstream.MAX_THETA:
-        raise UsageError("the fitted vector's entries exceed the format's range; use a larger --lambda")
-    payload = entropy.encode(result.q, result.prior, qmax)
-    f = _file(options, backbone, spec, adapter.d, picture, step_size=result.step_size,
-              prior_weights=result.prior.weights, prior_scale_codes=result.prior.log2_scale_codes, qmax=qmax,
-              payload=payload)
+    segments, history, est_bits, payload_bits, search_bits = [], [], 0.0, 0, 0
+    clips = len(the_plan.lengths)
+    previous_theta = None
+    first = 0
+    for c, (length, fit_config) in enumerate(zip(the_plan.lengths, the_plan.fits)):
+        pixels = frames.pixels[first: first + length]
+        first += length
+        if c < len(store.done):  # finished before an interruption
+            segments.append(bitstream.load_segment(store.done[c]))
+            continue
+
+        def report(p: Progress, c=c) -> None:
+            p = dataclasses.replace(p, clip=c + 1, clips=clips)
+            history.append(p)
+            if on_progress:
+                on_progress(p)
+
+        latents = latents_of(backbone, pixels)
+        seed = clip_seed(options.noise_seed, c)
+        clip_checkpoint = None if checkpoint is None else (checkpoint if clips == 1 else f"{checkpoint}.{c}")
+        result = fit(adapter, latents, length * frames.height * frames.width, fit_config, on_progress=report,
+                     checkpoint=clip_checkpoint, checkpoint_every=checkpoint_every, condition=condition,
+                     channel_weights=backbone.distortion_weights(),
+                     decode_noise=sampler.initial_noise(tuple(latents.shape), seed),
+                     initial=previous_theta if options.warm_start else None)
+        previous_theta = result.theta_hat
+        qmax = int(np.abs(result.q).max()) if result.q.size else 0
+        if qmax > 1 << 15 or qmax * result.step_size > bitstream.MAX_THETA:
+            raise UsageError("the fitted vector's entries exceed the format's range; use a larger --lambda")
+        payload = entropy.encode(result.q, result.prior, qmax)
+        search = b""
+        if options.scaling is not None:
+            search = _search(adapter, backbone, latents, seed, options.scaling, condition, report)
+            search_bits += 8 * len(search)
+        segment = bitstream.Segment(length, result.step_size, result.prior.weights, result.prior.log2_scale_codes,
+                                    qmax, payload, search)
+        segments.append(segment)
+        store.add(segment)
+        est_bits += result.est_bits
+        payload_bits += 8 * len(payload)
+    f = _file(options, backbone, spec, adapter.d, frames, segments, limits)
     data = bitstream.dump(f)
-    return EncodeReport(data=data, pixels=pixels, parts=bitstream.part_sizes(f), est_bits=result.est_bits,
-                        payload_bits=8 * len(payload), d=adapter.d, seconds=time.perf_counter() - start,
-                        history=result.history)
+    store.finish()
+    return EncodeReport(data=data, pixels=frames.size, parts=bitstream.part_sizes(f), est_bits=est_bits,
+                        payload_bits=payload_bits, d=adapter.d, seconds=time.perf_counter() - start, history=history,
+                        clip_bytes=bitstream.segment_sizes(f), search_bits=search_bits)
 
 
-def backbone_for(f: bitstream.VovFile) -> Backbone:
-    """The backbone a file names, or BackboneMismatch when this installation lacks it."""
-    if f.backbone not in backbones.NAMES:
-        raise BackboneMismatch(f"file needs backbone {f.backbone!r}, which this decoder does not have")
-    return get_backbone(f.backbone)
+def _search(adapter: AdaptedDenoiser, backbone: Backbone, latents: torch.Tensor, seed: int, scaling: ScalingOptions,
+            condition: Condition, report: Callable[[Progress], None]) -> bytes:
+    """Best-of-N over the fitted adapter toward the clip's latents: the coded indices of the chosen noises."""
+    from vov.method import scaling as method
+
+    schedule = backbone.schedule_for(tuple(latents.shape))
+    config = scaling.config(schedule.id, float(np.float32(schedule.shift)))
+
+    def on_step(i: int, n: int) -> None:
+        cancel_point()
+        report(Progress(i, n, 3, 0.0, 0.0, 0.0, 0.0))
+
+    velocity = sampler.torch_velocity(adapter, condition)
+    with adapter.frozen():
+        weights = backbone.distortion_weights() if config.selection in method.WEIGHTED_SELECTIONS else None
+        indices, _ = method.search(velocity, latents.float(), tuple(latents.shape), seed, config, on_step=on_step,
+                                   weights=weights)
+    return method.encode_indices(indices, config.candidates)
 
 
-def adapter_for(f: bitstream.VovFile, backbone: Backbone) -> AdaptedDenoiser:
-    """Rebuild the file's adapter with its decoded vector: what every decoder path starts from."""
+# ---------------------------------------------------------------------------------- decompress
+
+
+def check_supported(f: bitstream.VovFile, backbone: Backbone | None = None) -> None:
+    """Refuse what this decoder does not implement, rather than ignore it."""
+    if f.guidance != 0:
+        raise BitstreamError("classifier-free guidance is not implemented by this decoder (guidance must be 0)")
+    if f.frames > 1 and (f.fps_num == 0 or f.fps_den == 0):
+        raise BitstreamError("a clip must declare its frame rate")
+    if f.frames == 1 and (f.fps_num, f.fps_den) != (0, 1):
+        raise BitstreamError("an image file must declare no frame rate (fps 0/1)")
+    if backbone is not None:
+        if f.caption_z and not backbone.max_caption_tokens:
+            raise BitstreamError(f"the file has a caption, and backbone {backbone.name!r} takes none")
+        if f.frames > 1 and f.clip_frames > max(1, backbone.clip_frames):
+            raise BitstreamError(f"clips of {f.clip_frames} frames exceed backbone {backbone.name!r}'s "
+                                 f"{backbone.clip_frames}")
+
+
+def parse(data: bytes, limits: Limits = Limits()) -> bitstream.VovFile:
+    """Read a file's header and check it against what this decoder implements and allows, before any work."""
+    f = bitstream.load(data)
+    check_supported(f)
+    limits.check(width=f.width, height=f.height, frames=f.frames, sampler_steps=f.sampler_steps, d=f.d, rank=f.rank,
+                 clip_frames=f.clip_frames)
+    check_size(f.width, f.height)
+    return f
+
+
+def adapter_for(f: bitstream.VovFile, backbone: Backbone, clip: int = 0) -> AdaptedDenoiser:
+    """Rebuild the file's adapter with clip `clip`'s decoded vector: what every decoder path starts from."""
     if f.backbone != backbone.name or f.backbone_hash != backbone.content_hash:
         raise BackboneMismatch(
             f"file was made with backbone {f.backbone!r} ({f.backbone_hash.hex()}), "
@@ -251,58 +459,146 @@ def adapter_for(f: bitstream.VovFile, backbone: Backbone) -> AdaptedDenoiser:
         raise BitstreamError(f"adapter: file declares d = {f.d}; its targets at rank {f.rank} have {entries} LoRA "
                              f"entries, and d may not exceed them ({'must equal' if spec.kind == 'lora' else 'at most'})")
     adapter = AdaptedDenoiser(backbone, spec)
-    prior = entropy.PriorParams(f.prior_weights, f.prior_scale_codes)
-    q = entropy.decode(f.payload, prior, f.qmax, f.d)
-    adapter.set_theta(torch.from_numpy(q.astype(np.float32)) * torch.tensor(f.step_size, dtype=torch.float32))
+    set_clip(adapter, f, clip)
     return adapter
 
 
-def check_supported(f: bitstream.VovFile) -> None:
-    """Refuse what this decoder does not implement, rather than ignore it."""
-    if f.frames != 1:
-        raise BitstreamError("this decoder handles images (1 frame); the file holds a clip")
-    if (f.fps_num, f.fps_den) != (0, 1):
-        raise BitstreamError("an image file must declare no frame rate (fps 0/1)")
-    if f.guidance != 0:
-        raise BitstreamError("classifier-free guidance is not implemented by this decoder (guidance must be 0)")
-    if f.search_bits or f.search:
-        raise BitstreamError("best-of-N search indices are not implemented by this decoder")
-    if f.caption_z:
-        raise BitstreamError("captions are not implemented by this decoder's backbones")
+def set_clip(adapter: AdaptedDenoiser, f: bitstream.VovFile, clip: int) -> None:
+    """Entropy-decode clip `clip`'s vector into `adapter` (whose spec is the file's)."""
+    s = f.segments[clip]
+    prior = entropy.PriorParams(s.prior_weights, s.prior_scale_codes)
+    q = entropy.decode(s.payload, prior, s.qmax, f.d)
+    adapter.set_theta(torch.from_numpy(q.astype(np.float32)) * torch.tensor(s.step_size, dtype=torch.float32))
 
 
-def parse(data: bytes, limits: Limits = Limits()) -> bitstream.VovFile:
-    """Read a file's header and check it against what this decoder implements and allows, before any work."""
-    f = bitstream.load(data)
-    check_supported(f)
-    limits.check(width=f.width, height=f.height, frames=f.frames, sampler_steps=f.sampler_steps, d=f.d, rank=f.rank)
-    check_size(f.width, f.height)
-    return f
+def condition_for(f: bitstream.VovFile, backbone: Backbone) -> Condition:
+    try:
+        return backbone.condition(f.caption)
+    except UsageError as e:
+        raise BitstreamError(f"caption: {e}") from None
+
+
+def scaling_config(f: bitstream.VovFile):
+    """The best-of-N replay a file asks for (its sampler fields), or None for an ODE decode."""
+    if f.sampler == 0:
+        return None
+    from vov.method.scaling import ScalingConfig
+
+    try:
+        return ScalingConfig(steps=f.sampler_steps, candidates=1 << f.search_bits, g_cap=f.g_cap, g_kind=f.g_kind,
+                             stochastic=f.sde_steps, start=f.sde_start, schedule=f.schedule, shift=f.shift)
+    except ValueError as e:
+        raise BitstreamError(f"best-of-N fields: {e}") from None
+
+
+def check_indices(f: bitstream.VovFile) -> None:
+    """Every clip's search section holds exactly its coded indices (before any work)."""
+    config = scaling_config(f)
+    if config is None:
+        return
+    from vov.method.scaling import index_bytes
+
+    expected = index_bytes(config.scaled_steps, config.candidates)
+    for i, s in enumerate(f.segments):
+        if len(s.search) != expected:
+            raise BitstreamError(f"segment {i}: {len(s.search)} bytes of best-of-N indices, {config.scaled_steps} "
+                                 f"indices of {f.search_bits} bits take {expected}")
+
+
+Session = Callable[[AdaptedDenoiser, Condition], ContextManager[sampler.Velocity]]
+
+
+@contextlib.contextmanager
+def torch_session(adapter: AdaptedDenoiser, condition: Condition):
+    """The in-process decode: the adapter's factors expanded once, its forward under the backbone's autocast."""
+    with adapter.frozen():
+        yield sampler.torch_velocity(adapter, condition)
+
+
+@dataclass
+class DecodedClip:
+    index: int
+    frames: np.ndarray  # (frames, height, width, 3) float32 in [0, 1]
+
+
+@dataclass
+class Decoded:
+    frames: np.ndarray  # (frames, height, width, 3) float32 in [0, 1]
+    grey: bool
+    file: bitstream.VovFile
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """An image's pixels (height, width, 3); the first frame of a clip."""
+        return self.frames[0]
+
+    @property
+    def fps(self) -> tuple[int, int]:
+        return self.file.fps_num, self.file.fps_den
+
+
+def decode_clips(data: bytes, backbone: Backbone | None = None, session: Session | None = None,
+                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
+                 model: str | None = None, device: str | None = None,
+                 velocity: sampler.Velocity | None = None) -> Iterator[DecodedClip]:
+    """Decode .vov bytes clip by clip, yielding each clip's frames as soon as they exist.
+
+    `session(adapter, condition)` gives the velocity of one clip's adapter (default: torch in this
+    process); `decode` replaces the backbone's latent decoder (for instance by models served
+    elsewhere). `velocity` is the older form of `session` for one-clip files. The sampling loop and
+    the cropping stay here. `on_step(step, total)` counts sampler steps over the whole file.
+    """
+    f = parse(data, limits)
+    backbone = backbone or backbone_for(f, model, device)
+    check_supported(f, backbone)
+    check_indices(f)
+    condition = condition_for(f, backbone)
+    config = scaling_config(f)
+    if velocity is not None:
+        if len(f.segments) != 1:
+            raise UsageError("a velocity serves one clip; give a session for a file of several clips")
+        session = lambda adapter, condition: contextlib.nullcontext(velocity)  # noqa: E731
+    session = session or torch_session
+    adapter = None
+    total = f.sampler_steps * len(f.segments)
+    done = 0
+    for c, segment in enumerate(f.segments):
+        if adapter is None:
+            adapter = adapter_for(f, backbone, c) if velocity is None else None
+        elif velocity is None:
+            set_clip(adapter, f, c)
+        shape = latent_shape(f, backbone, segment.frames)
+        seed = clip_seed(f.noise_seed, c)
+
+        def step_done(i: int, n: int) -> None:
+            cancel_point()
+            if on_step:
+                on_step(done + i, total)
+
+        with session(adapter, condition) as clip_velocity:
+            if config is None:
+                latents = sampler.sample(clip_velocity, shape, seed, f.sampler_steps, f.schedule, step_done, f.shift)
+            else:
+                from vov.method.scaling import decode_indices, replay
+
+                indices = decode_indices(segment.search, config.scaled_steps, config.candidates)
+                latents = replay(clip_velocity, shape, seed, config, indices, on_step=step_done)
+        done += f.sampler_steps
+        if not torch.isfinite(latents).all():
+            raise BitstreamError("the file's adaptation drives the model to non-finite values; it cannot be decoded")
+        with torch.no_grad():
+            pixels = (decode or backbone.decode)(latents)[0].float().clamp(0, 1).cpu().numpy()
+        frames = pixels.transpose(1, 2, 3, 0)[: segment.frames, : f.height, : f.width]  # the padding is never shown
+        yield DecodedClip(c, np.ascontiguousarray(frames))
 
 
 def decompress(data: bytes, backbone: Backbone | None = None, velocity: sampler.Velocity | None = None,
                decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-               on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits()) -> Decoded:
-    """Decode .vov bytes.
-
-    `velocity` and `decode` replace the in-process torch denoiser and latent decoder (for instance
-    by models served elsewhere); the sampling loop and the cropping stay here.
-    """
+               on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
+               session: Session | None = None, model: str | None = None, device: str | None = None) -> Decoded:
+    """Decode .vov bytes to all their frames (`decode_clips` streams them instead)."""
     f = parse(data, limits)
-    backbone = backbone or backbone_for(f)
-    if velocity is None:
-        velocity = sampler.torch_velocity(adapter_for(f, backbone))
-    m = backbone.pixel_multiple
-    padded_h, padded_w = -(-f.height // m) * m, -(-f.width // m) * m
-    shape = (1, *backbone.latent_shape(1, padded_h, padded_w))
-    def step_done(i: int, n: int) -> None:
-        cancel_point()
-        if on_step:
-            on_step(i, n)
-
-    latents = sampler.sample(velocity, shape, f.noise_seed, f.sampler_steps, f.schedule, step_done)
-    if not torch.isfinite(latents).all():
-        raise BitstreamError("the file's adaptation drives the model to non-finite values; it cannot be decoded")
-    with torch.no_grad():
-        pixels = (decode or backbone.decode)(latents)[0, :, 0].clamp(0, 1).numpy().transpose(1, 2, 0)
-    return Decoded(np.ascontiguousarray(pixels[: f.height, : f.width]), grey=f.colour == 1, file=f)
+    clips = [clip.frames for clip in decode_clips(data, backbone, session, decode, on_step, limits, model, device,
+                                                  velocity)]
+    return Decoded(np.concatenate(clips) if len(clips) > 1 else clips[0], grey=f.colour == 1, file=f)

@@ -10,7 +10,11 @@ Memory. The exported denoiser that the services run (ONNX Runtime, in Triton or 
 computes attention as full matrices, whose memory grows with the square of the tokens of a frame.
 `MAX_PIXELS` (1920 x 1088, 8160 tokens on the embedded backbone) keeps one decode step of the
 embedded backbone under 2 GB on a CPU (measured: 1.8 GB peak RSS at that size, against 0.17 GB at
-768 x 512); a 3840 x 2160 frame would take about 27 GB. Larger frames are refused up front.
+768 x 512); a 3840 x 2160 frame would take about 27 GB. Larger frames are refused up front. A clip's
+frames attend to each other, so its tokens add up over its frames: `max_clip_pixels` bounds the
+pixels of one clip (frames x width x height) by the same figure, and the encoder cuts a video into
+clips short enough to meet it (vov.codec.clip_length). Backbones served on GPUs with fused attention
+(Wan's 81-frame clips) need it raised (VOV_MAX_CLIP_PIXELS).
 
 Operators lower (or raise) the limits with flags or environment variables (`add_arguments`).
 """
@@ -34,14 +38,15 @@ class LimitExceeded(VovError):
 @dataclass(frozen=True)
 class Limits:
     max_pixels: int = MAX_PIXELS  # width x height of one frame
-    max_frames: int = 1  # frames of one file (images only in this version)
+    max_frames: int = 10000  # frames of one file (the format's own bound)
     max_sampler_steps: int = 1000
     max_d: int = 1 << 22  # length of the coded vector (the format's own bound)
     max_rank: int = 64
     max_work: int = 1 << 36  # pixels x frames x sampler steps of one decode
+    max_clip_pixels: int = MAX_PIXELS  # pixels of one clip (frames x width x height): its attention's size
 
     def check(self, *, width: int, height: int, frames: int, sampler_steps: int, d: int, rank: int,
-              what: str = "the file") -> None:
+              clip_frames: int = 1, what: str = "the file") -> None:
         """Raise LimitExceeded naming the first bound that `what` passes."""
         asked = {
             "max_pixels": (width * height, f"{width}x{height} pixels a frame"),
@@ -51,6 +56,8 @@ class Limits:
             "max_rank": (rank, f"rank {rank}"),
             "max_work": (width * height * frames * sampler_steps, f"{width * height * frames * sampler_steps} "
                                                                    "pixel-steps of work"),
+            "max_clip_pixels": (width * height * min(clip_frames, frames),
+                                f"clips of {min(clip_frames, frames)} frames of {width}x{height}"),
         }
         for name, (value, text) in asked.items():
             bound = getattr(self, name)
@@ -74,6 +81,7 @@ HELP = {
     "max_d": "length of the coded vector",
     "max_rank": "adapter rank",
     "max_work": "pixels x frames x sampler steps of one decode",
+    "max_clip_pixels": "pixels of one clip, frames x width x height",
 }
 
 

@@ -7,17 +7,29 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vov.format import bitstream
-from vov.format.bitstream import VovFile, dump, load
+from vov.format.bitstream import Segment, VovFile, dump, load
 from vov.errors import BitstreamError
 
 
-def sample_file(**changes) -> VovFile:
+def sample_segment(**changes) -> Segment:
+    fields = dict(frames=1, step_size=float(np.float32(0.0123)), prior_weights=(100, 155), prior_scale_codes=(-3, 12),
+                  qmax=17, payload=bytes(range(256)) * 3)
+    fields.update(changes)
+    return Segment(**fields)
+
+
+def sample_file(segment: dict | None = None, **changes) -> VovFile:
     fields = dict(backbone="tiny", backbone_hash=bytes(range(8)), adapter_kind=0, rank=4, d=16384, adapter_seed=7,
-                  targets="attn", sampler_steps=50, noise_seed=3, frames=1, height=512, width=768, step_size=float(np.float32(0.0123)),
-                  prior_weights=(100, 155), prior_scale_codes=(-3, 12), qmax=17, payload=bytes(range(256)) * 3,
-                  caption_z=VovFile.pack_caption("a red boat"))
+                  targets="attn", sampler_steps=50, noise_seed=3, frames=1, height=512, width=768,
+                  segments=[sample_segment(**(segment or {}))], caption_z=VovFile.pack_caption("a red boat"))
     fields.update(changes)
     return VovFile(**fields)
+
+
+def clip_file(frames: int = 40, clip_frames: int = 17, **changes) -> VovFile:
+    segments = [sample_segment(frames=n, payload=bytes([i]) * (10 + i)) for i, n in
+                enumerate(bitstream.clip_lengths(frames, clip_frames))]
+    return sample_file(frames=frames, clip_frames=clip_frames, fps_num=30000, fps_den=1001, segments=segments, **changes)
 
 
 def with_crc(body: bytes) -> bytes:
@@ -35,7 +47,7 @@ def test_parts_add_up_to_file_size():
     f = sample_file()
     sizes = bitstream.part_sizes(f)
     assert sum(sizes.values()) == len(dump(f))
-    assert sizes["payload"] == len(f.payload) + 2 and sizes["checksum"] == 4
+    assert sizes["payload"] == len(f.segments[0].payload) + 2 and sizes["checksum"] == 4
 
 
 def test_out_of_range_field_not_written():
@@ -45,7 +57,7 @@ def test_out_of_range_field_not_written():
 
 def test_refuses_other_major_version():
     data = bytearray(dump(sample_file()))
-    data[4] = 2
+    data[4] = 3
     with pytest.raises(BitstreamError, match="version"):
         load(with_crc(bytes(data[:-4])))
 
@@ -59,9 +71,9 @@ def test_refuses_corruption_by_checksum():
 
 def test_hostile_lengths_with_valid_checksum():
     # a payload length of 2**34 with a correct checksum: refused before allocating anything
-    good = dump(sample_file(payload=b""))
+    good = dump(sample_file(segment=dict(payload=b"")))
     body = good[:-4]
-    cut = body.rfind(b"\x00\x00")  # the two empty-section lengths at the end
+    cut = body.rfind(b"\x00\x00")  # the two empty-section lengths at the end of the one segment
     hostile = body[:cut] + bitstream.varint(1 << 34) + b"\x00"
     with pytest.raises(BitstreamError):
         load(with_crc(hostile))
@@ -125,13 +137,62 @@ def test_fuzz_flip_with_repaired_checksum(pos, mask):
 @given(st.binary(min_size=1, max_size=600))
 def test_fuzz_hostile_body_with_valid_header(tail):
     try:
-        load(with_crc(bitstream.MAGIC + bytes([1, 0]) + tail))
+        load(with_crc(bitstream.MAGIC + bytes([2, 0]) + tail))
     except BitstreamError:
         pass
 
 
 def test_vector_entries_beyond_the_format_range_refused():
     with pytest.raises(BitstreamError, match="qmax x step_size"):
-        load(dump(sample_file(step_size=3.4e38)))
+        dump(sample_file(segment=dict(step_size=3.4e38)))
     with pytest.raises(BitstreamError, match="qmax x step_size"):
-        load(dump(sample_file(qmax=1 << 15, step_size=0.01)))
+        dump(sample_file(segment=dict(qmax=1 << 15, step_size=0.01)))
+    body = dump(sample_file())[:-4]
+    big = body.replace(struct.pack("<f", np.float32(0.0123)), struct.pack("<f", 3.4e38))
+    with pytest.raises(BitstreamError, match="qmax x step_size"):
+        load(with_crc(big))
+
+
+def test_clips_round_trip_with_a_segment_each():
+    f = clip_file()
+    g = load(dump(f))
+    assert g == f and [s.frames for s in g.segments] == [17, 17, 6]
+    sizes = bitstream.segment_sizes(g)
+    assert len(sizes) == 3 and sizes[0] < sizes[1] < sizes[2] and sum(sizes) < len(dump(f))
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(clip_frames=16), "the clip has 16"),  # 40 frames in clips of 16: 3 clips, but 17 declared
+    (dict(frames=60), "segment"),
+    (dict(shift=3.0), "uniform schedule"),
+    (dict(schedule=1, shift=1000.0), "shift"),
+    (dict(sampler=0, search_bits=4), "ODE"),
+    (dict(sampler=1, sde_start=40, sde_steps=20), "deterministic last step"),
+    (dict(clip_frames=41), "exceeds|segment table"),
+])
+def test_inconsistent_fields_refused(change, match):
+    f = clip_file()
+    for name, value in change.items():
+        setattr(f, name, value)
+    with pytest.raises(BitstreamError, match=match):
+        load(dump_unchecked(f))
+
+
+def dump_unchecked(f: VovFile) -> bytes:
+    """What a hostile writer makes: the fields as given, the checksum fixed."""
+    parts = [bitstream.MAGIC + bytes([bitstream.MAJOR, bitstream.MINOR])]
+    for name, (write, _), _, _ in bitstream.HEADER_FIELDS:
+        parts.append(write(getattr(f, name)))
+    parts.append(bitstream.varint(len(f.segments)))
+    for s in f.segments:
+        raw = bitstream.dump_segment(s)
+        parts.append(bitstream.varint(len(raw)) + raw)
+    return with_crc(b"".join(parts))
+
+
+def test_a_hostile_segment_count_is_refused_before_allocating():
+    f = clip_file()
+    data = dump_unchecked(f)[:-4]
+    count_at = data.index(bitstream.varint(3) + bitstream.varint(len(bitstream.dump_segment(f.segments[0]))))
+    with pytest.raises(BitstreamError, match="segment table"):
+        load(with_crc(data[:count_at] + bitstream.varint((1 << 35) - 1) + data[count_at + 1:]))

@@ -87,7 +87,7 @@ def test_not_an_image(tmp_path):
         load_image(tmp_path / "missing.png")
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(64))
-    with pytest.raises(MediaError, match="a video; vov compresses still images"):
+    with pytest.raises(MediaError, match="a video, where a still image is expected"):
         load_image(clip)
 
 

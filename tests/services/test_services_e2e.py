@@ -100,7 +100,7 @@ def test_status_codes(stack, tiny_files):
         assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and str(MAX_FILE_BYTES) in e.details()
         e = rpc_error(lambda: list(decoder.Search(codec_pb2.SearchRequest(), timeout=10)))
         assert e.code() == grpc.StatusCode.UNIMPLEMENTED
-    with pytest.raises(MediaError, match="not an image"):
+    with pytest.raises(MediaError, match="neither an image nor a video"):
         client.remote_compress(stack.encoder_address, b"hello, not a picture", wire_options(), quiet=True)
     with pytest.raises(LimitExceeded, match=str(MAX_IMAGE_BYTES)):
         client.remote_compress(stack.encoder_address, bytes(MAX_IMAGE_BYTES + 1), wire_options(), quiet=True)
@@ -196,3 +196,39 @@ def test_graceful_shutdown_finishes_in_flight_calls(tiny_backbone, tiny_reposito
         decoder.wait()
     assert '"msg": "shutting down"' in decoder.stderr.read()
 
+
+
+def test_a_clip_through_both_services_streams_its_frames_in_order(stack, tmp_path):
+    """Compress takes a Y4M upload; Decompress streams the description, then every frame in order,
+    the first clip's frames before the last clip is decoded; the CLI writes them as they come."""
+    from vov.media.video import Clip, load_video, save_video
+
+    f, y, x = np.mgrid[0:20, 0:32, 0:48].astype(np.float32)
+    clip = Clip(np.stack([(x + 2 * f) % 48 / 48, y / 32, 0.5 + 0.3 * np.sin((x - f) / 5)], -1).astype(np.float32),
+                fps=(30000, 1001))
+    source = tmp_path / "in.y4m"
+    save_video(clip, source)
+    options = EncodeOptions(backbone="tiny", adapter=AdapterSpec(rank=2, d=256), fit=FitConfig(steps=4), target_bpp=2.0,
+                            sampler_steps=4, auto_d=False)
+    data = client.remote_compress(stack.encoder_address, source.read_bytes(), options, quiet=True)
+    events = []
+    for message in client.decompress_events(stack.decoder_address, data):
+        kind = message.WhichOneof("event")
+        if kind == "frame":
+            events.append(("frame", message.frame.index, message.frame.clip))
+        elif kind == "progress":
+            events.append(("progress", message.progress.step, message.progress.total))
+        else:
+            events.append((kind,))
+    assert events[0] == ("video",)
+    frames = [e for e in events if e[0] == "frame"]
+    assert [e[1] for e in frames] == list(range(20)) and [e[2] for e in frames] == [0] * 17 + [1] * 3
+    first_frame = events.index(frames[0])
+    assert any(e[0] == "progress" and e[1] > 4 for e in events[first_frame:])  # the second clip decodes after
+    out = tmp_path / "out.y4m"
+    (tmp_path / "x.vov").write_bytes(data)
+    r = subprocess.run([sys.executable, "-m", "vov.cli", "decompress", str(tmp_path / "x.vov"), "-o", str(out),
+                        "--server", stack.decoder_address, "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    back = load_video(out)
+    assert (back.num_frames, back.width, back.height, back.fps) == (20, 48, 32, (30000, 1001))

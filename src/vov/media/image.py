@@ -126,7 +126,7 @@ def load_image(source: str | os.PathLike | bytes) -> Picture:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         if os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES:
-            raise MediaError(f"{name}: a video; vov compresses still images (clips are not supported yet)") from None
+            raise MediaError(f"{name}: a video, where a still image is expected") from None
         raise MediaError(f"{name}: not an image vov can read ({e.__class__.__name__})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise MediaError(f"{name}: damaged or unsupported image ({e})") from None

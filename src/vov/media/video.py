@@ -1261,6 +1261,31 @@ def load_video(path, *, fps: tuple[int, int] | None = None, matrix: str | None =
     return read_av(name, matrix=matrix, limits=limits)
 
 
+def load_media_bytes(data: bytes, name: str = "upload") -> Picture | Clip:
+    """`load_media` of a file's bytes (an upload): images are read from memory, videos through a
+    temporary file (PyAV and the Y4M reader take paths); errors name `name`."""
+    import tempfile
+
+    head = data[:512]
+    if head.startswith(Y4M_MAGIC) or head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") \
+            or head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
+        if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1", b"jxl "):
+            return load_image(data)
+        with tempfile.TemporaryDirectory(prefix="vov-upload-") as folder:
+            path = os.path.join(folder, "media")
+            with open(path, "wb") as f:
+                f.write(data)
+            try:
+                return load_media(path)
+            except MediaError as e:
+                raise MediaError(str(e).replace(path, name)) from None
+    try:
+        return load_image(data)
+    except MediaError as e:
+        raise MediaError(str(e).replace("input", name, 1) if "neither" in str(e) else
+                         f"{name}: neither an image nor a video vov can read") from None
+
+
 def load_media(path, *, fps: tuple[int, int] | None = None) -> Picture | Clip:
     """A `Picture` for a still image, a `Clip` for a video or a folder of PNG frames, by content."""
     name = os.fspath(path)

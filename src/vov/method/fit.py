@@ -85,6 +85,8 @@ class Progress:
     distortion: float
     est_bits: float  # model estimate of the coded vector's size, 0 in stage 1
     lam: float
+    clip: int = 1  # which clip of how many (set by the codec for videos)
+    clips: int = 1
 
 
 @dataclass
@@ -201,18 +203,22 @@ CHECKPOINT_KIND = "fit checkpoint"
 def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: FitConfig = FitConfig(),
         on_progress: Callable[[Progress], None] | None = None, checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 50, condition: torch.Tensor | None = None,
-        channel_weights: torch.Tensor | None = None, decode_noise: torch.Tensor | None = None) -> FitResult:
+        channel_weights: torch.Tensor | None = None, decode_noise: torch.Tensor | None = None,
+        initial: torch.Tensor | None = None) -> FitResult:
     """Fit `adapter` to `latents` (1, C, F, h, w). `pixels` is the media's pixel count (for bpp).
 
     `channel_weights` (C,) weight the squared error of each latent channel (the backbone's
     `distortion_weights()`, so that the loss tracks pixel error); equal weights by default.
     `decode_noise` is the decoder's starting noise (shaped like `latents`); without it every step
-    draws fresh noise.
+    draws fresh noise. `initial` starts theta from a given vector (the previous clip's) instead of
+    the seeded uniform draw. Tensors live on the adapter's device; the fit's noise is drawn on the
+    CPU from its seeded generator and moved there, so a fit repeats on any device.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     size = size_factor(config, adapter.d, adapter.lora_entries)
-    adapter.set_theta(initial_theta(config, adapter.d, adapter.lora_entries, generator))
+    start_theta = initial_theta(config, adapter.d, adapter.lora_entries, generator)  # drawn either way: same stream
+    adapter.set_theta((start_theta if initial is None else initial.float().cpu()).to(adapter.device))
     theta = adapter.raw_theta()
     theta.requires_grad_(True)
 
@@ -260,8 +266,12 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
         checkpoints.save(checkpoint, CHECKPOINT_KIND, state_tensors(),
                          {"key": key, "step": step, "lam": lam, "history": [asdict(p) for p in history]})
 
-    x0 = latents.detach().float()
+    device = adapter.device
+    x0 = latents.detach().float().to(device)
+    if decode_noise is not None:
+        decode_noise = decode_noise.to(device)
     weights = torch.ones(x0.shape[1]) if channel_weights is None else channel_weights.float()
+    weights = weights.to(device)
     weights = weights.view(1, -1, 1, 1, 1)
     adapter.train()
     for step in range(start, config.steps):
@@ -272,25 +282,25 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
         if stage == 2 and step == config.stage1_steps:
             with torch.no_grad():
                 if targeted:  # the step that meets the budget now; theta then trains at that step
-                    start_step = step_for_budget(theta.detach().numpy(), budget, config.components)
+                    start_step = step_for_budget(theta.detach().float().cpu().numpy(), budget, config.components)
                 else:  # start the learned step where theta's spread is a few steps wide
                     start_step = float(theta.detach().std()) / 4 + 1e-8
                 quantiser.raw_step.copy_(torch.log(torch.expm1(torch.tensor(start_step))))
         optimiser.param_groups[0]["lr"] = theta_lr(config, step, size)
-        t = torch.rand(1, generator=generator)
-        eps = torch.randn(x0.shape, generator=generator)
+        t = torch.rand(1, generator=generator).to(device)
+        eps = torch.randn(x0.shape, generator=generator).to(device)
         if decode_noise is not None and torch.rand(1, generator=generator).item() < config.path_share:
             eps = decode_noise
         tt = t.view(1, 1, 1, 1, 1)
         noisy = (1 - tt) * x0 + tt * eps
-        with torch.autocast(x0.device.type, dtype=torch.bfloat16):
+        with adapter.autocast():
             pred = adapter(noisy, t, condition)
         distortion = ((pred.float() - (eps - x0)).pow(2) * weights).mean()
         loss = distortion
         est_bits = torch.zeros(())
         if stage == 2:
             scaled = theta / quantiser.step
-            noisy_q = scaled + torch.rand(scaled.shape, generator=generator) - 0.5
+            noisy_q = scaled + torch.rand(scaled.shape, generator=generator).to(device) - 0.5
             if targeted:  # the prior follows theta (for the estimate shown); theta ignores the rate
                 est_bits = prior.bits(noisy_q.detach())
                 loss = distortion + est_bits / theta.numel()
@@ -310,15 +320,15 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
     adapter.eval()
 
     with torch.no_grad():
-        final = theta.detach().numpy()
-        step_size = step_for_budget(final, budget, config.components) if targeted else float(
+        final = theta.detach().float().cpu()
+        step_size = step_for_budget(final.numpy(), budget, config.components) if targeted else float(
             np.float32(quantiser.step.item()))
-        q = torch.round(theta.detach() / torch.tensor(step_size, dtype=torch.float32)).to(torch.int64).numpy()
+        q = torch.round(final / torch.tensor(step_size, dtype=torch.float32)).to(torch.int64).numpy()
         params = entropy.fit_prior(q, config.components)
         est = params.ideal_bits(q, int(np.abs(q).max()) if q.size else 0)
     parametrize.remove_parametrizations(adapter.theta_slot, ADAPTER_NAME, leave_parametrized=False)
     result = FitResult(q=q, step_size=step_size, prior=params, est_bits=est, history=history)
-    adapter.set_theta(result.theta_hat)
+    adapter.set_theta(result.theta_hat.to(device))
     if checkpoint and os.path.exists(checkpoint):
         os.remove(checkpoint)
     return result

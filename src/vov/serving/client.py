@@ -80,9 +80,12 @@ def _options_message(options, default_rate: bool = False):
         rate = {"target_bpp": options.target_bpp}
     else:
         rate = {"lambda": fit.lam}
+    scaling = options.scaling
     return codec_pb2.CompressOptions(kind=spec.kind, rank=spec.rank, dim=0 if options.auto_d else spec.d,
                                      targets=spec.targets, steps=fit.steps, sampler_steps=options.sampler_steps,
-                                     seed=options.noise_seed, backbone=options.backbone, **rate)
+                                     seed=options.noise_seed, backbone=options.backbone, caption=options.caption,
+                                     best_of=scaling.candidates if scaling else 0,
+                                     scaling_steps=scaling.steps if scaling else 0, **rate)
 
 
 def compress_events(server: str, image_bytes: bytes, options, timeout: float | None = None,
@@ -158,6 +161,56 @@ def remote_decompress_png(server: str, data: bytes, timeout: float | None = None
     if info is None or not parts:
         raise VovError(f"{server}: the decoder ended the call without an image")
     return b"".join(parts), info.grey
+
+
+def remote_decompress_to(server: str, data: bytes, output: str, tls: ClientTls | None = None,
+                         quiet: bool = True) -> None:
+    """Decompress through a decoder service into `output`: an image file, or for a clip a video file
+    or a folder of frames written frame by frame as they arrive (the first before the last clip is
+    decoded). A progress bar follows the decoder's sampler unless `quiet`."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from vov.media import save_image
+    from vov.media.video import open_video_writer
+
+    bar, writer, info, parts, grey = None, None, None, [], False
+    try:
+        for message in decompress_events(server, data, tls=tls):
+            event = message.WhichOneof("event")
+            if event == "progress":
+                if bar is None:
+                    bar = tqdm(total=message.progress.total, desc="decoding", unit="step", disable=quiet,
+                               dynamic_ncols=True)
+                bar.update(max(0, message.progress.step - bar.n))
+            elif event == "video":
+                info = message.video
+                writer = open_video_writer(output, info.width, info.height, (info.fps_num, info.fps_den), grey=info.grey)
+            elif event == "frame":
+                if writer is None:
+                    raise VovError(f"{server}: the decoder sent a frame before the clip's description")
+                frame = Image.open(io.BytesIO(message.frame.png)).convert("RGB")
+                writer.write(np.asarray(frame, dtype=np.float32) / 255.0)
+            elif event == "image":
+                grey = message.image.grey
+            elif event == "png_chunk":
+                parts.append(message.png_chunk.data)
+        if writer is not None:
+            if writer.frames_written != info.frames:
+                raise VovError(f"{server}: the decoder sent {writer.frames_written} of {info.frames} frames")
+            writer.close()
+        elif parts:
+            img = Image.open(io.BytesIO(b"".join(parts))).convert("RGB")
+            save_image(np.asarray(img, dtype=np.float32) / 255.0, output, grey=grey)
+        else:
+            raise VovError(f"{server}: the decoder ended the call without an image or frames")
+    except BaseException:
+        if writer is not None and not writer.closed:
+            writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def remote_decompress(server: str, data: bytes, tls: ClientTls | None = None,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12vov/v1/codec.proto\x12\x06vov.v1\"\x13\n\x11ListModelsRequest\"\x9e\x01\n\tModelInfo\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12\x17\n\x0flatent_channels\x18\x03 \x01(\r\x12\x16\n\x0epixel_multiple\x18\x04 \x01(\r\x12\x10\n\x08max_rank\x18\x05 \x01(\r\x12\x16\n\x0etarget_presets\x18\x06 \x03(\t\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.vov.v1.ModelInfo\"\xc1\x01\n\x0f\x43ompressOptions\x12\x14\n\ntarget_bpp\x18\x01 \x01(\x01H\x00\x12\x10\n\x06lambda\x18\x02 \x01(\x01H\x00\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\r\x12\x0b\n\x03\x64im\x18\x05 \x01(\r\x12\x0f\n\x07targets\x18\x06 \x01(\t\x12\r\n\x05steps\x18\x07 \x01(\r\x12\x15\n\rsampler_steps\x18\x08 \x01(\r\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x10\n\x08\x62\x61\x63kbone\x18\n \x01(\tB\x06\n\x04rate\"V\n\x0f\x43ompressRequest\x12*\n\x07options\x18\x01 \x01(\x0b\x32\x17.vov.v1.CompressOptionsH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"t\n\x10\x43ompressProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0c\n\x04loss\x18\x04 \x01(\x02\x12\x16\n\x0e\x65stimated_bits\x18\x05 \x01(\x01\x12\x0e\n\x06lambda\x18\x06 \x01(\x01\"\x99\x01\n\x0e\x43ompressResult\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x0b\n\x03\x62pp\x18\x02 \x01(\x01\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\t\n\x01\x64\x18\x05 \x01(\r\x12\x14\n\x0cpayload_bits\x18\x06 \x01(\x04\x12\x16\n\x0e\x65stimated_bits\x18\x07 \x01(\x01\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\"s\n\x10\x43ompressResponse\x12,\n\x08progress\x18\x01 \x01(\x0b\x32\x18.vov.v1.CompressProgressH\x00\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x16.vov.v1.CompressResultH\x00\x42\x07\n\x05\x65vent\"&\n\x11\x44\x65\x63ompressRequest\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\"1\n\x12\x44\x65\x63ompressProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\"K\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0c\n\x04grey\x18\x03 \x01(\x08\x12\x11\n\tpng_bytes\x18\x04 \x01(\x04\"&\n\x08PngChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\"\x98\x01\n\x12\x44\x65\x63ompressResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.vov.v1.DecompressProgressH\x00\x12\"\n\x05image\x18\x02 \x01(\x0b\x32\x11.vov.v1.ImageInfoH\x00\x12%\n\tpng_chunk\x18\x03 \x01(\x0b\x32\x10.vov.v1.PngChunkH\x00\x42\x07\n\x05\x65vent\"]\n\rSearchRequest\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x16\n\x0etarget_latents\x18\x02 \x01(\x0c\x12\x12\n\ncandidates\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\".\n\x0eSearchResponse\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x0e\n\x06\x63hosen\x18\x02 \x01(\r2\x91\x01\n\x07\x45ncoder\x12\x41\n\x08\x43ompress\x12\x17.vov.v1.CompressRequest\x1a\x18.vov.v1.CompressResponse(\x01\x30\x01\x12\x43\n\nListModels\x12\x19.vov.v1.ListModelsRequest\x1a\x1a.vov.v1.ListModelsResponse2\xd0\x01\n\x07\x44\x65\x63oder\x12\x45\n\nDecompress\x12\x19.vov.v1.DecompressRequest\x1a\x1a.vov.v1.DecompressResponse0\x01\x12\x39\n\x06Search\x12\x15.vov.v1.SearchRequest\x1a\x16.vov.v1.SearchResponse0\x01\x12\x43\n\nListModels\x12\x19.vov.v1.ListModelsRequest\x1a\x1a.vov.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12vov/v1/codec.proto\x12\x06vov.v1\"\x13\n\x11ListModelsRequest\"\x9e\x01\n\tModelInfo\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12\x17\n\x0flatent_channels\x18\x03 \x01(\r\x12\x16\n\x0epixel_multiple\x18\x04 \x01(\r\x12\x10\n\x08max_rank\x18\x05 \x01(\r\x12\x16\n\x0etarget_presets\x18\x06 \x03(\t\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.vov.v1.ModelInfo\"\xfa\x01\n\x0f\x43ompressOptions\x12\x14\n\ntarget_bpp\x18\x01 \x01(\x01H\x00\x12\x10\n\x06lambda\x18\x02 \x01(\x01H\x00\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\r\x12\x0b\n\x03\x64im\x18\x05 \x01(\r\x12\x0f\n\x07targets\x18\x06 \x01(\t\x12\r\n\x05steps\x18\x07 \x01(\r\x12\x15\n\rsampler_steps\x18\x08 \x01(\r\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x10\n\x08\x62\x61\x63kbone\x18\n \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x0b \x01(\t\x12\x0f\n\x07\x62\x65st_of\x18\x0c \x01(\r\x12\x15\n\rscaling_steps\x18\r \x01(\rB\x06\n\x04rate\"V\n\x0f\x43ompressRequest\x12*\n\x07options\x18\x01 \x01(\x0b\x32\x17.vov.v1.CompressOptionsH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x91\x01\n\x10\x43ompressProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0c\n\x04loss\x18\x04 \x01(\x02\x12\x16\n\x0e\x65stimated_bits\x18\x05 \x01(\x01\x12\x0e\n\x06lambda\x18\x06 \x01(\x01\x12\x0c\n\x04\x63lip\x18\x07 \x01(\r\x12\r\n\x05\x63lips\x18\x08 \x01(\r\"\xb8\x01\n\x0e\x43ompressResult\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x0b\n\x03\x62pp\x18\x02 \x01(\x01\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\t\n\x01\x64\x18\x05 \x01(\r\x12\x14\n\x0cpayload_bits\x18\x06 \x01(\x04\x12\x16\n\x0e\x65stimated_bits\x18\x07 \x01(\x01\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x0e\n\x06\x66rames\x18\t \x01(\r\x12\r\n\x05\x63lips\x18\n \x01(\r\"s\n\x10\x43ompressResponse\x12,\n\x08progress\x18\x01 \x01(\x0b\x32\x18.vov.v1.CompressProgressH\x00\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x16.vov.v1.CompressResultH\x00\x42\x07\n\x05\x65vent\"&\n\x11\x44\x65\x63ompressRequest\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\"1\n\x12\x44\x65\x63ompressProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\"K\n\tImageInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0c\n\x04grey\x18\x03 \x01(\x08\x12\x11\n\tpng_bytes\x18\x04 \x01(\x04\"&\n\x08PngChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04last\x18\x02 \x01(\x08\"y\n\tVideoInfo\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x0e\n\x06\x66rames\x18\x03 \x01(\r\x12\x0f\n\x07\x66ps_num\x18\x04 \x01(\r\x12\x0f\n\x07\x66ps_den\x18\x05 \x01(\r\x12\x0c\n\x04grey\x18\x06 \x01(\x08\x12\r\n\x05\x63lips\x18\x07 \x01(\r\"1\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x63lip\x18\x02 \x01(\r\x12\x0b\n\x03png\x18\x03 \x01(\x0c\"\xdc\x01\n\x12\x44\x65\x63ompressResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.vov.v1.DecompressProgressH\x00\x12\"\n\x05image\x18\x02 \x01(\x0b\x32\x11.vov.v1.ImageInfoH\x00\x12%\n\tpng_chunk\x18\x03 \x01(\x0b\x32\x10.vov.v1.PngChunkH\x00\x12\"\n\x05video\x18\x04 \x01(\x0b\x32\x11.vov.v1.VideoInfoH\x00\x12\x1e\n\x05\x66rame\x18\x05 \x01(\x0b\x32\r.vov.v1.FrameH\x00\x42\x07\n\x05\x65vent\"]\n\rSearchRequest\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x16\n\x0etarget_latents\x18\x02 \x01(\x0c\x12\x12\n\ncandidates\x18\x03 \x01(\r\x12\r\n\x05steps\x18\x04 \x01(\r\".\n\x0eSearchResponse\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x0e\n\x06\x63hosen\x18\x02 \x01(\r2\x91\x01\n\x07\x45ncoder\x12\x41\n\x08\x43ompress\x12\x17.vov.v1.CompressRequest\x1a\x18.vov.v1.CompressResponse(\x01\x30\x01\x12\x43\n\nListModels\x12\x19.vov.v1.ListModelsRequest\x1a\x1a.vov.v1.ListModelsResponse2\xd0\x01\n\x07\x44\x65\x63oder\x12\x45\n\nDecompress\x12\x19.vov.v1.DecompressRequest\x1a\x1a.vov.v1.DecompressResponse0\x01\x12\x39\n\x06Search\x12\x15.vov.v1.SearchRequest\x1a\x16.vov.v1.SearchResponse0\x01\x12\x43\n\nListModels\x12\x19.vov.v1.ListModelsRequest\x1a\x1a.vov.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSRESPONSE']._serialized_start=212
   _globals['_LISTMODELSRESPONSE']._serialized_end=267
   _globals['_COMPRESSOPTIONS']._serialized_start=270
-  _globals['_COMPRESSOPTIONS']._serialized_end=463
-  _globals['_COMPRESSREQUEST']._serialized_start=465
-  _globals['_COMPRESSREQUEST']._serialized_end=551
-  _globals['_COMPRESSPROGRESS']._serialized_start=553
-  _globals['_COMPRESSPROGRESS']._serialized_end=669
-  _globals['_COMPRESSRESULT']._serialized_start=672
-  _globals['_COMPRESSRESULT']._serialized_end=825
-  _globals['_COMPRESSRESPONSE']._serialized_start=827
-  _globals['_COMPRESSRESPONSE']._serialized_end=942
-  _globals['_DECOMPRESSREQUEST']._serialized_start=944
-  _globals['_DECOMPRESSREQUEST']._serialized_end=982
-  _globals['_DECOMPRESSPROGRESS']._serialized_start=984
-  _globals['_DECOMPRESSPROGRESS']._serialized_end=1033
-  _globals['_IMAGEINFO']._serialized_start=1035
-  _globals['_IMAGEINFO']._serialized_end=1110
-  _globals['_PNGCHUNK']._serialized_start=1112
-  _globals['_PNGCHUNK']._serialized_end=1150
-  _globals['_DECOMPRESSRESPONSE']._serialized_start=1153
-  _globals['_DECOMPRESSRESPONSE']._serialized_end=1305
-  _globals['_SEARCHREQUEST']._serialized_start=1307
-  _globals['_SEARCHREQUEST']._serialized_end=1400
-  _globals['_SEARCHRESPONSE']._serialized_start=1402
-  _globals['_SEARCHRESPONSE']._serialized_end=1448
-  _globals['_ENCODER']._serialized_start=1451
-  _globals['_ENCODER']._serialized_end=1596
-  _globals['_DECODER']._serialized_start=1599
-  _globals['_DECODER']._serialized_end=1807
+  _globals['_COMPRESSOPTIONS']._serialized_end=520
+  _globals['_COMPRESSREQUEST']._serialized_start=522
+  _globals['_COMPRESSREQUEST']._serialized_end=608
+  _globals['_COMPRESSPROGRESS']._serialized_start=611
+  _globals['_COMPRESSPROGRESS']._serialized_end=756
+  _globals['_COMPRESSRESULT']._serialized_start=759
+  _globals['_COMPRESSRESULT']._serialized_end=943
+  _globals['_COMPRESSRESPONSE']._serialized_start=945
+  _globals['_COMPRESSRESPONSE']._serialized_end=1060
+  _globals['_DECOMPRESSREQUEST']._serialized_start=1062
+  _globals['_DECOMPRESSREQUEST']._serialized_end=1100
+  _globals['_DECOMPRESSPROGRESS']._serialized_start=1102
+  _globals['_DECOMPRESSPROGRESS']._serialized_end=1151
+  _globals['_IMAGEINFO']._serialized_start=1153
+  _globals['_IMAGEINFO']._serialized_end=1228
+  _globals['_PNGCHUNK']._serialized_start=1230
+  _globals['_PNGCHUNK']._serialized_end=1268
+  _globals['_VIDEOINFO']._serialized_start=1270
+  _globals['_VIDEOINFO']._serialized_end=1391
+  _globals['_FRAME']._serialized_start=1393
+  _globals['_FRAME']._serialized_end=1442
+  _globals['_DECOMPRESSRESPONSE']._serialized_start=1445
+  _globals['_DECOMPRESSRESPONSE']._serialized_end=1665
+  _globals['_SEARCHREQUEST']._serialized_start=1667
+  _globals['_SEARCHREQUEST']._serialized_end=1760
+  _globals['_SEARCHRESPONSE']._serialized_start=1762
+  _globals['_SEARCHRESPONSE']._serialized_end=1808
+  _globals['_ENCODER']._serialized_start=1811
+  _globals['_ENCODER']._serialized_end=1956
+  _globals['_DECODER']._serialized_start=1959
+  _globals['_DECODER']._serialized_end=2167
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class CompressOptions(_message.Message):
-    __slots__ = ("target_bpp", "kind", "rank", "dim", "targets", "steps", "sampler_steps", "seed", "backbone")
+    __slots__ = ("target_bpp", "kind", "rank", "dim", "targets", "steps", "sampler_steps", "seed", "backbone", "caption", "best_of", "scaling_steps")
     TARGET_BPP_FIELD_NUMBER: _ClassVar[int]
     LAMBDA_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,9 @@ class CompressOptions(_message.Message):
     SAMPLER_STEPS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    BEST_OF_FIELD_NUMBER: _ClassVar[int]
+    SCALING_STEPS_FIELD_NUMBER: _ClassVar[int]
     target_bpp: float
     kind: str
     rank: int
@@ -55,7 +58,10 @@ class CompressOptions(_message.Message):
     sampler_steps: int
     seed: int
     backbone: str
-    def __init__(self, target_bpp: _Optional[float] = ..., kind: _Optional[str] = ..., rank: _Optional[int] = ..., dim: _Optional[int] = ..., targets: _Optional[str] = ..., steps: _Optional[int] = ..., sampler_steps: _Optional[int] = ..., seed: _Optional[int] = ..., backbone: _Optional[str] = ..., **kwargs) -> None: ...
+    caption: str
+    best_of: int
+    scaling_steps: int
+    def __init__(self, target_bpp: _Optional[float] = ..., kind: _Optional[str] = ..., rank: _Optional[int] = ..., dim: _Optional[int] = ..., targets: _Optional[str] = ..., steps: _Optional[int] = ..., sampler_steps: _Optional[int] = ..., seed: _Optional[int] = ..., backbone: _Optional[str] = ..., caption: _Optional[str] = ..., best_of: _Optional[int] = ..., scaling_steps: _Optional[int] = ..., **kwargs) -> None: ...
 
 class CompressRequest(_message.Message):
     __slots__ = ("options", "chunk")
@@ -66,22 +72,26 @@ class CompressRequest(_message.Message):
     def __init__(self, options: _Optional[_Union[CompressOptions, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class CompressProgress(_message.Message):
-    __slots__ = ("step", "total", "stage", "loss", "estimated_bits")
+    __slots__ = ("step", "total", "stage", "loss", "estimated_bits", "clip", "clips")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_BITS_FIELD_NUMBER: _ClassVar[int]
     LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    CLIPS_FIELD_NUMBER: _ClassVar[int]
     step: int
     total: int
     stage: str
     loss: float
     estimated_bits: float
-    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., stage: _Optional[str] = ..., loss: _Optional[float] = ..., estimated_bits: _Optional[float] = ..., **kwargs) -> None: ...
+    clip: int
+    clips: int
+    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., stage: _Optional[str] = ..., loss: _Optional[float] = ..., estimated_bits: _Optional[float] = ..., clip: _Optional[int] = ..., clips: _Optional[int] = ..., **kwargs) -> None: ...
 
 class CompressResult(_message.Message):
-    __slots__ = ("bitstream", "bpp", "width", "height", "d", "payload_bits", "estimated_bits", "seconds")
+    __slots__ = ("bitstream", "bpp", "width", "height", "d", "payload_bits", "estimated_bits", "seconds", "frames", "clips")
     BITSTREAM_FIELD_NUMBER: _ClassVar[int]
     BPP_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +100,8 @@ class CompressResult(_message.Message):
     PAYLOAD_BITS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_BITS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CLIPS_FIELD_NUMBER: _ClassVar[int]
     bitstream: bytes
     bpp: float
     width: int
@@ -98,7 +110,9 @@ class CompressResult(_message.Message):
     payload_bits: int
     estimated_bits: float
     seconds: float
-    def __init__(self, bitstream: _Optional[bytes] = ..., bpp: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., d: _Optional[int] = ..., payload_bits: _Optional[int] = ..., estimated_bits: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
+    frames: int
+    clips: int
+    def __init__(self, bitstream: _Optional[bytes] = ..., bpp: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., d: _Optional[int] = ..., payload_bits: _Optional[int] = ..., estimated_bits: _Optional[float] = ..., seconds: _Optional[float] = ..., frames: _Optional[int] = ..., clips: _Optional[int] = ...) -> None: ...
 
 class CompressResponse(_message.Message):
     __slots__ = ("progress", "result")
@@ -142,15 +156,47 @@ class PngChunk(_message.Message):
     last: bool
     def __init__(self, data: _Optional[bytes] = ..., last: bool = ...) -> None: ...
 
+class VideoInfo(_message.Message):
+    __slots__ = ("width", "height", "frames", "fps_num", "fps_den", "grey", "clips")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    FPS_NUM_FIELD_NUMBER: _ClassVar[int]
+    FPS_DEN_FIELD_NUMBER: _ClassVar[int]
+    GREY_FIELD_NUMBER: _ClassVar[int]
+    CLIPS_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    frames: int
+    fps_num: int
+    fps_den: int
+    grey: bool
+    clips: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., frames: _Optional[int] = ..., fps_num: _Optional[int] = ..., fps_den: _Optional[int] = ..., grey: bool = ..., clips: _Optional[int] = ...) -> None: ...
+
+class Frame(_message.Message):
+    __slots__ = ("index", "clip", "png")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    clip: int
+    png: bytes
+    def __init__(self, index: _Optional[int] = ..., clip: _Optional[int] = ..., png: _Optional[bytes] = ...) -> None: ...
+
 class DecompressResponse(_message.Message):
-    __slots__ = ("progress", "image", "png_chunk")
+    __slots__ = ("progress", "image", "png_chunk", "video", "frame")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PNG_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
     progress: DecompressProgress
     image: ImageInfo
     png_chunk: PngChunk
-    def __init__(self, progress: _Optional[_Union[DecompressProgress, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., png_chunk: _Optional[_Union[PngChunk, _Mapping]] = ...) -> None: ...
+    video: VideoInfo
+    frame: Frame
+    def __init__(self, progress: _Optional[_Union[DecompressProgress, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., png_chunk: _Optional[_Union[PngChunk, _Mapping]] = ..., video: _Optional[_Union[VideoInfo, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("bitstream", "target_latents", "candidates", "steps")

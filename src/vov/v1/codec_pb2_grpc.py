@@ -54,9 +54,9 @@ class EncoderServicer(object):
     """
 
     def Compress(self, request_iterator, context):
-        """Client stream: first message `options`, then the image file's bytes (PNG, JPEG, ...) as
-        `chunk`s. Server stream: `progress` events during the fit (at most a few per second),
-        then exactly one `result` that holds the .vov bitstream.
+        """Client stream: first message `options`, then the media file's bytes as `chunk`s: an image (PNG,
+        JPEG, ...) or a video (Y4M, MP4, MKV, WebM, MOV). Server stream: `progress` events during each
+        clip's fit and search (at most a few per second), then exactly one `result` with the bitstream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,8 +183,10 @@ class DecoderServicer(object):
     """
 
     def Decompress(self, request, context):
-        """Server stream: `progress` per sampler step (throttled), then `image` (size and colour),
-        then the PNG file as `png_chunk`s in order; the last chunk has `last` set.
+        """Server stream: `progress` per sampler step (throttled). An image: then `image` (size and
+        colour) and the PNG file as `png_chunk`s in order, the last with `last` set. A clip: first
+        `video` (size, frames, rate), then each frame as a `frame` (a PNG) in order, the frames of a
+        clip as soon as that clip is decoded, so the first arrive before the last clip is done.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

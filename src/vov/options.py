@@ -1,0 +1,108 @@
+"""What a compress is asked to do: one home for every option and its default.
+
+The CLI (`vov compress`), the encoder service (`CompressOptions` in proto/vov/v1/codec.proto) and
+the benchmark build an `EncodeOptions` and read their defaults from here; `validate()` refuses
+values out of range before any work. Backbone-specific defaults (rank, d, targets, learning rates)
+belong to the backbone (`Backbone.adapter_defaults`, `fit_defaults`); what is here applies to every
+backbone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vov.errors import UsageError
+from vov.method.adapters import AdapterSpec
+from vov.method.fit import FitConfig
+
+DEFAULT_BPP = 0.05
+MAX_FIT_STEPS = 100_000
+MAX_SEED = (1 << 32) - 1  # the format's seed fields hold 32 bits
+MAX_CANDIDATES = 1 << 16  # best-of-N: N is a power of two up to 2^16 (the format's search_bits <= 16)
+
+
+@dataclass(frozen=True)
+class ScalingOptions:
+    """Best-of-N: K scaled sampler steps, N candidate noises each; the chosen indices go in the file.
+
+    `steps` (K) becomes the file's sampler grid; `stochastic` of its steps from `start` are SDE steps
+    searched over N noises (None: every step but the last, which stays deterministic). `g_cap` bounds
+    the SDE's noise scale g(t) = min(sqrt(2t/(1-t)), g_cap); `selection` is how a candidate is kept.
+    The defaults were chosen on the held-out photos (bench/scaling_eval.py, MODEL_CARD.md).
+    """
+
+    candidates: int = 256
+    steps: int = 250
+    stochastic: int | None = None
+    start: int = 0
+    g_cap: float = 1.0
+    g_kind: int = 0
+    selection: str = "greedy"
+
+    def validate(self) -> None:
+        n = self.candidates
+        if not (1 <= n <= MAX_CANDIDATES and n & (n - 1) == 0):
+            raise UsageError(f"--best-of must be a power of two from 1 to {MAX_CANDIDATES}, not {n}")
+        if not 2 <= self.steps <= 10000:
+            raise UsageError(f"--scaling-steps must be between 2 and 10000, not {self.steps}")
+        if self.stochastic is not None and not 0 <= self.stochastic <= self.steps - 1 - self.start:
+            raise UsageError(f"{self.stochastic} stochastic steps from step {self.start} do not fit {self.steps} steps "
+                             f"(the last step stays deterministic)")
+        if not 0 <= self.start < self.steps - 1:
+            raise UsageError(f"the stochastic steps must start before the last of {self.steps}, not at {self.start}")
+        if not (math.isfinite(self.g_cap) and 0 < self.g_cap <= 1000):
+            raise UsageError(f"the noise-scale cap must be in (0, 1000], not {self.g_cap}")
+
+    def config(self, schedule: int = 0, shift: float = 1.0):
+        """The method's `ScalingConfig` for these options on a backbone's schedule (id and flow shift)."""
+        from vov.method.scaling import ScalingConfig
+
+        return ScalingConfig(steps=self.steps, candidates=self.candidates, g_cap=self.g_cap, g_kind=self.g_kind,
+                             stochastic=self.stochastic, start=self.start, selection=self.selection,
+                             schedule=schedule, shift=shift)
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Everything a compress needs besides the media."""
+
+    backbone: str = "embedded"
+    model: str | None = None  # the backbone's weights: a folder or hub id (None: its default)
+    device: str | None = None  # cpu, cuda, cuda:N (None: the backbone's default)
+    adapter: AdapterSpec = AdapterSpec()
+    fit: FitConfig = FitConfig()
+    target_bpp: float | None = DEFAULT_BPP  # bits per pixel of the whole file; None: `fit.lam` sets the rate
+    sampler_steps: int = 50
+    noise_seed: int = 0
+    auto_d: bool = True  # with a bpp target and a one-vector adapter, pick d from the target
+    caption: str = ""  # the condition the adaptation is fitted (and decoded) with; "" is the null caption
+    scaling: ScalingOptions | None = None  # best-of-N search; None: a plain ODE decode
+    warm_start: bool = False  # a clip's fit starts from the previous clip's vector
+
+    def validate(self) -> None:
+        """Refuse out-of-range options before any work (UsageError with one line)."""
+        if self.target_bpp is not None and not (math.isfinite(self.target_bpp) and self.target_bpp > 0):
+            raise UsageError(f"the rate target must be a positive number of bits per pixel, not {self.target_bpp}")
+        if self.target_bpp is None and not (math.isfinite(self.fit.lam) and self.fit.lam > 0):
+            raise UsageError(f"lambda must be a positive finite number, not {self.fit.lam}")
+        if not 1 <= self.fit.steps <= MAX_FIT_STEPS:
+            raise UsageError(f"fitting steps must be between 1 and {MAX_FIT_STEPS}, not {self.fit.steps}")
+        if not 1 <= self.sampler_steps <= 10000:
+            raise UsageError(f"sampler steps must be between 1 and 10000, not {self.sampler_steps}")
+        for name, seed in (("seed", self.noise_seed), ("adapter seed", self.adapter.seed), ("fit seed", self.fit.seed)):
+            if not 0 <= seed <= MAX_SEED:
+                raise UsageError(f"the {name} must be between 0 and {MAX_SEED}, not {seed}")
+        if len(self.caption.encode("utf-8")) > 4096:
+            raise UsageError("the caption is longer than 4096 bytes")
+        self.adapter.validate()
+        if self.scaling is not None:
+            self.scaling.validate()
+
+    @property
+    def decode_steps(self) -> int:
+        """The file's sampler grid: the scaled steps when best-of-N is on, else `sampler_steps`."""
+        return self.scaling.steps if self.scaling is not None else self.sampler_steps
+
+
+__all__ = ["DEFAULT_BPP", "EncodeOptions", "MAX_FIT_STEPS", "MAX_SEED", "ScalingOptions"]
