@@ -4,7 +4,8 @@ Per call: vov.codec.decompress with the engine's sessions and latent decoder (vo
 the codec rebuilds each clip's adapter, the engine takes its factors and caption once per clip, and
 each sampler step sends latents and t. The engine is Triton over gRPC when --triton-url is set
 (Triton's sequence batcher then groups the steps of concurrent calls), ONNX Runtime in this process
-otherwise.
+otherwise. `Decoder.Edit` decodes an edit of one or more files (vov.edit: another caption, merged
+adaptations, a strength) through the same loop and engine, in Decompress's stream.
 
 Run: python -m services.decoder --backbone tiny --triton-url 127.0.0.1:8001   (flags: --help)
 """
@@ -19,6 +20,7 @@ import time
 import grpc
 
 from vov import codec, limits
+from vov import edit as editing
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
 from .. import common
@@ -40,11 +42,13 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
         self.limits = limits or Limits()
         self.watch = watch  # the engine's health watch, told at once when a call finds the engine down
 
-    def stream(self, data: bytes, emit):
+    def stream(self, data: bytes, emit, edit=None):
         """Decode clip by clip through the engine, one engine session per clip (the clip's adaptation
         and caption cross to the engine once, each step sends latents and t): emit ("file", f) first,
-        ("step", i, n) as the sampler goes (throttled) and ("clip", DecodedClip) as each clip is ready."""
-        f = codec.parse(data, self.limits)
+        ("step", i, n) as the sampler goes (throttled) and ("clip", DecodedClip) as each clip is ready.
+
+        `edit` (a vov.edit.EditPlan) decodes the edit instead, whose header is `data`'s."""
+        f = codec.parse(data, self.limits) if edit is None else edit.header
         emit(("file", f))
         throttle = Throttle()
 
@@ -52,19 +56,51 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
             if throttle(i, n):
                 emit(("step", i, n))
 
-        for clip in codec.decode_clips(data, backbone=self.backbone, session=self.engine.open, decode=self.engine.decode,
-                                       on_step=on_step, limits=self.limits):
+        if edit is None:
+            clips = codec.decode_clips(data, backbone=self.backbone, session=self.engine.open,
+                                       decode=self.engine.decode, on_step=on_step, limits=self.limits)
+        else:
+            clips = editing.decode_plan(edit, self.backbone, session=self.engine.open, decode=self.engine.decode,
+                                        on_step=on_step, limits=self.limits)
+        for clip in clips:
             emit(("clip", clip))
         return f
 
     def Decompress(self, request, context):
-        start = time.perf_counter()
         data = request.bitstream
+        yield from self._respond("Decompress", len(data), lambda emit: self.stream(data, emit), context)
+
+    def Edit(self, request, context):
+        """Decompress's stream for an edit of the request's files (docs/editing.md)."""
+        files = list(request.files)
+
+        def work(emit):
+            options = editing.EditOptions(
+                caption=request.caption if request.HasField("caption") else None,
+                weights=tuple(request.weights) or None,
+                strength=request.strength if request.HasField("strength") else 1.0, replay=request.replay)
+            the_plan = editing.plan(files, options, self.limits, self.max_rank())
+            return self.stream(the_plan.data, emit, the_plan)
+
+        yield from self._respond("Edit", sum(len(b) for b in files), work, context)
+
+    def max_rank(self) -> int | None:
+        """The largest adapter rank the engine serves (None: any)."""
+        current = getattr(self.engine, "current_layout", None)
+        return current().max_rank if current is not None else None
+
+    def _respond(self, rpc: str, size: int, work, context):
+        """Run `work(emit)` (`stream`'s events) and turn its events into DecompressResponses: progress,
+        then an image's PNG in chunks, or a clip's description and its frames as each clip is ready."""
+        start = time.perf_counter()
         image, frames_sent, f = None, 0, None
         try:
-            if len(data) > self.max_file_bytes:
-                raise TooLarge(f"the file is {len(data)} bytes; this decoder accepts at most {self.max_file_bytes}")
-            for kind, item in stream_worker(lambda emit: self.stream(data, emit), context):
+            if size > self.max_file_bytes:
+                raise TooLarge(f"the file is {size} bytes; this decoder accepts at most {self.max_file_bytes}"
+                               if rpc == "Decompress" else
+                               f"the files are {size} bytes together; this decoder accepts at most "
+                               f"{self.max_file_bytes}")
+            for kind, item in stream_worker(work, context):
                 if kind != "event":
                     continue
                 if item[0] == "step":
@@ -85,7 +121,7 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
         except Exception as e:
             if isinstance(e, EngineUnavailable) and self.watch is not None:
                 self.watch.report_failure()
-            abort_with(context, self.log, "Decompress", e, bytes=len(data))
+            abort_with(context, self.log, rpc, e, bytes=size)
             return
         if image is not None:
             yield codec_pb2.DecompressResponse(image=codec_pb2.ImageInfo(width=f.width, height=f.height,
@@ -94,7 +130,7 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
                 last = offset + CHUNK >= len(image)
                 yield codec_pb2.DecompressResponse(png_chunk=codec_pb2.PngChunk(data=image[offset: offset + CHUNK],
                                                                                  last=last))
-        event(self.log, "Decompress done", rpc="Decompress", bytes=len(data), width=f.width, height=f.height,
+        event(self.log, f"{rpc} done", rpc=rpc, bytes=size, width=f.width, height=f.height,
               frames=f.frames, clips=len(f.segments), steps=f.sampler_steps,
               seconds=round(time.perf_counter() - start, 3))
 

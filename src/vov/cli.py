@@ -372,6 +372,7 @@ EXTENSIONS = [
     ("serve", "vov.serving.serve", "start Triton, the decoder and the encoder services on loopback"),
     ("export", "vov.serving.export", "export the denoiser and the latent decoder to ONNX"),
     ("bench", "vov.bench.cli", "rate-distortion benchmark against classical codecs"),
+    ("edit", "vov.edit", "decode .vov files edited: another caption, merged files, a strength"),
 ]
 
 COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "backbones": cmd_backbones,

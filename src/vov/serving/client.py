@@ -1,4 +1,5 @@
-"""Calling the vov services: what `vov compress --server` and `vov decompress --server` use.
+"""Calling the vov services: what `vov compress --server`, `vov decompress --server` and `vov edit
+--server` use.
 
 gRPC errors come back as vov.errors types carrying the server's message, so the command prints one
 clear line: INVALID_ARGUMENT -> MediaError (compress) or BitstreamError (decompress),
@@ -168,6 +169,43 @@ def remote_decompress_to(server: str, data: bytes, output: str, tls: ClientTls |
     """Decompress through a decoder service into `output`: an image file, or for a clip a video file
     or a folder of frames written frame by frame as they arrive (the first before the last clip is
     decoded). A progress bar follows the decoder's sampler unless `quiet`."""
+    write_stream(decompress_events(server, data, tls=tls), server, output, quiet)
+
+
+def edit_request(files: list[bytes], options):
+    """The EditRequest of `options` (a vov.edit.EditOptions) on `files`."""
+    from vov.v1 import codec_pb2
+
+    request = codec_pb2.EditRequest(files=list(files), weights=list(options.weights or ()), replay=options.replay)
+    if options.caption is not None:
+        request.caption = options.caption
+    if options.strength != 1.0:
+        request.strength = options.strength
+    return request
+
+
+def edit_events(server: str, files: list[bytes], options, timeout: float | None = None, tls: ClientTls | None = None):
+    """Yield the decoder's DecompressResponse messages for an edit (vov.edit.EditOptions) of `files`."""
+    import grpc
+
+    from vov.v1 import codec_pb2_grpc
+
+    with channel(server, tls) as ch:
+        try:
+            yield from codec_pb2_grpc.DecoderStub(ch).Edit(edit_request(files, options), timeout=timeout)
+        except grpc.RpcError as e:
+            raise _error(e, server, UsageError) from None
+
+
+def remote_edit_to(server: str, files: list[bytes], output: str, options, tls: ClientTls | None = None,
+                   quiet: bool = True) -> None:
+    """Edit through a decoder service into `output`, written as `remote_decompress_to` writes."""
+    write_stream(edit_events(server, files, options, tls=tls), server, output, quiet)
+
+
+def write_stream(events, server: str, output: str, quiet: bool = True) -> None:
+    """Write a decoder's DecompressResponse stream into `output` (an image file, a video file or a
+    folder of frames, the frames as they arrive); a progress bar follows the sampler unless `quiet`."""
     from PIL import Image
     from tqdm import tqdm
 
@@ -176,7 +214,7 @@ def remote_decompress_to(server: str, data: bytes, output: str, tls: ClientTls |
 
     bar, writer, info, parts, grey = None, None, None, [], False
     try:
-        for message in decompress_events(server, data, tls=tls):
+        for message in events:
             event = message.WhichOneof("event")
             if event == "progress":
                 if bar is None:

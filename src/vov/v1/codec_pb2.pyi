@@ -217,3 +217,17 @@ class SearchResponse(_message.Message):
     step: int
     chosen: int
     def __init__(self, step: _Optional[int] = ..., chosen: _Optional[int] = ...) -> None: ...
+
+class EditRequest(_message.Message):
+    __slots__ = ("files", "weights", "caption", "strength", "replay")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedScalarFieldContainer[bytes]
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    caption: str
+    strength: float
+    replay: bool
+    def __init__(self, files: _Optional[_Iterable[bytes]] = ..., weights: _Optional[_Iterable[float]] = ..., caption: _Optional[str] = ..., strength: _Optional[float] = ..., replay: bool = ...) -> None: ...

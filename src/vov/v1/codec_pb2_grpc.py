@@ -165,6 +165,11 @@ class DecoderStub(object):
                 request_serializer=vov_dot_v1_dot_codec__pb2.DecompressRequest.SerializeToString,
                 response_deserializer=vov_dot_v1_dot_codec__pb2.DecompressResponse.FromString,
                 _registered_method=True)
+        self.Edit = channel.unary_stream(
+                '/vov.v1.Decoder/Edit',
+                request_serializer=vov_dot_v1_dot_codec__pb2.EditRequest.SerializeToString,
+                response_deserializer=vov_dot_v1_dot_codec__pb2.DecompressResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_stream(
                 '/vov.v1.Decoder/Search',
                 request_serializer=vov_dot_v1_dot_codec__pb2.SearchRequest.SerializeToString,
@@ -192,6 +197,17 @@ class DecoderServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Edit(self, request, context):
+        """Decode with the representation edited (docs/editing.md): another caption, several files'
+        adaptations merged by rank concatenation (dW = w1 B1 A1 + w2 B2 A2 + ...), a strength. The
+        stream is Decompress's, at the first file's size. The edited rank (the sum of the files' ranks)
+        must fit the served engine's maximum rank (ListModels), else FAILED_PRECONDITION; past the
+        decode limits or the upload limit (all files together), RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Search(self, request, context):
         """Best-of-N candidate search for the encoder (scores candidate noises against a known latent).
         Not implemented in this version: always UNIMPLEMENTED. The messages are reserved so that
@@ -213,6 +229,11 @@ def add_DecoderServicer_to_server(servicer, server):
             'Decompress': grpc.unary_stream_rpc_method_handler(
                     servicer.Decompress,
                     request_deserializer=vov_dot_v1_dot_codec__pb2.DecompressRequest.FromString,
+                    response_serializer=vov_dot_v1_dot_codec__pb2.DecompressResponse.SerializeToString,
+            ),
+            'Edit': grpc.unary_stream_rpc_method_handler(
+                    servicer.Edit,
+                    request_deserializer=vov_dot_v1_dot_codec__pb2.EditRequest.FromString,
                     response_serializer=vov_dot_v1_dot_codec__pb2.DecompressResponse.SerializeToString,
             ),
             'Search': grpc.unary_stream_rpc_method_handler(
@@ -254,6 +275,33 @@ class Decoder(object):
             target,
             '/vov.v1.Decoder/Decompress',
             vov_dot_v1_dot_codec__pb2.DecompressRequest.SerializeToString,
+            vov_dot_v1_dot_codec__pb2.DecompressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Edit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vov.v1.Decoder/Edit',
+            vov_dot_v1_dot_codec__pb2.EditRequest.SerializeToString,
             vov_dot_v1_dot_codec__pb2.DecompressResponse.FromString,
             options,
             channel_credentials,

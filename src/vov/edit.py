@@ -1,0 +1,335 @@
+"""`vov edit`: decode .vov files edited through their adaptations (docs/editing.md).
+
+    vov edit IN.vov --caption "a panda" -o OUT          decode the same vector with another caption
+    vov edit A.vov B.vov --merge --weights 0.6,0.4 -o OUT   dW = 0.6 B_A A_A + 0.4 B_B A_B
+    vov edit IN.vov --strength 0.5 -o OUT               dW = 0.5 B A (1: the plain decode, 0: the base model)
+
+The options combine. A merge decodes at the first file's size, noise, sampler grid and caption
+(unless --caption names another); clip i of every file is merged with clip i of the others, so the
+files must have the same frames and clip layout. Files of a best-of-N decode are edited with the
+plain ODE on their own grid: their chosen noises were picked for the original adaptation (and
+carry the original image's detail), so `replay` keeps them only on request, for one file.
+
+Every path decodes through `vov.codec.decode_clips` with an edited session: the codec rebuilds the
+first file's adapter clip by clip, and the session replaces it by the `EditedAdapter` of all files'
+clip (and the caption's condition) before handing it to the engine, so the CLI, the decoder service
+and Triton run the same loop and the same engines as a plain decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from vov import backbones, codec
+from vov.backbones.base import MAX_CAPTION_BYTES, Backbone
+from vov.errors import BackboneMismatch, UsageError, VovError
+from vov.format import bitstream
+from vov.limits import Limits
+from vov.method.edit import MAX_PARTS, STRENGTH_RANGE, EditedAdapter, check_number, check_rank, check_weights
+
+MAX_FILES = MAX_PARTS
+
+
+@dataclass(frozen=True)
+class EditOptions:
+    """What to change. `caption` None keeps the first file's; `weights` None gives each file 1/n."""
+
+    caption: str | None = None
+    weights: tuple[float, ...] | None = None
+    strength: float = 1.0
+    replay: bool = False  # one best-of-N file: replay its chosen noises instead of the ODE
+
+
+@dataclass
+class EditPlan:
+    """An edit checked against its files, before any model is loaded."""
+
+    files: list[bitstream.VovFile]
+    data: bytes  # what the decode loop runs: the first file, made an ODE decode where it was best-of-N
+    header: bitstream.VovFile  # `data`'s header: the output's size, frames, rate and colour
+    weights: tuple[float, ...]
+    strength: float
+    caption: str | None
+    rank: int  # of the edited adaptation: the sum of the files' ranks
+    ode_instead: bool  # a best-of-N file decoded with the plain ODE
+
+    def notes(self) -> list[str]:
+        """What the edit decides that a person might not expect."""
+        out = []
+        if self.ode_instead:
+            out.append(f"the file's best-of-N noises belong to its own adaptation: the edit decodes with the plain "
+                       f"ODE on the same {self.header.sampler_steps}-step grid (replay keeps them, for one file)")
+        if len(self.files) > 1:
+            first = self.files[0]
+            if self.caption is None and any(f.caption != first.caption for f in self.files[1:]):
+                out.append("the files were fitted with different captions; decoding with the first file's")
+            if any((f.width, f.height, f.noise_seed) != (first.width, first.height, first.noise_seed)
+                   for f in self.files[1:]):
+                out.append(f"decoding at the first file's size ({first.width}x{first.height}) from its noise")
+        return out
+
+
+def _prefixed(e: VovError, i: int, count: int) -> VovError:
+    return e if count == 1 else type(e)(f"file {i + 1}: {e}")
+
+
+def ode_file(f: bitstream.VovFile) -> bitstream.VovFile:
+    """File `f` with its best-of-N replay replaced by the plain ODE on the same grid and noise."""
+    return dataclasses.replace(f, sampler=0, search_bits=0, sde_start=0, sde_steps=0, g_kind=0, g_cap=1.0,
+                               segments=[dataclasses.replace(s, search=b"") for s in f.segments])
+
+
+def plan(datas: Sequence[bytes], options: EditOptions = EditOptions(), limits: Limits = Limits(),
+         max_rank: int | None = None) -> EditPlan:
+    """Every check that needs no model: the files (each against `limits`), that they merge, the
+    weights, strength and caption, and the edited rank against `limits` and an engine's `max_rank`.
+
+    BitstreamError for a bad file, BackboneMismatch for files of other backbones (or an engine too
+    small for the edit), LimitExceeded past `limits`, UsageError for the rest.
+    """
+    count = len(datas)
+    if not 1 <= count <= MAX_FILES:
+        raise UsageError(f"an edit takes 1 to {MAX_FILES} files, not {count}")
+    files = []
+    for i, data in enumerate(datas):
+        try:
+            files.append(codec.parse(data, limits))
+        except VovError as e:
+            raise _prefixed(e, i, count) from None
+    first = files[0]
+    for i, f in enumerate(files[1:], 1):
+        if (f.backbone, f.backbone_hash) != (first.backbone, first.backbone_hash):
+            raise BackboneMismatch(f"file {i + 1} was made with backbone {f.backbone!r} ({f.backbone_hash.hex()}), "
+                                   f"file 1 with {first.backbone!r} ({first.backbone_hash.hex()}): only files of one "
+                                   f"backbone's weights merge")
+        if f.frames != first.frames or [s.frames for s in f.segments] != [s.frames for s in first.segments]:
+            raise UsageError(f"file {i + 1} has {f.frames} frames in {len(f.segments)} clips, file 1 {first.frames} "
+                             f"in {len(first.segments)}: a merge pairs clip i with clip i, so the frames and clips "
+                             f"must match")
+    weights = (1.0 / count,) * count if options.weights is None else check_weights(options.weights, count)
+    strength = check_number("strength", options.strength, STRENGTH_RANGE)
+    caption = options.caption
+    if caption is not None:
+        if not isinstance(caption, str):
+            raise UsageError("the caption must be text")
+        if len(caption.encode("utf-8", "surrogatepass")) > MAX_CAPTION_BYTES:
+            raise UsageError(f"the caption is longer than {MAX_CAPTION_BYTES} bytes")
+        if caption and first.backbone in backbones.REGISTRY and not backbones.REGISTRY[first.backbone].captions:
+            raise UsageError(_no_captions(first.backbone))
+    rank = sum(f.rank for f in files)
+    check_rank(rank, limits.max_rank, "this decoder (VOV_MAX_RANK / --max-rank)")
+    if max_rank:
+        check_rank(rank, max_rank, "the served engine", BackboneMismatch)
+    ode_instead = first.sampler == 1 and not options.replay
+    if options.replay and count > 1:
+        raise UsageError("replaying best-of-N noises decodes one file; a merge decodes with the ODE")
+    data = datas[0]
+    header = first
+    if ode_instead:
+        header = ode_file(first)
+        data = bitstream.dump(header)
+    return EditPlan(files, data, header, weights, strength, caption, rank, ode_instead)
+
+
+def _no_captions(name: str) -> str:
+    return (f"backbone {name!r} is trained with the null caption only, so a caption edit means nothing on it "
+            f"(merges and --strength work); caption edits need a text-conditioned backbone (wan, image)")
+
+
+def check_backbone(the_plan: EditPlan, backbone: Backbone):
+    """The edit's condition on this backbone (None: the file's own), after the checks that need it."""
+    first = the_plan.files[0]
+    if first.backbone != backbone.name or first.backbone_hash != backbone.content_hash:
+        raise BackboneMismatch(f"the files were made with backbone {first.backbone!r} ({first.backbone_hash.hex()}), "
+                               f"this decoder has {backbone.name!r} ({backbone.content_hash.hex()})")
+    targets = [backbone.target_layers(f.targets) for f in the_plan.files]
+    for i, layers in enumerate(targets[1:], 1):
+        if layers != targets[0]:
+            raise UsageError(f"file {i + 1} adapts other layers ({the_plan.files[i].targets}) than file 1 "
+                             f"({first.targets}): only files with the same target layers merge")
+    if the_plan.caption is None:
+        return None
+    if the_plan.caption and not backbone.max_caption_tokens:
+        raise UsageError(_no_captions(backbone.name))
+    return backbone.condition(the_plan.caption)
+
+
+def decode_plan(the_plan: EditPlan, backbone: Backbone, session: codec.Session | None = None,
+        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits()) -> Iterator[codec.DecodedClip]:
+    """Decode a planned edit clip by clip, through `session` (default: torch in this process) and
+    `decode` exactly as `vov.codec.decode_clips` does for a plain file."""
+    condition = check_backbone(the_plan, backbone)
+    others = []
+    for i, f in enumerate(the_plan.files[1:], 1):
+        try:
+            others.append(codec.adapter_for(f, backbone, 0))
+        except VovError as e:
+            raise _prefixed(e, i, len(the_plan.files)) from None
+    inner = session or codec.torch_session
+    clips = len(the_plan.header.segments)
+    state = {"clip": 0, "edited": None}
+
+    def edited_session(adapter, file_condition):
+        # decode_clips opens one session per clip, in order, with the first file's adapter set to it
+        c = state["clip"]
+        if c >= clips:
+            raise AssertionError("the decode loop opened more sessions than the file has clips")
+        state["clip"] = c + 1
+        if c:
+            for f, other in zip(the_plan.files[1:], others):
+                codec.set_clip(other, f, c)
+        if state["edited"] is None:
+            parts = [(adapter, the_plan.weights[0]), *zip(others, the_plan.weights[1:])]
+            state["edited"] = EditedAdapter(backbone, parts, the_plan.strength)
+        return inner(state["edited"], file_condition if condition is None else condition)
+
+    yield from codec.decode_clips(the_plan.data, backbone, edited_session, decode, on_step, limits)
+
+
+def edit_clips(datas: Sequence[bytes], options: EditOptions = EditOptions(), backbone: Backbone | None = None,
+               session: codec.Session | None = None, decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
+               model: str | None = None, device: str | None = None,
+               max_rank: int | None = None) -> Iterator[codec.DecodedClip]:
+    """Plan and decode an edit of `datas` (.vov bytes), yielding each clip's frames as soon as they exist."""
+    the_plan = plan(datas, options, limits, max_rank)
+    backbone = backbone or codec.backbone_for(the_plan.header, model, device)
+    yield from decode_plan(the_plan, backbone, session, decode, on_step, limits)
+
+
+def edit(datas: Sequence[bytes], options: EditOptions = EditOptions(), backbone: Backbone | None = None,
+         session: codec.Session | None = None, decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+         on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(), model: str | None = None,
+         device: str | None = None, max_rank: int | None = None) -> codec.Decoded:
+    """All the edited frames at once (`edit_clips` streams them)."""
+    import numpy as np
+
+    the_plan = plan(datas, options, limits, max_rank)
+    backbone = backbone or codec.backbone_for(the_plan.header, model, device)
+    clips = [c.frames for c in decode_plan(the_plan, backbone, session, decode, on_step, limits)]
+    return codec.Decoded(np.concatenate(clips) if len(clips) > 1 else clips[0], grey=the_plan.header.colour == 1,
+                         file=the_plan.header)
+
+
+# ---------------------------------------------------------------------------------- the command
+
+
+def add_arguments(p) -> None:
+    from vov import cli, limits
+
+    p.add_argument("inputs", nargs="+", metavar="IN.vov",
+                   help=f"the file to edit; with --merge 2 to {MAX_FILES} files of one backbone")
+    p.add_argument("-o", "--output", required=True,
+                   help="as for decompress: an image file, or for a clip a video file or a folder of PNG frames")
+    p.add_argument("--caption", help="decode with this caption instead of the file's (text-conditioned backbones); "
+                                     "\"\" is the null caption")
+    p.add_argument("--merge", action="store_true", help="merge the files' adaptations: dW = sum of w_i B_i A_i")
+    p.add_argument("--weights", metavar="W1,W2", help="with --merge: one weight per file, each in "
+                                                       "[-4, 4] (default 1/n each)")
+    p.add_argument("--strength", default="1", metavar="S",
+                   help=f"scale the adaptation: 1 the plain decode, 0 the base model (in [{STRENGTH_RANGE[0]:g}, "
+                        f"{STRENGTH_RANGE[1]:g}], default 1)")
+    p.add_argument("--replay", action="store_true", help="a best-of-N file: replay its chosen noises with the edit "
+                                                         "(default: the plain ODE on the same grid)")
+    cli._add_backbone_args(p, compress=False)
+    p.add_argument("--server", help="edit through a vov decoder service at HOST:PORT")
+    p.add_argument("--tls-ca", help="with --server: verify the server's certificate against this CA (PEM); "
+                                    "turns TLS on")
+    p.add_argument("--tls-cert", help="with --server: client certificate (PEM) for mutual TLS")
+    p.add_argument("--tls-key", help="with --server: client private key (PEM) for mutual TLS")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    limits.add_arguments(p)
+
+
+def options_from_args(args) -> EditOptions:
+    count = len(args.inputs)
+    if count > 1 and not args.merge:
+        raise UsageError(f"{count} files: add --merge to merge their adaptations")
+    if args.merge and count < 2:
+        raise UsageError("--merge needs two or more files")
+    weights = None
+    if args.weights is not None:
+        if not args.merge:
+            raise UsageError("--weights go with --merge; scale one file with --strength")
+        items = args.weights.split(",")
+        if len(items) > MAX_FILES:
+            raise UsageError(f"at most {MAX_FILES} weights")
+        weights = tuple(check_number(f"weight {i + 1}", w.strip(), (-float("inf"), float("inf")))
+                        for i, w in enumerate(items))
+    return EditOptions(caption=args.caption, weights=weights, strength=check_number("--strength", args.strength,
+                                                                                    STRENGTH_RANGE),
+                       replay=args.replay)
+
+
+def write_clips(clips: Iterator[codec.DecodedClip], output: str, header: bitstream.VovFile) -> None:
+    """Write decoded clips as `vov decompress` does: an image file, or a video (file or folder of
+    frames) written clip by clip as the clips arrive; a failed write leaves no half file."""
+    from vov.cli import IMAGE_OUTPUTS
+    from vov.media import save_image
+
+    grey = header.colour == 1
+    writer = None
+    try:
+        for clip in clips:
+            if header.frames == 1 and os.path.splitext(output)[1].lower() in IMAGE_OUTPUTS | {""}:
+                save_image(clip.frames[0], output, grey=grey)
+                continue
+            if writer is None:
+                from vov.media.video import open_video_writer
+
+                writer = open_video_writer(output, header.width, header.height, (header.fps_num or 25, header.fps_den),
+                                           grey=grey)
+            writer.write(clip.frames)
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def run(args) -> None:
+    """`vov edit` (vov.cli.EXTENSIONS)."""
+    from tqdm import tqdm
+
+    from vov import cli, limits
+    from vov.files import read_bytes
+
+    options = options_from_args(args)
+    datas = [read_bytes(path) for path in args.inputs]
+    decode_limits = limits.from_args(args)
+    the_plan = plan(datas, options, decode_limits)  # every refusal before any model is loaded
+    cli._check_output(args.output, the_plan.header)
+    for note in the_plan.notes():
+        print(f"vov: note: {note}", file=sys.stderr)
+    what = f"{the_plan.header.width}x{the_plan.header.height}" + (
+        f", {the_plan.header.frames} frames" if the_plan.header.frames > 1 else "")
+    if args.server:
+        from vov.serving.client import remote_edit_to
+
+        remote_edit_to(args.server, datas, args.output, options, tls=cli._tls(args), quiet=args.quiet)
+        print(f"{args.output}: {what}")
+        return
+    backbone = codec.backbone_for(the_plan.header, args.model, args.device)
+    bar = None
+
+    def on_step(i: int, n: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=n, desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
+        bar.update(max(0, i - bar.n))
+
+    try:
+        clips = decode_plan(the_plan, backbone, on_step=on_step, limits=decode_limits)
+        write_clips(clips, args.output, the_plan.header)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{args.output}: {what}")
