@@ -58,7 +58,12 @@ def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) ->
     parser.add_argument("--port", type=int, default=env_default(f"{prefix}_PORT", port, int),
                         help=f"port (env {prefix}_PORT, default {port}; 0 picks a free one)")
     parser.add_argument("--backbone", default=env_default("VOV_BACKBONE", "embedded"),
-                        help="foundation model served (env VOV_BACKBONE, default embedded)")
+                        help="foundation model served (env VOV_BACKBONE, default embedded; `vov backbones`)")
+    parser.add_argument("--model", default=env_default("VOV_MODEL", ""),
+                        help="the backbone's weights: a folder in the diffusers layout or a hub id (env VOV_MODEL; "
+                             "default: the backbone's own)")
+    parser.add_argument("--device", default=env_default("VOV_DEVICE", ""),
+                        help="cpu, cuda or cuda:N (env VOV_DEVICE; default: the backbone's)")
     parser.add_argument("--workers", type=int, default=env_default(f"{prefix}_WORKERS", 8, int),
                         help=f"concurrent calls (env {prefix}_WORKERS, default 8)")
     parser.add_argument("--grace", type=float, default=env_default("VOV_GRACE_SECONDS", 30.0, float),
@@ -97,8 +102,9 @@ def load_backbone(args: argparse.Namespace, log: logging.Logger):
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    backbone = codec.get_backbone(args.backbone)
-    event(log, "backbone loaded", backbone=backbone.name, content_hash=backbone.content_hash.hex())
+    backbone = codec.get_backbone(args.backbone, args.model or None, args.device or None)
+    event(log, "backbone loaded", backbone=backbone.name, model=backbone.model or None, device=str(backbone.device),
+          content_hash=backbone.content_hash.hex())
     return backbone
 
 

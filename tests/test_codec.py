@@ -335,5 +335,5 @@ def test_cancel_stops_a_fit_and_the_step_search(tiny_backbone, smooth_picture):
     theta = np.random.default_rng(0).normal(0, 0.1, 1 << 20)
     start = time.perf_counter()
     with cancel.scope(lambda: time.perf_counter() - start > 0.5), pytest.raises(cancel.Cancelled):
-        step_for_budget(theta, 1000.0)
-    assert time.perf_counter() - start < 3.0
+        step_for_budget(theta, 1000.0)  # uncancelled, this search over a million numbers takes minutes
+    assert time.perf_counter() - start < 15.0  # a generous wall-clock bound: the machine may be busy

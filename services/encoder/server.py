@@ -29,11 +29,10 @@ STAGES = {1: "fit", 2: "rate", 3: "search"}
 def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> tuple[codec.EncodeOptions, bool]:
     """The wire options -> (vov.codec.EncodeOptions, whether the rate is the default), checked.
 
-    Zero means "the default" for every numeric field; the defaults are vov.codec's, as for `vov
-    compress`. Options out of range are refused here, before the image is decoded or a fit starts.
+    Zero means "the default" for every numeric field: vov.options' defaults and, for the adapter and
+    the fit, the served backbone's, as for `vov compress`. Options out of range are refused here,
+    before the media is decoded or a fit starts.
     """
-    import dataclasses
-
     from vov.errors import BackboneMismatch
     from vov.method.adapters import AdapterSpec
     from vov.options import ScalingOptions
@@ -42,15 +41,13 @@ def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> tuple[
         raise BackboneMismatch(f"this encoder serves backbone {server_backbone!r}, not {o.backbone!r}")
     defaults = codec.EncodeOptions()
     rate = o.WhichOneof("rate")
-    spec = AdapterSpec(o.kind or defaults.adapter.kind, o.rank or defaults.adapter.rank, o.dim or defaults.adapter.d,
-                       o.seed, o.targets)
+    spec = AdapterSpec(o.kind or defaults.adapter.kind, o.rank or None, o.dim or None, o.seed, o.targets)
     scaling = None
     if o.best_of or o.scaling_steps:
         scaling = ScalingOptions(candidates=o.best_of or ScalingOptions().candidates,
                                  steps=o.scaling_steps or ScalingOptions().steps)
-    fit = dataclasses.replace(defaults.fit, steps=o.steps or defaults.fit.steps, seed=o.seed,
-                              **({"lam": getattr(o, "lambda")} if rate == "lambda" else {}))
-    options = codec.EncodeOptions(backbone=server_backbone, adapter=spec, fit=fit,
+    options = codec.EncodeOptions(backbone=server_backbone, adapter=spec, steps=o.steps or None,
+                                  lam=getattr(o, "lambda") if rate == "lambda" else None,
                                   target_bpp=o.target_bpp if rate == "target_bpp" else (
                                       None if rate == "lambda" else defaults.target_bpp),
                                   sampler_steps=o.sampler_steps or defaults.sampler_steps, noise_seed=o.seed,

@@ -81,13 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     _add_rate_args(p)
     p.add_argument("--kind", choices=("one-vector", "lora"), default=defaults.adapter.kind, help="adapter kind")
-    p.add_argument("--rank", type=_positive(int), default=defaults.adapter.rank,
-                   help=f"LoRA rank (default {defaults.adapter.rank})")
+    p.add_argument("--rank", type=_positive(int), help="LoRA rank (default: the backbone's; 4 on embedded)")
     p.add_argument("--dim", type=_positive(int),
                    help="length d of the one vector (default: chosen from --bpp, at most 16384)")
     p.add_argument("--targets", default="", help="layers to adapt: a preset (attn, self-attn, attn+ffn) or a comma-separated list of exact layer names (default: the backbone's, self-attn on embedded)")
-    p.add_argument("--steps", type=_positive(int), default=defaults.fit.steps,
-                   help=f"fitting steps per clip (default {defaults.fit.steps})")
+    p.add_argument("--steps", type=_positive(int), help="fitting steps per clip (default: the backbone's; 1200 on embedded)")
     p.add_argument("--sampler-steps", type=_positive(int), default=defaults.sampler_steps,
                    help=f"decoder ODE steps (default {defaults.sampler_steps})")
     p.add_argument("--best-of", type=_positive(int), metavar="N",
@@ -193,15 +191,14 @@ class _Bars:
 def cmd_compress(args) -> None:
     from vov import codec
     from vov.method.adapters import AdapterSpec
-    from vov.method.fit import FitConfig
     from vov.options import EncodeOptions
 
     check_writable(args.output)
     media = _load_media(args)
     frames = codec.Frames.of(media)
-    spec = AdapterSpec(args.kind, args.rank, args.dim or AdapterSpec().d, args.seed, args.targets)
-    fit_config = FitConfig(steps=args.steps, seed=args.seed, **({"lam": args.lam} if args.lam is not None else {}))
-    options = EncodeOptions(backbone=args.backbone, model=args.model, device=args.device, adapter=spec, fit=fit_config,
+    spec = AdapterSpec(args.kind, args.rank, args.dim, args.seed, args.targets)
+    options = EncodeOptions(backbone=args.backbone, model=args.model, device=args.device, adapter=spec,
+                            steps=args.steps, lam=args.lam,
                             target_bpp=None if args.lam is not None else args.bpp, sampler_steps=args.sampler_steps,
                             noise_seed=args.seed, auto_d=args.dim is None, caption=args.caption,
                             scaling=_scaling(args))

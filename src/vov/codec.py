@@ -147,7 +147,7 @@ def clip_length(backbone: Backbone, frames: Frames, limits: Limits = Limits()) -
 
 def _worst_segments(options: EncodeOptions, lengths: list[int]) -> list[bitstream.Segment]:
     """Segments as large as coding can make them, with empty payloads: the overhead's upper bound."""
-    k = options.fit.components
+    k = (options.fit or FitConfig()).components
     search = b""
     if options.scaling is not None:
         from vov.method.scaling import index_bytes
@@ -201,7 +201,7 @@ def default_rate(media, options: EncodeOptions, backbone: Backbone, limits: Limi
     """The rate to use when the caller named none: DEFAULT_BPP, or the smallest rate that works for
     media too small for it (with a note saying so)."""
     frames = Frames.of(media)
-    spec = dataclasses.replace(options.adapter, targets=options.adapter.targets or backbone.default_targets)
+    spec = options.adapter.resolved(backbone)
     smallest = minimum_bpp(options, backbone, spec, frames, limits)
     if smallest <= DEFAULT_BPP:
         return DEFAULT_BPP, None
@@ -237,14 +237,15 @@ def plan(media, options: EncodeOptions, backbone: Backbone, limits: Limits = Lim
     frames = Frames.of(media)
     check_size(frames.width, frames.height)
     backbone.condition(options.caption)  # a caption the backbone cannot take is refused here
-    spec = dataclasses.replace(options.adapter, targets=options.adapter.targets or backbone.default_targets)
+    spec = options.adapter.resolved(backbone)
     entries = lora_entry_count(backbone, spec)
     clip_frames = clip_length(backbone, frames, limits)
     lengths = bitstream.clip_lengths(frames.count, clip_frames)
-    fits = [dataclasses.replace(options.fit, target_bits=None)] * len(lengths)
+    fit_config = options.fit_config(backbone)
+    fits = [dataclasses.replace(fit_config, target_bits=None)] * len(lengths)
     if options.target_bpp is not None:
         budgets = payload_budgets(options, backbone, spec, frames, limits)
-        fits = [dataclasses.replace(options.fit, target_bits=b) for b in budgets]
+        fits = [dataclasses.replace(fit_config, target_bits=b) for b in budgets]
         if spec.kind == "one-vector" and options.auto_d:
             spec = dataclasses.replace(spec, d=choose_d(min(budgets), entries))
     elif spec.kind == "one-vector" and options.auto_d:

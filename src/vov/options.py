@@ -10,7 +10,7 @@ backbone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vov.errors import UsageError
 from vov.method.adapters import AdapterSpec
@@ -65,14 +65,21 @@ class ScalingOptions:
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """Everything a compress needs besides the media."""
+    """Everything a compress needs besides the media.
+
+    What is left None (the adapter's rank and d, the fit, its steps) takes the backbone's defaults
+    (`Backbone.adapter_defaults`, `fit_defaults`): the embedded backbone's tuned settings, the
+    paper's for Wan and Qwen-Image.
+    """
 
     backbone: str = "embedded"
     model: str | None = None  # the backbone's weights: a folder or hub id (None: its default)
     device: str | None = None  # cpu, cuda, cuda:N (None: the backbone's default)
     adapter: AdapterSpec = AdapterSpec()
-    fit: FitConfig = FitConfig()
-    target_bpp: float | None = DEFAULT_BPP  # bits per pixel of the whole file; None: `fit.lam` sets the rate
+    fit: FitConfig | None = None  # a whole fit configuration (None: the backbone's, with `steps` and `lam`)
+    steps: int | None = None  # fitting steps per clip (None: the fit's)
+    lam: float | None = None  # rate weight when `target_bpp` is None (None: the fit's)
+    target_bpp: float | None = DEFAULT_BPP  # bits per pixel of the whole file; None: the rate weight sets the rate
     sampler_steps: int = 50
     noise_seed: int = 0
     auto_d: bool = True  # with a bpp target and a one-vector adapter, pick d from the target
@@ -84,13 +91,16 @@ class EncodeOptions:
         """Refuse out-of-range options before any work (UsageError with one line)."""
         if self.target_bpp is not None and not (math.isfinite(self.target_bpp) and self.target_bpp > 0):
             raise UsageError(f"the rate target must be a positive number of bits per pixel, not {self.target_bpp}")
-        if self.target_bpp is None and not (math.isfinite(self.fit.lam) and self.fit.lam > 0):
-            raise UsageError(f"lambda must be a positive finite number, not {self.fit.lam}")
-        if not 1 <= self.fit.steps <= MAX_FIT_STEPS:
-            raise UsageError(f"fitting steps must be between 1 and {MAX_FIT_STEPS}, not {self.fit.steps}")
+        lam = self.lam if self.lam is not None else (self.fit or FitConfig()).lam
+        if self.target_bpp is None and not (math.isfinite(lam) and lam > 0):
+            raise UsageError(f"lambda must be a positive finite number, not {lam}")
+        steps = self.steps if self.steps is not None else (self.fit.steps if self.fit else 1)
+        if not 1 <= steps <= MAX_FIT_STEPS:
+            raise UsageError(f"fitting steps must be between 1 and {MAX_FIT_STEPS}, not {steps}")
         if not 1 <= self.sampler_steps <= 10000:
             raise UsageError(f"sampler steps must be between 1 and 10000, not {self.sampler_steps}")
-        for name, seed in (("seed", self.noise_seed), ("adapter seed", self.adapter.seed), ("fit seed", self.fit.seed)):
+        fit_seed = self.fit.seed if self.fit else self.noise_seed
+        for name, seed in (("seed", self.noise_seed), ("adapter seed", self.adapter.seed), ("fit seed", fit_seed)):
             if not 0 <= seed <= MAX_SEED:
                 raise UsageError(f"the {name} must be between 0 and {MAX_SEED}, not {seed}")
         if len(self.caption.encode("utf-8")) > 4096:
@@ -98,6 +108,12 @@ class EncodeOptions:
         self.adapter.validate()
         if self.scaling is not None:
             self.scaling.validate()
+
+    def fit_config(self, backbone) -> FitConfig:
+        """The fit this compress runs on `backbone`: `fit`, or the backbone's defaults; then `steps` and `lam`."""
+        config = self.fit or FitConfig.for_backbone(backbone.fit_defaults, seed=self.noise_seed)
+        given = {k: v for k, v in (("steps", self.steps), ("lam", self.lam)) if v is not None}
+        return replace(config, **given) if given else config
 
     @property
     def decode_steps(self) -> int:

@@ -40,19 +40,29 @@ ADAPTER_NAME = "default"
 
 @dataclass(frozen=True)
 class AdapterSpec:
+    """The adapter a file records. None (rank, d) and "" (targets) mean the backbone's default
+    (`Backbone.adapter_defaults`); `resolved(backbone)` fills them in."""
+
     kind: str = "one-vector"
-    rank: int = 4
-    d: int = 16384  # ignored for "lora", where d is the LoRA entry count
+    rank: int | None = None
+    d: int | None = None  # ignored for "lora", where d is the LoRA entry count
     seed: int = 0
     targets: str = ""  # a preset id or comma-separated exact layer names; "" means the backbone's default
 
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise UsageError(f"adapter kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
-        if not 1 <= self.rank <= 64:
+        if self.rank is not None and not 1 <= self.rank <= 64:
             raise UsageError(f"rank must be between 1 and 64, not {self.rank}")
-        if self.kind == "one-vector" and not 16 <= self.d <= 1 << 22:
+        if self.kind == "one-vector" and self.d is not None and not 16 <= self.d <= 1 << 22:
             raise UsageError(f"d must be between 16 and {1 << 22}, not {self.d}")
+
+    def resolved(self, backbone: Backbone) -> "AdapterSpec":
+        """This spec with the backbone's defaults where it leaves a choice open."""
+        defaults = backbone.adapter_defaults
+        return AdapterSpec(self.kind, self.rank if self.rank is not None else defaults.rank,
+                           self.d if self.d is not None else defaults.d, self.seed,
+                           self.targets or defaults.targets or backbone.default_targets)
 
 
 def default_spec(backbone: Backbone, kind: str = "one-vector") -> AdapterSpec:
@@ -62,12 +72,13 @@ def default_spec(backbone: Backbone, kind: str = "one-vector") -> AdapterSpec:
 
 
 def lora_entry_count(backbone: Backbone, spec: AdapterSpec) -> int:
+    spec = spec.resolved(backbone)
     layers = backbone.adaptable_layers()
     return sum(spec.rank * (layers[n].in_features + layers[n].out_features) for n in backbone.target_layers(spec.targets))
 
 
 def theta_length(backbone: Backbone, spec: AdapterSpec) -> int:
-    return lora_entry_count(backbone, spec) if spec.kind == "lora" else spec.d
+    return lora_entry_count(backbone, spec) if spec.kind == "lora" else spec.resolved(backbone).d
 
 
 def hash_indices(entries: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,6 +196,7 @@ class AdaptedDenoiser(nn.Module):
     def __init__(self, backbone: Backbone, spec: AdapterSpec):
         super().__init__()
         spec.validate()
+        spec = spec.resolved(backbone)
         self.spec = spec
         self.backbone_name = backbone.name
         self.target_names = backbone.target_layers(spec.targets)

@@ -66,6 +66,17 @@ class FitConfig:
     seed: int = 0
     components: int = 3
     path_share: float = 1.0  # share of steps whose noise is the decoder's starting noise (needs decode_noise)
+    weight_decay: float = 0.0  # AdamW's on theta
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
+
+    @classmethod
+    def for_backbone(cls, defaults, **given) -> "FitConfig":
+        """The fit a backbone was tuned (or published) with (`Backbone.fit_defaults`), then `given`."""
+        steps = defaults.stage1_steps + defaults.stage2_steps
+        base = dict(steps=steps, rate_fraction=defaults.stage2_steps / steps, lr_stage1=defaults.lr_stage1,
+                    lr_stage2=defaults.lr_stage2, init_bound=defaults.init_bound, ramp=defaults.lambda_ramp,
+                    weight_decay=defaults.weight_decay, gradient_checkpointing=defaults.gradient_checkpointing)
+        return cls(**{**base, **given})
 
     @property
     def stage1_steps(self) -> int:
@@ -227,7 +238,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
     parametrize.register_parametrization(adapter.theta_slot, ADAPTER_NAME, quantiser, unsafe=True)
     theta = adapter.raw_theta()
     targeted = config.target_bits is not None
-    optimiser = torch.optim.AdamW([{"params": [theta], "lr": config.lr_stage1, "weight_decay": 0.0},
+    optimiser = torch.optim.AdamW([{"params": [theta], "lr": config.lr_stage1, "weight_decay": config.weight_decay},
                                    {"params": [quantiser.raw_step], "lr": 0.0 if targeted else config.lr_entropy,
                                     "weight_decay": 0.0},
                                    {"params": list(prior.parameters()), "lr": config.lr_entropy, "weight_decay": 0.0}])
@@ -274,6 +285,8 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
     weights = weights.to(device)
     weights = weights.view(1, -1, 1, 1, 1)
     adapter.train()
+    if config.gradient_checkpointing:
+        adapter.set_gradient_checkpointing(True)
     for step in range(start, config.steps):
         cancel_point()
         stage = 1 if step < config.stage1_steps else 2
@@ -318,6 +331,8 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
         if checkpoint and ((step + 1) % checkpoint_every == 0):
             save(step + 1)
     adapter.eval()
+    if config.gradient_checkpointing:
+        adapter.set_gradient_checkpointing(False)
 
     with torch.no_grad():
         final = theta.detach().float().cpu()

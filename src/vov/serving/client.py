@@ -74,16 +74,17 @@ def _error(e, server: str, bad_input: type[VovError]) -> VovError:
 def _options_message(options, default_rate: bool = False):
     from vov.v1 import codec_pb2
 
-    spec, fit = options.adapter, options.fit
+    spec = options.adapter
+    steps = options.steps or (options.fit.steps if options.fit else 0)  # 0: the server backbone's default
     if default_rate:
         rate = {}  # the encoder's default, adapted to the image
     elif options.target_bpp is not None:
         rate = {"target_bpp": options.target_bpp}
     else:
-        rate = {"lambda": fit.lam}
+        rate = {"lambda": options.lam if options.lam is not None else (options.fit.lam if options.fit else 0.02)}
     scaling = options.scaling
-    return codec_pb2.CompressOptions(kind=spec.kind, rank=spec.rank, dim=0 if options.auto_d else spec.d,
-                                     targets=spec.targets, steps=fit.steps, sampler_steps=options.sampler_steps,
+    return codec_pb2.CompressOptions(kind=spec.kind, rank=spec.rank or 0, dim=0 if options.auto_d else spec.d or 0,
+                                     targets=spec.targets, steps=steps, sampler_steps=options.sampler_steps,
                                      seed=options.noise_seed, backbone=options.backbone, caption=options.caption,
                                      best_of=scaling.candidates if scaling else 0,
                                      scaling_steps=scaling.steps if scaling else 0, **rate)
@@ -113,7 +114,8 @@ def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = Fals
     """Compress through an encoder service; a progress bar follows the fit unless `quiet`."""
     from tqdm import tqdm
 
-    bar = tqdm(total=options.fit.steps, desc="fitting", unit="step", disable=quiet, dynamic_ncols=True)
+    bar = tqdm(total=options.steps or (options.fit.steps if options.fit else None), desc="fitting", unit="step",
+               disable=quiet, dynamic_ncols=True)
     result = None
     try:
         # read to the end of the stream, so the call ends as the server ends it (OK), not cancelled

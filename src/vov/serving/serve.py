@@ -71,11 +71,12 @@ class Stack:
                  host: str = "127.0.0.1", encoder_port: int = 0, decoder_port: int = 0, triton_grpc_port: int = 0,
                  triton_http_port: int = 0, max_rank: int | None = None, extra_decoder_args=(), extra_encoder_args=(),
                  with_encoder: bool = True, with_triton: bool = True, log=None, torch_threads: int = 0,
-                 triton_metrics_port: int = 0):
+                 triton_metrics_port: int = 0, model: str | None = None, device: str | None = None):
         from vov.serving.export import DEFAULT_MAX_RANK, default_repository
         from vov.serving.triton import free_port
 
         self.backbone_name = backbone
+        self.model, self.device = model, device
         self.repository = Path(repository) if repository else default_repository(backbone)
         self.work = Path(work) if work else Path(tempfile.mkdtemp(prefix="vov-serve-"))
         self.host = host
@@ -106,7 +107,7 @@ class Stack:
         from vov import backbones
         from vov.serving.export import export_repository, is_current
 
-        backbone = backbones.load(self.backbone_name)
+        backbone = backbones.load(self.backbone_name, model=self.model, device=self.device)
         if not is_current(self.repository, backbone, self.max_rank):
             self.log(f"exporting the models into {self.repository}")
             export_repository(backbone, self.repository, self.max_rank, log=self.log)
@@ -139,6 +140,7 @@ class Stack:
 
     def start_service(self, name: str, timeout: float = 180.0) -> None:
         common = ["--host", self.host, "--port", str(self.ports[name]), "--backbone", self.backbone_name,
+                  *(["--model", self.model] if self.model else []), *(["--device", self.device] if self.device else []),
                   "--torch-threads", str(self.torch_threads)]
         if name == "decoder":
             extra = ["--repository", str(self.repository), *self.extra_decoder_args]
@@ -237,7 +239,9 @@ class Stack:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--backbone", default="embedded", help="foundation model (default: embedded)")
+    parser.add_argument("--backbone", default="embedded", help="foundation model (default: embedded; `vov backbones`)")
+    parser.add_argument("--model", help="the backbone's weights: a folder in the diffusers layout or a hub id")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N for the encoder's fits (default: the backbone's)")
     parser.add_argument("--repository", help="Triton model repository (default: ~/.cache/vov/triton/BACKBONE-ENV; exported if needed)")
     parser.add_argument("--host", default="127.0.0.1", help="address every service listens on (default 127.0.0.1)")
     parser.add_argument("--encoder-port", type=int, default=50051)
@@ -256,7 +260,7 @@ def run(args) -> None:
 
     stack = Stack(args.backbone, args.repository, args.work_dir, args.host, args.encoder_port, args.decoder_port,
                   args.triton_grpc_port, args.triton_http_port, args.max_rank, with_triton=not args.no_triton, log=log,
-                  triton_metrics_port=args.triton_metrics_port)
+                  triton_metrics_port=args.triton_metrics_port, model=args.model, device=args.device)
     stopping = threading.Event()
 
     def handler(signum, _frame):
