@@ -134,3 +134,46 @@ def test_bad_option_values(photo, tmp_path):
     assert r.returncode == 2 and "must be a positive finite" in r.stderr
     assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--seed", str(2**64 - 1), *FAST), "seed")
     assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--targets", "(", "--bpp", "3", *FAST), "target")
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory):
+    from vov.backbones import testing
+
+    root = tmp_path_factory.mktemp("models")
+    return {"wan": testing.write_wan_folder(root / "wan"), "image": testing.write_qwen_image_folder(root / "image")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone,source", [("wan", "clip.y4m"), ("image", "photo.png")])
+def test_foundation_backbones_from_a_folder_round_trip_identically_twice(backbone, source, model_folders, photo, tmp_path):
+    """The same loading path as a downloaded model: a diffusers folder given with --model."""
+    from vov.media.video import Clip, save_video
+
+    if source == "clip.y4m":
+        f, y, x = np.mgrid[0:9, 0:32, 0:48].astype(np.float32)
+        clip = Clip(np.stack([(x + 2 * f) % 48 / 48, y / 32, 0.5 + 0.3 * np.sin((x - f) / 5)], -1).astype(np.float32),
+                    fps=(24, 1))
+        src = tmp_path / source
+        save_video(clip, src)
+        out_names = ("a.y4m", "b.y4m")
+    else:
+        src, out_names = photo, ("a.png", "b.png")
+    model = str(model_folders[backbone])
+    files = []
+    for name in ("a.vov", "b.vov"):
+        r = vov("compress", src, "-o", tmp_path / name, "--backbone", backbone, "--model", model, "--caption",
+                "a slow drift of colour", "--steps", "4", "--sampler-steps", "3", "--bpp", "4", "-q")
+        assert r.returncode == 0, r.stderr
+        files.append((tmp_path / name).read_bytes())
+    assert files[0] == files[1]
+    outputs = []
+    for out in out_names:
+        r = vov("decompress", tmp_path / "a.vov", "-o", tmp_path / out, "--model", model, "-q")
+        assert r.returncode == 0, r.stderr
+        outputs.append((tmp_path / out).read_bytes())
+    assert outputs[0] == outputs[1]
+    r = vov("info", tmp_path / "a.vov")
+    assert f"backbone    {backbone}" in r.stdout and "caption     a slow drift of colour" in r.stdout
+    assert_clean_error(vov("compress", src, "-o", tmp_path / "c.vov", "--backbone", backbone, "--model",
+                           str(tmp_path / "missing"), "-q"), "no such folder")

@@ -194,8 +194,22 @@ def identity_entries(folder: Path, components: Sequence[str]) -> list[tuple[str,
     return entries
 
 
+def _quiet_loaders() -> None:
+    """No progress bars from the loaders: vov's commands draw their own, and logs stay lines."""
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+
+
 def load_component(load, component: str, model: str):
     """Run a `from_pretrained` call, turning what a person can fix into one UsageError."""
+    _quiet_loaders()
     try:
         return load()
     except MemoryError:
