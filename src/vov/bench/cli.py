@@ -7,6 +7,12 @@
 Writes OUTDIR/CODEC.json (CompressAI-style means over images), OUTDIR/per_image.json,
 OUTDIR/summary.json, OUTDIR/summary.txt and OUTDIR/report.html. Finished points are cached in
 OUTDIR/cache (or --cache), so an interrupted or extended run computes only what is missing.
+
+    vov bench VIDEOS... -o OUTDIR [--codecs vov,x264,x265,svt-av1,aom-av1,vvc] [--video]
+              [--warm-start] [--fvd-weights FILE] [the options above]
+
+Videos (Y4M, MP4, MKV, WebM, MOV; with --video, folders of numbered PNG frames) run the video
+benchmark instead (vov.bench.video_runner): OUTDIR/per_clip.json in place of per_image.json.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 
 KNOWN_CODECS = ("vov", "jpeg", "webp", "avif", "jxl", "x265")
+VIDEO_ONLY_CODECS = ("x264", "svt-av1", "aom-av1", "vvc")  # with vov and x265: the video benchmark's
 
 
 def _rate_list(text: str) -> list[float]:
@@ -36,9 +43,10 @@ def _rate_list(text: str) -> list[float]:
 
 def _codec_list(text: str) -> list[str]:
     names = [p.strip().lower() for p in text.split(",") if p.strip()]
-    unknown = [n for n in names if n not in KNOWN_CODECS]
+    unknown = [n for n in names if n not in KNOWN_CODECS + VIDEO_ONLY_CODECS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown codec {unknown[0]!r}; known: {', '.join(KNOWN_CODECS)}")
+        raise argparse.ArgumentTypeError(f"unknown codec {unknown[0]!r}; known: {', '.join(KNOWN_CODECS)} "
+                                         f"(images), {', '.join(('vov', 'x265') + VIDEO_ONLY_CODECS)} (videos)")
     if not names:
         raise argparse.ArgumentTypeError("give at least one codec")
     return list(dict.fromkeys(names))
@@ -56,12 +64,14 @@ def _positive_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE",
-                        help="images to code (PNG, JPEG, ...), or folders whose images are all coded")
+                        help="images to code (PNG, JPEG, ...), or folders whose images are all coded; or videos "
+                             "(Y4M, MP4, MKV, WebM, MOV), which run the video benchmark")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the JSON and the report")
     parser.add_argument("--rates", type=_rate_list, default=[0.02, 0.05, 0.1],
                         help="target bits per pixel, comma-separated (default 0.02,0.05,0.1)")
-    parser.add_argument("--codecs", type=_codec_list, default=list(KNOWN_CODECS),
-                        help=f"comma-separated, from {','.join(KNOWN_CODECS)} (default: all)")
+    parser.add_argument("--codecs", type=_codec_list, default=None,
+                        help=f"comma-separated, from {','.join(KNOWN_CODECS)} (default: all); on videos from "
+                             f"vov,x265,{','.join(VIDEO_ONLY_CODECS)} (default: all but aom-av1)")
     parser.add_argument("--points", type=_rate_list, default=[0.02, 0.05, 0.1],
                         help="bpp at which the summary interpolates quality (default 0.02,0.05,0.1)")
     parser.add_argument("--steps", type=_positive_int, default=1200, help="vov fitting steps (default 1200)")
@@ -75,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DISTS weights (VGG-16 trunk + alpha/beta); DISTS is left out without them")
     parser.add_argument("--cache", metavar="DIR", help="cache of finished points (default OUTDIR/cache)")
     parser.add_argument("--no-report", action="store_true", help="write the JSON only, no report.html")
+    parser.add_argument("--video", action="store_true",
+                        help="videos: a folder is one clip of numbered PNG frames (without it, a folder means its images)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="videos: each clip's fit starts from the previous clip's vector")
+    parser.add_argument("--fvd-weights", metavar="FILE",
+                        help="videos: Kinetics-400 I3D weights for FVD; FVD is left out without them")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -104,7 +120,21 @@ def run(args) -> None:
     import os
 
     from vov.bench.runner import BenchConfig, Runner
+    from vov.bench.video_runner import is_video
 
+    videos = [p for p in args.images if is_video(p) or (args.video and os.path.isdir(p))]
+    if videos:
+        return run_video(args, videos)
+    if args.codecs is None:
+        args.codecs = list(KNOWN_CODECS)
+    video_only = [n for n in args.codecs if n in VIDEO_ONLY_CODECS]
+    video_flags = [f for f, v in (("--warm-start", args.warm_start), ("--fvd-weights", args.fvd_weights)) if v]
+    if video_only or video_flags:
+        from vov.errors import UsageError
+
+        if video_only:
+            raise UsageError(f"{video_only[0]} codes videos; on images: {', '.join(KNOWN_CODECS)}")
+        raise UsageError(f"{video_flags[0]} applies to videos, and these are images")
     config = BenchConfig(
         images=expand_images(args.images), out=args.output, rates=args.rates, codecs=args.codecs, points=args.points,
         steps=args.steps, sampler_steps=args.sampler_steps, backbone=args.backbone, seed=args.seed,
@@ -114,6 +144,33 @@ def run(args) -> None:
     result = Runner(config).run()
     print(result["text"], end="")
     written = [f"{c}.json" for c in config.codecs] + ["per_image.json", "summary.json", "summary.txt"]
+    if config.report:
+        written.append("report.html")
+    print(f"wrote {', '.join(os.path.join(config.out, w) for w in written)}")
+
+
+def run_video(args, videos: list[str]) -> None:
+    import os
+
+    from vov.bench.video_runner import DEFAULT_VIDEO_CODECS, VideoBenchConfig, VideoRunner
+    from vov.errors import UsageError
+
+    others = [p for p in args.images if p not in videos]
+    if others:
+        raise UsageError(f"{others[0]} is not a video; give either images or videos to one benchmark"
+                         + ("" if args.video else " (a folder of PNG frames counts as a video with --video)"))
+    for flag, value in (("--lpips-weights", args.lpips_weights), ("--dists-weights", args.dists_weights)):
+        if value:
+            raise UsageError(f"{flag} measures images; the video benchmark measures PSNR, MS-SSIM and FVD")
+    config = VideoBenchConfig(
+        videos=videos, out=args.output, rates=args.rates, codecs=args.codecs or list(DEFAULT_VIDEO_CODECS),
+        points=args.points, steps=args.steps, sampler_steps=args.sampler_steps, backbone=args.backbone,
+        seed=args.seed, warm_start=args.warm_start, cache=args.cache, fvd_weights=args.fvd_weights,
+        quiet=args.quiet, report=not args.no_report,
+    )
+    result = VideoRunner(config).run()
+    print(result["text"], end="")
+    written = [f"{c}.json" for c in config.codecs] + ["per_clip.json", "summary.json", "summary.txt"]
     if config.report:
         written.append("report.html")
     print(f"wrote {', '.join(os.path.join(config.out, w) for w in written)}")
