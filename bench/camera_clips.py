@@ -1,6 +1,6 @@
 """Write the video benchmark's clips: camera moves over the held-out photos, as Y4M.
 
-    python bench/camera_clips.py OUTDIR [--size 192x128] [--clips pan:EveningGlow:17,...]
+    python bench/camera_clips.py OUTDIR [--size 256x192] [--clips pan:EveningGlow:17,...]
 
 Each clip is `vov.media.camera_move` (pan, tilt, zoom-in, zoom-out, rotate, mixed) over one of the
 held-out photos (never trained on; MODEL_CARD.md; run scripts/setup.sh to install them), and no
@@ -69,7 +69,7 @@ def scene(photo: np.ndarray, view: tuple[int, int], factor: float) -> np.ndarray
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
-    parser.add_argument("--size", type=parse_size, default=(192, 128), help="view WIDTHxHEIGHT (default 192x128)")
+    parser.add_argument("--size", type=parse_size, default=(256, 192), help="view WIDTHxHEIGHT (default 256x192)")
     parser.add_argument("--clips", type=parse_clips, default=parse_clips(DEFAULT_CLIPS),
                         help=f"MOVE:PHOTO:FRAMES,... (default {DEFAULT_CLIPS})")
     parser.add_argument("--scene", type=float, default=2.0,
