@@ -28,6 +28,7 @@ computes only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -46,6 +47,27 @@ VIDEO_CODECS = ("vov", "x264", "x265", "svt-av1", "aom-av1", "vvc")
 DEFAULT_VIDEO_CODECS = ("vov", "x264", "x265", "svt-av1", "vvc")
 VIDEO_SUFFIXES = {".y4m", ".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 FVD_FRAMES = 16  # frames of one FVD window (I3D's usual input length)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Per-frame metrics on one torch thread: small frames gain nothing from two, and two threads
+    that wait on each other on a busy machine made MS-SSIM ten times slower here."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measured(reference, decoded) -> dict:
+    from vov.bench.video_baselines import measure
+
+    with one_thread():
+        return measure(reference, decoded)
 
 
 def is_video(path: str) -> bool:
@@ -305,7 +327,6 @@ class VideoRunner:
 
     def _vov_point(self, item: VideoItem, rate: float) -> dict:
         from vov import codec
-        from vov.bench.video_baselines import measure
 
         backbone = self._vov_setup()
         key = _sha(item.digest.encode(), self._vov_identity, {"target_bpp": rate})
@@ -341,7 +362,7 @@ class VideoRunner:
         frames, yielded = timed_decode(report.data, backbone)
         decode_s = yielded[-1]
         out = item.clip.with_frames(frames)
-        metrics = measure(item.clip, out)
+        metrics = measured(item.clip, out)
         segments, first = [], 0
         for i, (n, size) in enumerate(zip(the_plan.lengths, report.clip_bytes)):
             psnr = metrics["psnr-rgb-frames"][first:first + n]
@@ -362,7 +383,6 @@ class VideoRunner:
 
     def _baseline_point(self, item: VideoItem, name: str, rate: float) -> dict:
         from vov.bench.baselines import search_quality
-        from vov.bench.video_baselines import measure
 
         codec = self.baselines[name]
         size_key = _sha(item.digest.encode(), {"codec": name, "version": codec.version, "video": True})
@@ -400,7 +420,7 @@ class VideoRunner:
                 record = {"codec": name, "quality": quality, "params": codec.params(quality), "bytes": len(data),
                           "bpp": 8 * len(data) / item.pixels, "encode_s": encode_s, "decode_s": decode_s,
                           "first_frame_s": first_frame_seconds(codec, data, item.clip),
-                          "metrics": measure(item.clip, decoded)}
+                          "metrics": measured(item.clip, decoded)}
                 self.cache.store(key, record, decoded.to_uint8(), data)
         return {**record, "clip": item.name, "target_bpp": rate, "reached": reached, "key": key}
 
