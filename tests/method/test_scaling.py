@@ -56,7 +56,7 @@ def test_weighted_selections(problem, tiny_backbone):
         indices, latents = search(velocity, x0, shape, SEED, config, weights=weights)
         assert torch.equal(replay(velocity, shape, SEED, config, indices), latents)
     with pytest.raises(ValueError):
-        search(velocity, x0, shape, SEED, ScalingConfig(steps=3, candidates=2), weights=weights)
+        search(velocity, x0, shape, SEED, ScalingConfig(steps=3, candidates=2, selection="greedy"), weights=weights)
     with pytest.raises(ValueError):
         search(velocity, x0, shape, SEED, ScalingConfig(steps=3, candidates=2, selection="nearest"),
                weights=torch.ones(3))
@@ -80,7 +80,7 @@ def test_search_with_a_window_and_a_shifted_grid(problem):
 def test_search_moves_toward_x0(problem):
     velocity, x0, _ = problem
     shape = tuple(x0.shape)
-    config = ScalingConfig(steps=10, candidates=256, g_cap=1.0)
+    config = ScalingConfig(steps=10, candidates=256, g_cap=1.0, selection="greedy")
     _, searched = search(velocity, x0, shape, SEED, config)
     plain = scaling.sample_sde(velocity, shape, SEED, config)
     assert float((searched - x0).pow(2).mean()) < 0.9 * float((plain - x0).pow(2).mean())
@@ -193,7 +193,8 @@ def test_index_coding_and_byte_accounting():
 
 def test_config_checks():
     for bad in (dict(candidates=3), dict(candidates=1 << 17), dict(g_cap=0.0), dict(selection="best"),
-                dict(steps=10, stochastic=10), dict(steps=10, start=9, stochastic=1), dict(schedule=5), dict(chunk=0), dict(steps=0)):
+                dict(steps=10, stochastic=10), dict(steps=10, start=9, stochastic=1), dict(schedule=5),
+                dict(chunk=0), dict(steps=0)):
         with pytest.raises(ValueError):
             ScalingConfig(**bad)
     fields = ScalingConfig(steps=50, candidates=1024, g_cap=2.0).decoder_fields()
