@@ -1,22 +1,27 @@
 """Triton Python-backend model: one exported vov ONNX graph run by ONNX Runtime on the CPU.
 
-The same file serves `denoiser` and `vae_decoder`; the graph is `model.onnx` beside this file.
-Triton's dynamic batcher hands over several requests at once; those whose inputs share a shape
-(apart from the batch axis) run as one ONNX Runtime call, and each request gets its own rows back.
-Rows are independent: in the denoiser every row carries its own packed adaptation (`lora`).
+The same file serves `denoiser` and every latent decoder (`vae_decoder`, `vae_decoder_fK`); the graph
+is `model.onnx` beside this file (with `model.onnx.data` where its weights are external). Triton's
+dynamic batcher hands over several requests at once; those whose inputs share a shape (apart from
+the batch axis) run as one ONNX Runtime call, and each request gets its own rows back. Rows are
+independent: in the denoiser every row carries its own caption and packed adaptation (`lora`).
 
-Every request's shapes are checked before ONNX Runtime sees them (`check`): the latent channels, at
-most `vov_max_frames` frames and `vov_max_latent_cells` latent cells a frame (the bound that keeps the
-graph's attention matrices, which grow with the square of a frame's tokens, within the decoder's
-stated memory), and a `lora` row of exactly `vov_lora_total` floats. A request outside them fails
-alone with an error naming the bound; the model stays up.
+Every request's shapes are checked before ONNX Runtime sees them (`check`): the latent channels, the
+frames (exactly `vov_frames` when the graph bakes the count, else at most `vov_max_frames`), at most
+`vov_max_latent_cells` latent cells a frame (the bound that keeps the graph's attention matrices,
+which grow with the square of a frame's tokens, within the decoder's stated memory), embeddings of
+`vov_text_dim` wide and exactly `vov_text_tokens` long, a mask as long as the embeddings, and a `lora` row of exactly `vov_lora_total` floats. A
+request outside them fails alone with an error naming the bound; the model stays up.
 
 Parameters (config.pbtxt):
   python_path           extra import paths (the environment that holds onnxruntime), ':'-separated
   intra_op_threads      ONNX Runtime threads per instance (0: ONNX Runtime decides)
   vov_latent_channels   channels of the latents
+  vov_frames            latent frames the graph takes (-1: any up to vov_max_frames)
   vov_max_frames        latent frames of a request, at most
   vov_max_latent_cells  latent height x width of a frame, at most
+  vov_text_tokens       caption tokens (denoiser only; shorter captions come padded, masked out)
+  vov_text_dim          width of the caption embeddings (denoiser only)
   vov_lora_total        length of the packed adaptation row (denoiser only)
 """
 
@@ -27,6 +32,10 @@ import sys
 
 def _parameters(config):
     return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+
+def _int(params, key):
+    return int(params.get(key) or 0)
 
 
 class TritonPythonModel:
@@ -41,17 +50,21 @@ class TritonPythonModel:
 
         self.np = np
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "0") or 0)
+        options.intra_op_num_threads = _int(params, "intra_op_threads")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         graph = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.inputs = [(i.name, len(i.shape)) for i in self.session.get_inputs()]
         self.output = config["output"][0]["name"]
-        self.channels = int(params.get("vov_latent_channels") or 0)
-        self.max_frames = int(params.get("vov_max_frames") or 0)
-        self.max_cells = int(params.get("vov_max_latent_cells") or 0)
-        self.lora_total = int(params.get("vov_lora_total") or 0)
+        self.channels = _int(params, "vov_latent_channels")
+        self.frames = _int(params, "vov_frames")
+        self.max_frames = _int(params, "vov_max_frames")
+        self.max_cells = _int(params, "vov_max_latent_cells")
+        self.text_tokens = _int(params, "vov_text_tokens")
+        self.text_dim = _int(params, "vov_text_dim")
+        self.lora_total = _int(params, "vov_lora_total")
+        self.has_mask = any(name == "mask" for name, _ in self.inputs)
         # The stub's numpy bridge (pb_utils.Tensor(name, array)) was built against numpy 1 and returns
         # empty tensors under numpy 2, while numpy 1's DLPack capsules are refused by the stub: pick
         # the path that works with the numpy installed.
@@ -64,19 +77,42 @@ class TritonPythonModel:
 
     def check(self, row) -> str | None:
         """Why this request's inputs are out of bounds, or None."""
-        for (name, _), value in zip(self.inputs, row):
-            if name == "latents":
-                if value.ndim != 5 or min(value.shape) < 1:
-                    return f"latents must be (batch, channels, frames, height, width), not {tuple(value.shape)}"
-                _, c, f, h, w = value.shape
-                if self.channels and c != self.channels:
-                    return f"latents have {c} channels, the model takes {self.channels}"
-                if self.max_frames and f > self.max_frames:
-                    return f"latents have {f} frames, at most {self.max_frames} allowed"
-                if self.max_cells and h * w > self.max_cells:
-                    return f"latents of {h}x{w} cells a frame exceed {self.max_cells}, the model's bound"
-            elif name == "lora" and self.lora_total and value.shape[1:] != (self.lora_total,):
-                return f"lora rows must hold {self.lora_total} floats, not {tuple(value.shape[1:])}"
+        values = {name: value for (name, _), value in zip(self.inputs, row)}
+        batch = None
+        for name, value in values.items():
+            if value.ndim == 0 or (batch is not None and value.shape[0] != batch):
+                return f"every input needs the same batch axis ({name} has shape {tuple(value.shape)})"
+            batch = value.shape[0]
+        latents = values.get("latents")
+        if latents is not None:
+            if latents.ndim != 5 or min(latents.shape) < 1:
+                return f"latents must be (batch, channels, frames, height, width), not {tuple(latents.shape)}"
+            _, c, f, h, w = latents.shape
+            if self.channels and c != self.channels:
+                return f"latents have {c} channels, the model takes {self.channels}"
+            if self.frames > 0 and f != self.frames:
+                return f"latents have {f} frames, this graph takes exactly {self.frames}"
+            if self.max_frames and f > self.max_frames:
+                return f"latents have {f} frames, at most {self.max_frames} allowed"
+            if self.max_cells and h * w > self.max_cells:
+                return f"latents of {h}x{w} cells a frame exceed {self.max_cells}, the model's bound"
+        t = values.get("t")
+        if t is not None and t.ndim != 1:
+            return f"t must hold one time per row, not shape {tuple(t.shape)}"
+        embeddings = values.get("embeddings")
+        if embeddings is not None:
+            if embeddings.ndim != 3 or embeddings.shape[1] < 1:
+                return f"embeddings must be (batch, tokens, width), not {tuple(embeddings.shape)}"
+            if self.text_dim and embeddings.shape[2] != self.text_dim:
+                return f"embeddings are {embeddings.shape[2]} wide, the model takes {self.text_dim}"
+            if self.text_tokens and embeddings.shape[1] != self.text_tokens:
+                return f"embeddings must hold exactly {self.text_tokens} tokens, not {embeddings.shape[1]}"
+            mask = values.get("mask")
+            if mask is not None and mask.shape != embeddings.shape[:2]:
+                return f"the mask must be (batch, tokens) like the embeddings, not {tuple(mask.shape)}"
+        lora = values.get("lora")
+        if lora is not None and self.lora_total and lora.shape[1:] != (self.lora_total,):
+            return f"lora rows must hold {self.lora_total} floats, not {tuple(lora.shape[1:])}"
         return None
 
     def execute(self, requests):
@@ -88,8 +124,8 @@ class TritonPythonModel:
             row = []
             for name, rank in self.inputs:
                 value = np.from_dlpack(pb_utils.get_input_tensor_by_name(request, name))
-                if value.ndim != rank:  # Triton's [batch, 1] for a per-row scalar such as t
-                    value = value.reshape(value.shape[0], *value.shape[2:]) if rank < value.ndim else value
+                if value.ndim == rank + 1 and value.shape[-1] == 1:  # Triton's [batch, 1] for a per-row scalar (t)
+                    value = value.reshape(value.shape[:-1])
                 row.append(value)
             arrays.append(row)
         responses = [None] * len(requests)

@@ -1,1 +1,0 @@
-../../denoiser/1/model.py
