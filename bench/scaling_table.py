@@ -1,0 +1,140 @@
+"""Best-of-N files against plain files of the same total size, through the codec, on the held-out photos.
+
+    python bench/scaling_table.py [--crop 256] [--bpp 0.25] [--steps 400] [--workers 2] \
+        [--out bench/results/scaling_table.json]
+
+For each of the eight held-out photos (a centred crop of --crop pixels a side, embedded backbone):
+
+- a plain file at --bpp (`vov.codec.compress`, 50 Euler steps to decode);
+- for K in {50, 250, 1000} and N in {16, 256, 1024}, a best-of-N file at the same --bpp
+  (`EncodeOptions.scaling`): the codec counts the indices in the file, so both files have the same
+  total size and the vector of the best-of-N file gets what the indices leave;
+- every file decoded by `vov.codec.decompress` (the decoder replays the chosen noises), and the
+  best-of-N file's vector also decoded by the plain ODE on its K-step grid, for the decode-time
+  comparison ("at most that of K plain steps").
+
+Rows: bpp, PSNR (RGB, per image), MS-SSIM, encode and decode seconds, the index bits, and the gain
+in dB over the plain file. Photos run in parallel workers (one torch thread each); times are wall
+clock on the machine as it was shared. The JSON is rewritten after every photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+KS = (50, 250, 1000)
+NS = (16, 256, 1024)
+
+
+def crops(side: int) -> list[tuple[str, "object"]]:
+    import numpy as np
+
+    from vov.media import Picture
+    from vov.train import data
+
+    out = []
+    for photo in data.held_out_photos():
+        img = data.kodak_like(data.load_rgb(photo))
+        h, w = img.shape[:2]
+        if side:
+            top, left = (h - side) // 2, (w - side) // 2
+            img = img[top: top + side, left: left + side]
+        out.append((photo.name, Picture(np.ascontiguousarray(img, dtype=np.float32) / 255.0)))
+    return out
+
+
+def run_photo(args: tuple[str, int, float, int, list[tuple[int, int]]]) -> dict:
+    import torch
+
+    from vov import codec
+    from vov.format import bitstream
+    from vov.metrics import ms_ssim, psnr
+    from vov.options import EncodeOptions, ScalingOptions
+
+    name, side, bpp, steps, settings = args
+    torch.set_num_threads(1)
+    picture = dict(crops(side))[name]
+    backbone = codec.get_backbone("embedded")
+
+    def measure(options) -> dict:
+        start = time.perf_counter()
+        report = codec.compress(picture, options, backbone=backbone)
+        encode = time.perf_counter() - start
+        start = time.perf_counter()
+        decoded = codec.decompress(report.data, backbone=backbone).pixels
+        decode = time.perf_counter() - start
+        return {"bpp": report.bpp, "bytes": len(report.data), "index_bits": report.search_bits,
+                "psnr": psnr(picture.pixels, decoded), "ms_ssim": ms_ssim(picture.pixels, decoded),
+                "encode_seconds": encode, "decode_seconds": decode, "data": report.data}
+
+    base = EncodeOptions(target_bpp=bpp, steps=steps)
+    plain = measure(base)
+    rows = []
+    for k, n in settings:
+        row = measure(dataclasses.replace(base, scaling=ScalingOptions(candidates=n, steps=k)))
+        f = bitstream.load(row["data"])  # the same vector decoded by the plain ODE on the K-step grid
+        f.sampler, f.search_bits, f.sde_start, f.sde_steps, f.g_kind, f.g_cap = 0, 0, 0, 0, 0, 1.0
+        for s in f.segments:
+            s.search = b""
+        start = time.perf_counter()
+        codec.decompress(bitstream.dump(f), backbone=backbone)
+        row.update(K=k, N=n, ode_k_decode_seconds=time.perf_counter() - start,
+                   gain_db=row["psnr"] - plain["psnr"], size_ratio=row["bytes"] / plain["bytes"])
+        rows.append({key: v for key, v in row.items() if key != "data"})
+    return {"photo": name, "plain": {key: v for key, v in plain.items() if key != "data"}, "rows": rows}
+
+
+def summarise(photos: list[dict]) -> list[dict]:
+    import numpy as np
+
+    table = []
+    keys = ("bpp", "psnr", "ms_ssim", "encode_seconds", "decode_seconds", "ode_k_decode_seconds", "gain_db",
+            "index_bits", "size_ratio")
+    settings = sorted({(r["K"], r["N"]) for p in photos for r in p["rows"]})
+    table.append({"setting": "plain", **{k: float(np.mean([p["plain"][k] for p in photos]))
+                                          for k in ("bpp", "psnr", "ms_ssim", "encode_seconds", "decode_seconds")}})
+    for k, n in settings:
+        rows = [r for p in photos for r in p["rows"] if (r["K"], r["N"]) == (k, n)]
+        table.append({"setting": f"K={k} N={n}", "photos": len(rows),
+                      **{key: float(np.mean([r[key] for r in rows])) for key in keys}})
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--bpp", type=float, default=0.25)
+    parser.add_argument("--steps", type=int, default=400, help="fitting steps of every file")
+    parser.add_argument("--photos", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--settings", default=",".join(f"{k}:{n}" for k in KS for n in NS), help="K:N,...")
+    parser.add_argument("--out", default="bench/results/scaling_table.json")
+    args = parser.parse_args(argv)
+    settings = [tuple(int(x) for x in s.split(":")) for s in args.settings.split(",")]
+    names = [name for name, _ in crops(args.crop)][: args.photos]
+    photos, started = [], time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        jobs = [pool.submit(run_photo, (name, args.crop, args.bpp, args.steps, settings)) for name in names]
+        for job in as_completed(jobs):
+            photos.append(job.result())
+            result = {"command": "python bench/scaling_table.py " + " ".join(argv or sys.argv[1:]),
+                      "crop": args.crop, "target_bpp": args.bpp, "fit_steps": args.steps,
+                      "seconds": time.perf_counter() - started, "summary": summarise(photos), "photos": photos}
+            with open(args.out + ".tmp", "w") as f:
+                json.dump(result, f, indent=1)
+            os.replace(args.out + ".tmp", args.out)
+            print(f"{photos[-1]['photo']}: plain {photos[-1]['plain']['psnr']:.2f} dB; "
+                  + ", ".join(f"{r['K']}:{r['N']} {r['gain_db']:+.2f}" for r in photos[-1]["rows"]), flush=True)
+    for row in summarise(photos):
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
