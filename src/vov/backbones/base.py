@@ -108,11 +108,10 @@ class Schedule:
         return SCHEDULES[self.id]
 
     def times(self, steps: int) -> np.ndarray:
-        """steps + 1 times from 1 down to 0, as float32."""
-        s = np.linspace(1.0, 0.0, steps + 1, dtype=np.float64)
-        if self.id == SCHEDULE_FLOW_SHIFT:
-            s = self.shift * s / (1.0 + (self.shift - 1.0) * s)
-        return s.astype(np.float32)
+        """steps + 1 times from 1 down to 0, as float32 (the grid of vov.method.scheduler)."""
+        from vov.method.scheduler import timesteps
+
+        return timesteps(steps, self.id, self.shift)
 
     def to_json(self) -> dict:
         return {"id": self.id, "name": self.name, "shift": self.shift}
