@@ -170,6 +170,7 @@ def test_hostile_options_are_refused_with_one_line(wan):
         ([data], EditOptions(strength=math.inf), UsageError, "strength must be a finite"),
         ([data], EditOptions(strength=-5), UsageError, "between -4 and 4"),
         ([data], EditOptions(caption="x" * 5000), UsageError, "longer than 4096 bytes"),
+        ([data], EditOptions(caption="a \udcff cat"), UsageError, "not valid UTF-8"),
         ([data, b"\x89VOV junk"], EditOptions(), Exception, "file 2: "),
     ]
     for datas, options, error, message in cases:

@@ -118,7 +118,11 @@ def plan(datas: Sequence[bytes], options: EditOptions = EditOptions(), limits: L
     if caption is not None:
         if not isinstance(caption, str):
             raise UsageError("the caption must be text")
-        if len(caption.encode("utf-8", "surrogatepass")) > MAX_CAPTION_BYTES:
+        try:
+            size = len(caption.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise UsageError("the caption is not valid UTF-8 text") from None
+        if size > MAX_CAPTION_BYTES:
             raise UsageError(f"the caption is longer than {MAX_CAPTION_BYTES} bytes")
         if caption and first.backbone in backbones.REGISTRY and not backbones.REGISTRY[first.backbone].captions:
             raise UsageError(_no_captions(first.backbone))
