@@ -441,15 +441,7 @@ class Backbone(ABC):
         Adapters copy the setting when they are built (`AdaptedDenoiser.set_gradient_checkpointing`
         changes one adapter's).
         """
-        for module in self.denoiser.modules():
-            if getattr(module, "_supports_gradient_checkpointing", False):
-                if on:
-                    module.enable_gradient_checkpointing()
-                else:
-                    module.disable_gradient_checkpointing()
-                return
-        if on:
-            raise UsageError(f"backbone {self.name!r} does not support gradient checkpointing")
+        set_gradient_checkpointing(self.denoiser, on, self.name)
 
     # ---- adapters
 
@@ -511,6 +503,19 @@ class Backbone(ABC):
                 "schedule": self.schedule.to_json(), "target_presets": sorted(self.target_presets),
                 "default_targets": self.default_targets, "adapter_defaults": asdict(self.adapter_defaults),
                 "fit_defaults": asdict(self.fit_defaults)}
+
+
+def set_gradient_checkpointing(denoiser: nn.Module, on: bool, backbone_name: str) -> None:
+    """Switch activation recomputation on the first diffusers model inside `denoiser`."""
+    for module in denoiser.modules():
+        if getattr(module, "_supports_gradient_checkpointing", False):
+            if on:
+                module.enable_gradient_checkpointing()
+            else:
+                module.disable_gradient_checkpointing()
+            return
+    if on:
+        raise UsageError(f"backbone {backbone_name!r} does not support gradient checkpointing")
 
 
 def shallow_module_copy(module: nn.Module) -> nn.Module:

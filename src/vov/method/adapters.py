@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from vov.backbones.base import Backbone, shallow_module_copy
+from vov.backbones.base import Backbone, set_gradient_checkpointing, shallow_module_copy
 from vov.errors import UsageError
 
 KINDS = ("one-vector", "lora")
@@ -299,15 +299,7 @@ class AdaptedDenoiser(nn.Module):
 
     def set_gradient_checkpointing(self, on: bool = True) -> None:
         """Gradient checkpointing for this adapter's forward passes only."""
-        for module in self.denoiser.modules():
-            if getattr(module, "_supports_gradient_checkpointing", False):
-                if on:
-                    module.enable_gradient_checkpointing()
-                else:
-                    module.disable_gradient_checkpointing()
-                return
-        if on:
-            raise UsageError(f"backbone {self.backbone_name!r} does not support gradient checkpointing")
+        set_gradient_checkpointing(self.denoiser, on, self.backbone_name)
 
     def _apply(self, fn, recurse=True):
         self.theta_slot._apply(fn)
