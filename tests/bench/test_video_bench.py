@@ -64,8 +64,11 @@ def tags_of(path):
 
 
 def image_of(uri):
-    assert uri.startswith("data:image/png;base64,")
-    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    head, body = uri.split(",", 1)
+    assert head in ("data:image/png;base64", "data:image/webp;base64")
+    img = Image.open(io.BytesIO(base64.b64decode(body)))
+    assert img.format == head.split("/")[1].split(";")[0].upper()
+    return img
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +252,15 @@ def test_fvd_windows():
     assert [len(w) for w in video_runner.fvd_windows(frames)] == [16, 16]
     assert [len(w) for w in video_runner.fvd_windows(frames[:12])] == [12]
     assert video_runner.fvd_windows(frames[:8]) == []
+
+
+def test_frame_strips_are_lossless():
+    from vov.bench.video_report import WEBP_MAX_SIDE, strip_uri
+
+    rng = np.random.default_rng(0)
+    short = rng.integers(0, 256, (5, 24, 16, 3), dtype=np.uint8)
+    tall = rng.integers(0, 256, (WEBP_MAX_SIDE // 100 + 1, 100, 8, 3), dtype=np.uint8)
+    for frames, kind in ((short, "WEBP"), (tall, "PNG")):
+        img = image_of(strip_uri(frames))
+        assert img.format == kind
+        assert np.array_equal(np.asarray(img.convert("RGB")), frames.reshape(-1, *frames.shape[2:]))

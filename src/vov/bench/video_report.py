@@ -1,10 +1,11 @@
 """The video benchmark's HTML report: one static file, frames and plots embedded, no server.
 
 The image report's structure (setup, RD plots, BD-rates, times, then the media) with clips in place
-of images: per video and vov rate, the original, vov and every baseline at the size vov reached,
-side by side, on one frame slider (with play/pause at the clip's rate), so every pane shows the same
-frame; under them, PSNR per frame of each codec, with the borders of vov's clips marked. Each pane's
-frames are one PNG strip (frames stacked top to bottom), moved by the slider: lossless, as decoded.
+of images: per video and vov rate, the original, vov and the baseline with the best PSNR at the
+size vov reached, side by side on one frame slider (with play/pause at the clip's rate), so every
+pane shows the same frame; under them, PSNR per frame of both codecs, with the borders of vov's
+clips marked. Each pane's frames are one lossless image strip (frames stacked top to bottom),
+moved by the slider.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import os
 
 import numpy as np
 
-from vov.bench.report import CSS, _params, rd_plot
+from vov.bench.report import CSS, _params
+
+COLOURS = {"vov": "#d62728", "x264": "#7f7f7f", "x265": "#ff7f0e", "svt-av1": "#1f77b4", "aom-av1": "#17becf",
+           "vvc": "#9467bd"}
+WEBP_MAX_SIDE = 16383  # taller strips go as PNG
 
 VIDEO_CSS = """
 .player{margin:10px 0 26px}.player .cap{font-size:.85em;margin:4px 0}
@@ -55,17 +60,58 @@ document.querySelectorAll('.player').forEach(setupPlayer);
 """
 
 
-def strip_png(frames: np.ndarray) -> str:
-    """(frames, height, width, 3) uint8 -> a PNG data URI of the frames stacked top to bottom."""
+def strip_uri(frames: np.ndarray) -> str:
+    """(frames, height, width, 3) uint8 -> a data URI of the frames stacked top to bottom: lossless
+    WebP (a third smaller than PNG on these clips), PNG when the strip is taller than WebP allows."""
     from PIL import Image
 
+    strip = Image.fromarray(np.ascontiguousarray(frames.reshape(-1, *frames.shape[2:])))
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frames.reshape(-1, *frames.shape[2:]))).save(buf, format="PNG",
-                                                                                     compress_level=6)
+    if strip.height <= WEBP_MAX_SIDE:
+        strip.save(buf, format="WEBP", lossless=True, quality=50, method=2)
+        return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode()
+    strip.save(buf, format="PNG", compress_level=6)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def psnr_plot(series: list[tuple[str, list[float]]], boundaries: list[int]) -> str:
+def _png_uri(fig) -> str:
+    from matplotlib import pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def rd_plot(curves: dict, metric: str, label: str) -> str:
+    """`metric` against bpp, one line (or point) per codec, as a base64 PNG data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=106)
+    for codec, data in curves.items():
+        r = data["results"]
+        rows = sorted((b, v, bool(ok)) for b, v, ok in zip(r["bpp"], r[metric], r["reached"])
+                      if b is not None and v is not None)
+        if not rows:
+            continue
+        colour = COLOURS.get(codec)
+        xs, ys = [b for b, _, _ in rows], [v for _, v, _ in rows]
+        ax.plot(xs, ys, "-", color=colour, lw=2.2 if codec == "vov" else 1.4, label=data["name"])
+        ax.plot([b for b, _, ok in rows if ok], [v for _, v, ok in rows if ok], "o", color=colour, ms=5)
+        ax.plot([b for b, _, ok in rows if not ok], [v for _, v, ok in rows if not ok], "o", mfc="white",
+                color=colour, ms=6)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(label)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png_uri(fig)
+
+
+def psnr_plot(series: list[tuple[str, str, list[float]]], boundaries: list[int]) -> str:
     """PSNR per frame of each codec, vov's clip borders as dashed lines; a base64 PNG data URI."""
     import matplotlib
 
@@ -73,8 +119,9 @@ def psnr_plot(series: list[tuple[str, list[float]]], boundaries: list[int]) -> s
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.0, 2.2), dpi=100)
-    for name, values in series:
-        ax.plot(np.arange(1, len(values) + 1), values, "-o", ms=2.5, lw=1.6 if name == "vov" else 1.1, label=name)
+    for codec, name, values in series:
+        ax.plot(np.arange(1, len(values) + 1), values, "-o", ms=2.5, lw=1.6 if codec == "vov" else 1.1,
+                color=COLOURS.get(codec), label=name)
     for b in boundaries:
         ax.axvline(b + 0.5, color="#999", ls="--", lw=0.8)
     ax.set_xlabel("frame")
@@ -82,10 +129,7 @@ def psnr_plot(series: list[tuple[str, list[float]]], boundaries: list[int]) -> s
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=min(4, len(series)))
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _png_uri(fig)
 
 
 def _line(p: dict) -> str:
@@ -95,21 +139,19 @@ def _line(p: dict) -> str:
             f"encode {p['encode_s']:.2f} s, decode {p['decode_s']:.2f} s, first frame {p['first_frame_s']:.3f} s")
 
 
-def _compared(points: list[dict], clip: str, rate: float, codecs: list[str]) -> list[dict]:
-    """vov at `rate` on `clip` and each baseline at vov's size (at `rate` itself when vov is absent)."""
+def _compared(points: list[dict], clip: str, rate: float) -> list[dict]:
+    """vov at `rate` on `clip` and the baseline with the best PSNR at vov's size (at `rate` itself when
+    vov is absent), preferring baselines that get within 10% of that size."""
     out = []
     vov = next((p for p in points if p["codec"] == "vov" and p["clip"] == clip and p["target_bpp"] == rate
                 and "metrics" in p and p.get("key")), None)
     role = "vov-match" if vov else "target"
     if vov:
         out.append(vov)
-    for codec in codecs:
-        if codec == "vov":
-            continue
-        p = next((p for p in points if p["codec"] == codec and p["clip"] == clip and p["target_bpp"] == rate
-                  and p.get("role", "target") == role and "metrics" in p and p.get("key")), None)
-        if p:
-            out.append(p)
+    pool = [p for p in points if p["codec"] != "vov" and p["clip"] == clip and p["target_bpp"] == rate
+            and p.get("role", "target") == role and "metrics" in p and p.get("key")]
+    if pool:
+        out.append(max(pool, key=lambda p: (bool(p["reached"]), p["metrics"]["psnr-rgb"])))
     return out
 
 
@@ -132,8 +174,8 @@ def build_html(runner, points: list[dict], result: dict) -> str:
                  f"<li>not measured: {e(summary['not_measured'])}</li></ul></section>")
 
     parts.append("<section id='rd'><h2>Rate-distortion</h2><div class='plots'>")
-    for metric in runner.metric_names:
-        parts.append(f"<img class='rd' alt='{e(metric)} against bpp' src='{rd_plot(curves, metric)}'>")
+    for metric, label in (("psnr-rgb", "PSNR-RGB (dB)"), ("ms-ssim", "MS-SSIM")):
+        parts.append(f"<img class='rd' alt='{e(metric)} against bpp' src='{rd_plot(curves, metric, label)}'>")
     parts.append("</div><p class='note'>Means over videos at each target rate; hollow markers: the target was not "
                  "reached on every video.</p></section>")
 
@@ -185,16 +227,17 @@ def build_html(runner, points: list[dict], result: dict) -> str:
                  "taken from the cache keeps the times of the run that made it.</p></section>")
 
     parts.append("<section id='clips'><h2>Clips</h2><p class='note'>One slider moves every pane to the same frame "
-                 "(play runs them at the clip's rate): original | vov | each baseline at the size vov reached.</p>")
+                 "(play runs them at the clip's rate): original | vov | the baseline with the best PSNR at the "
+                 "size vov reached (the table above has the others).</p>")
     for item in runner.items:
         parts.append(f"<h3>{e(item.name)}</h3>")
-        original = strip_png(item.original)
+        original = strip_uri(item.original)
         fps = item.clip.fps[0] / item.clip.fps[1]
         for rate in c.rates:
-            shown = _compared(points, item.name, rate, c.codecs)
+            shown = _compared(points, item.name, rate)
             if not shown:
                 continue
-            panes = [("original", original)] + [(curves[p["codec"]]["name"], strip_png(runner.decoded(p)))
+            panes = [("original", original)] + [(curves[p["codec"]]["name"], strip_uri(runner.decoded(p)))
                                                 for p in shown]
             width = int(min((1100 - 8 * len(panes)) // len(panes), max(2 * item.size[0], 360)))
             height = round(width * item.size[1] / item.size[0])
@@ -218,7 +261,8 @@ def build_html(runner, points: list[dict], result: dict) -> str:
                          f"<input class='frame' type='range' min='0' max='{item.frames - 1}' value='0' step='1'>"
                          "<span class='readout'></span></div>"
                          f"<div class='frames'><img class='psnr' alt='PSNR per frame' "
-                         f"src='{psnr_plot(list(zip(names, psnr)), [int(b) for b in bounds])}'></div></div>")
+                         f"src='{psnr_plot(list(zip([p['codec'] for p in shown], names, psnr)), [int(b) for b in bounds])}'>"
+                         "</div></div>")
     parts.append("</section>")
     parts.append(f"<section id='summary'><h2>Summary (text)</h2><pre>{e(result['text'])}</pre></section>")
     parts.append(f"<script>{JS}</script></body></html>")
