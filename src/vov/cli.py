@@ -14,7 +14,7 @@ import os
 import sys
 
 from vov import limits
-from vov.errors import UsageError, VovError
+from vov.errors import VovError
 from vov.files import check_writable, read_bytes, write_atomic
 
 
@@ -251,38 +251,16 @@ def _upload_bytes(args, media) -> bytes:
         return read_bytes(path)
 
 
-IMAGE_OUTPUTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-def _check_output(path: str, f) -> None:
-    """An image file for an image, a video file or a folder for a clip; refused before any decode."""
-    suffix = os.path.splitext(path)[1].lower()
-    if f.frames == 1 and suffix and suffix not in IMAGE_OUTPUTS and suffix not in (".y4m", ".mp4", ".mkv", ".webm",
-                                                                                   ".mov", ".m4v"):
-        raise UsageError(f"{path}: write the image as {', '.join(sorted(IMAGE_OUTPUTS))}")
-    if f.frames > 1 and suffix in IMAGE_OUTPUTS:
-        raise UsageError(f"{path}: the file holds a {f.frames}-frame clip; write .y4m, .mp4, .mkv, .webm or a folder "
-                         f"(a path without a suffix) of PNG frames")
-    if f.frames > 1 and not suffix:
-        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-            raise UsageError(f"{path}: choose a new or empty folder for the frames")
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise UsageError(f"{path}: the folder {parent} does not exist")
-    else:
-        check_writable(path)
-
-
 def cmd_decompress(args) -> None:
     from tqdm import tqdm
 
     from vov import codec
     from vov.format import bitstream
-    from vov.media import save_image
+    from vov.media.output import check_output, write_clips
 
     data = read_bytes(args.input)
     f = bitstream.load(data)
-    _check_output(args.output, f)
+    check_output(args.output, f.frames)
     if args.server:
         from vov.serving.client import remote_decompress_to
 
@@ -299,25 +277,10 @@ def cmd_decompress(args) -> None:
             bar = tqdm(total=n, desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
         bar.update(max(0, i - bar.n))
 
-    writer = None
     try:
-        for clip in codec.decode_clips(data, on_step=on_step, limits=decode_limits, model=args.model,
-                                       device=args.device):
-            if f.frames == 1 and os.path.splitext(args.output)[1].lower() in IMAGE_OUTPUTS | {""}:
-                save_image(clip.frames[0], args.output, grey=f.colour == 1)
-                continue
-            if writer is None:
-                from vov.media.video import open_video_writer
-
-                writer = open_video_writer(args.output, f.width, f.height, (f.fps_num or 25, f.fps_den),
-                                           grey=f.colour == 1)
-            writer.write(clip.frames)  # each clip lands as soon as it is decoded
-        if writer is not None:
-            writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+        clips = codec.decode_clips(data, on_step=on_step, limits=decode_limits, model=args.model, device=args.device)
+        write_clips((clip.frames for clip in clips), args.output, f.width, f.height, f.frames, (f.fps_num, f.fps_den),
+                    f.colour == 1)  # each clip lands as soon as it is decoded
     finally:
         if bar is not None:
             bar.close()

@@ -19,7 +19,6 @@ and Triton run the same loop and the same engines as a plain decode.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -272,45 +271,19 @@ def options_from_args(args) -> EditOptions:
                        replay=args.replay)
 
 
-def write_clips(clips: Iterator[codec.DecodedClip], output: str, header: bitstream.VovFile) -> None:
-    """Write decoded clips as `vov decompress` does: an image file, or a video (file or folder of
-    frames) written clip by clip as the clips arrive; a failed write leaves no half file."""
-    from vov.cli import IMAGE_OUTPUTS
-    from vov.media import save_image
-
-    grey = header.colour == 1
-    writer = None
-    try:
-        for clip in clips:
-            if header.frames == 1 and os.path.splitext(output)[1].lower() in IMAGE_OUTPUTS | {""}:
-                save_image(clip.frames[0], output, grey=grey)
-                continue
-            if writer is None:
-                from vov.media.video import open_video_writer
-
-                writer = open_video_writer(output, header.width, header.height, (header.fps_num or 25, header.fps_den),
-                                           grey=grey)
-            writer.write(clip.frames)
-        if writer is not None:
-            writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-
-
 def run(args) -> None:
     """`vov edit` (vov.cli.EXTENSIONS)."""
     from tqdm import tqdm
 
     from vov import cli, limits
     from vov.files import read_bytes
+    from vov.media.output import check_output, write_clips
 
     options = options_from_args(args)
     datas = [read_bytes(path) for path in args.inputs]
     decode_limits = limits.from_args(args)
     the_plan = plan(datas, options, decode_limits)  # every refusal before any model is loaded
-    cli._check_output(args.output, the_plan.header)
+    check_output(args.output, the_plan.header.frames)
     for note in the_plan.notes():
         print(f"vov: note: {note}", file=sys.stderr)
     what = f"{the_plan.header.width}x{the_plan.header.height}" + (
@@ -332,7 +305,9 @@ def run(args) -> None:
 
     try:
         clips = decode_plan(the_plan, backbone, on_step=on_step, limits=decode_limits)
-        write_clips(clips, args.output, the_plan.header)
+        h = the_plan.header
+        write_clips((clip.frames for clip in clips), args.output, h.width, h.height, h.frames, (h.fps_num, h.fps_den),
+                    h.colour == 1)
     finally:
         if bar is not None:
             bar.close()

@@ -111,7 +111,7 @@ class TritonServer:
             f"--backend-directory={backend_directory(self.work)}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",
-            *([f"--allow-metrics=true", f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            *(["--allow-metrics=true", f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
                "--allow-cpu-metrics=true"] if self.metrics_port else ["--allow-metrics=false"]),
             "--allow-gpu-metrics=false",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
