@@ -31,7 +31,10 @@ from vov.errors import BackboneMismatch, UsageError, VovError
 from vov.limits import Limits
 
 REFERENCE = "torch"
-MAX_ABS_DIFF = 8 / 255  # largest difference of one pixel channel from the reference decode
+# The reference multiplies in bf16 (autocast) and the exported graphs in fp32; fifty sampler steps
+# carry the difference forward. Measured on the shipped embedded backbone at 768x512: 46.6-51.1 dB
+# with 3.5-17.9 levels at the worst pixel (docs/services.md, "Decoders that agree").
+MAX_ABS_DIFF = 32 / 255  # largest difference of one pixel channel from the reference decode
 MIN_PSNR = 40.0  # dB between an engine's decode and the reference decode, over the whole image
 
 

@@ -10,8 +10,9 @@ Every request's shapes are checked before ONNX Runtime sees them (`check`): the 
 frames (exactly `vov_frames` when the graph bakes the count, else at most `vov_max_frames`), at most
 `vov_max_latent_cells` latent cells a frame (the bound that keeps the graph's attention matrices,
 which grow with the square of a frame's tokens, within the decoder's stated memory), embeddings of
-`vov_text_dim` wide and exactly `vov_text_tokens` long, a mask as long as the embeddings, and a `lora` row of exactly `vov_lora_total` floats. A
-request outside them fails alone with an error naming the bound; the model stays up.
+`vov_text_dim` wide and exactly `vov_text_tokens` long, a mask as long as the embeddings, and a
+`lora` row of exactly `vov_lora_total` floats. A request outside them fails alone with an error
+naming the bound; the model stays up.
 
 Parameters (config.pbtxt):
   python_path           extra import paths (the environment that holds onnxruntime), ':'-separated
