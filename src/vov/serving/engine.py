@@ -263,11 +263,27 @@ class OrtEngine:
     # ---- whole batches, each row with its own adaptation and caption
 
     def run_denoiser(self, latents, t, embeddings, mask, lora) -> np.ndarray:
+        self.check(latents, self.info["denoiser"].get("max_frames", 1))
         feed = {"latents": latents, "t": t, "embeddings": embeddings, "mask": mask, "lora": lora}
         return self._denoiser.run(None, {name: feed[name] for name in self.inputs})[0]
 
     def run_decoder(self, latents: np.ndarray) -> np.ndarray:
-        return self._decoders[decoder_for(self.decoders, latents.shape[2])].run(None, {"latents": latents})[0]
+        model = decoder_for(self.decoders, latents.shape[2])
+        self.check(latents, int(self.info["axes"]["max_frames"]))
+        return self._decoders[model].run(None, {"latents": latents})[0]
+
+    def check(self, latents: np.ndarray, max_frames: int) -> None:
+        """The bounds the served models check (model_repository), for the graphs run here."""
+        from vov.limits import LimitExceeded
+
+        if latents.ndim != 5 or latents.shape[1] != self.channels:
+            raise UsageError(f"latents must be (batch, {self.channels}, frames, height, width), not {latents.shape}")
+        _, _, f, h, w = latents.shape
+        if f > max_frames:
+            raise LimitExceeded(f"latents have {f} frames, at most {max_frames} allowed by this engine")
+        if h * w > int(self.info["axes"]["max_cells"]):
+            raise LimitExceeded(f"latents of {h}x{w} cells a frame exceed {self.info['axes']['max_cells']}, "
+                                f"this engine's bound")
 
 
 def check_backbone(info: dict, backbone) -> None:
