@@ -789,7 +789,12 @@ def run(args) -> None:
                              f"not {args.latent_frames!r}") from None
     backbone = backbones.load(args.backbone, args.model, device=args.device)
     repo = Path(args.repository) if args.repository else default_repository(backbone.name)
-    if args.force or not is_current(repo, backbone, args.max_rank, args.variant):
+    info = read_engine(repo) or {}
+    asked = {"max_batch": args.max_batch, "max_sequences": args.max_sequences,
+             "decoders": sorted(map(str, latent_decoder_frames(backbone, frames)))}
+    held = {"max_batch": info.get("max_batch"), "max_sequences": info.get("session", {}).get("max_sequences"),
+            "decoders": sorted(info.get("latent_decoders", {}))}
+    if args.force or held != asked or not is_current(repo, backbone, args.max_rank, args.variant):
         try:
             export_repository(backbone, repo, args.max_rank, variant=args.variant, threads=args.threads,
                               log=lambda m: print(f"vov: {m}", file=sys.stderr), max_batch=args.max_batch,
