@@ -144,3 +144,24 @@ def test_compact_adaptation_unpacks_to_the_padded_row(wan_backbone):
     bad = export.CompactAdapter(2, compact.slots, compact.factors[:-1])
     with pytest.raises(UsageError, match="does not match"):
         layout.unpack(bad)
+
+
+def test_embedded_denoiser_serves_images_and_clips_with_one_graph(tmp_path):
+    """The embedded backbone's positions are computed from the symbolic frame count: a graph traced
+    with two frames must give the same velocity as torch for one frame (not NaN) and for a clip."""
+    from vov.backbones.embedded import tiny
+    from vov.serving.engine import ort_session
+
+    backbone = tiny()
+    layout = export.LoraLayout.for_backbone(backbone, 2)
+    axes = export.Axes.of(backbone)
+    path = tmp_path / "denoiser.onnx"
+    export.export_denoiser(backbone, layout, path)
+    assert export.graph_facts(path)["frames"] == export.ANY_FRAMES
+    module, session = export._lora_module(backbone, layout), ort_session(path)
+    for frames in (1, 3, axes.max_frames):
+        args, _ = export._denoiser_example(axes, layout, "cpu", frames)
+        with torch.no_grad():
+            expected = module(*args).numpy()
+        got = session.run(None, {n: a.numpy() for n, a in zip(export.denoiser_inputs(axes), args)})[0]
+        assert np.isfinite(got).all() and np.abs(got - expected).max() < 1e-4, frames

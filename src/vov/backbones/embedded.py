@@ -64,9 +64,11 @@ def _traceable_axis(n) -> torch.Tensor:
     """
     if isinstance(n, int) and n == 1:
         return torch.zeros(1)
-    step = (torch.tensor(2.0, dtype=torch.float32) / (n - 1)).double()
     i = torch.arange(n, dtype=torch.float64)
-    return torch.where(i < n // 2, i * step - 1.0, 1.0 - (n - 1 - i) * step).float()
+    last = i[-1:]  # n - 1 as a tensor: a graph traced with n > 1 must still give zeros(1) for n == 1
+    step = (torch.tensor(2.0, dtype=torch.float32) / last.float().clamp(min=1.0)).double()
+    axis = torch.where(i < n // 2, i * step - 1.0, 1.0 - (last - i) * step).float()
+    return axis * (last > 0)
 
 
 def traceable_coordinate_grid(frames, height, width) -> torch.Tensor:
