@@ -1,7 +1,7 @@
 """Best-of-N files against plain files of the same total size, through the codec, on the held-out photos.
 
     python bench/scaling_table.py [--crop 256] [--bpp 0.25] [--steps 400] [--workers 2] \
-        [--out bench/results/scaling_table.json]
+        [--out bench/results/scaling_table.json] [--resume]
 
 For each of the eight held-out photos (a centred crop of --crop pixels a side, embedded backbone):
 
@@ -15,7 +15,8 @@ For each of the eight held-out photos (a centred crop of --crop pixels a side, e
 
 Rows: bpp, PSNR (RGB, per image), MS-SSIM, encode and decode seconds, the index bits, and the gain
 in dB over the plain file. Photos run in parallel workers (one torch thread each); times are wall
-clock on the machine as it was shared. The JSON is rewritten after every photo.
+clock on the machine as it was shared. The JSON is rewritten after every photo; --resume keeps the
+photos already in --out (made with the same crop, rate, fitting steps and settings) and runs the rest.
 """
 
 from __future__ import annotations
@@ -115,17 +116,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--settings", default=",".join(f"{k}:{n}" for k in KS for n in NS), help="K:N,...")
     parser.add_argument("--out", default="bench/results/scaling_table.json")
+    parser.add_argument("--resume", action="store_true", help="keep the photos already in --out, run the rest")
     args = parser.parse_args(argv)
     settings = [tuple(int(x) for x in s.split(":")) for s in args.settings.split(",")]
     names = [name for name, _ in crops(args.crop)][: args.photos]
-    photos, started = [], time.perf_counter()
+    photos, started, before = [], time.perf_counter(), 0.0
+    if args.resume and os.path.exists(args.out):
+        with open(args.out) as f:
+            done = json.load(f)
+        same = (done["crop"], done["target_bpp"], done["fit_steps"]) == (args.crop, args.bpp, args.steps)
+        if not same or any(sorted((r["K"], r["N"]) for r in p["rows"]) != sorted(settings) for p in done["photos"]):
+            parser.error(f"{args.out} was made with other settings; give another --out")
+        photos, before = [p for p in done["photos"] if p["photo"] in names], done["seconds"]
+        names = [name for name in names if name not in {p["photo"] for p in photos}]
     with ProcessPoolExecutor(args.workers) as pool:
         jobs = [pool.submit(run_photo, (name, args.crop, args.bpp, args.steps, settings)) for name in names]
         for job in as_completed(jobs):
             photos.append(job.result())
-            result = {"command": "python bench/scaling_table.py " + " ".join(argv or sys.argv[1:]),
+            command = " ".join(a for a in argv or sys.argv[1:] if a != "--resume")
+            result = {"command": f"python bench/scaling_table.py {command}",
                       "crop": args.crop, "target_bpp": args.bpp, "fit_steps": args.steps,
-                      "seconds": time.perf_counter() - started, "summary": summarise(photos), "photos": photos}
+                      "seconds": before + time.perf_counter() - started, "summary": summarise(photos), "photos": photos}
             with open(args.out + ".tmp", "w") as f:
                 json.dump(result, f, indent=1)
             os.replace(args.out + ".tmp", args.out)
