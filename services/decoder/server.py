@@ -17,7 +17,6 @@ import io
 import os
 import time
 
-import grpc
 
 from vov import codec, limits
 from vov import edit as editing
@@ -133,10 +132,6 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
         event(self.log, f"{rpc} done", rpc=rpc, bytes=size, width=f.width, height=f.height,
               frames=f.frames, clips=len(f.segments), steps=f.sampler_steps,
               seconds=round(time.perf_counter() - start, 3))
-
-    def Search(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      "Decoder.Search (best-of-N candidate search) is not implemented in this version")
 
     def ListModels(self, request, context):
         try:

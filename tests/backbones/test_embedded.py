@@ -109,6 +109,7 @@ def test_the_registry_lists_every_backbone_without_loading_one():
     assert all(name in text for name in backbones.NAMES) and "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in text
     wan = next(r for r in rows if r["name"] == "wan")
     assert wan["adapter"]["rank"] == 1 and wan["adapter"]["d"] == 131072 and wan["captions"]
+    assert wan["presets"] == ["attn", "self-attn", "cross-attn", "attn+ffn"] and "presets: attn, self-attn" in text
     with pytest.raises(UsageError, match="unknown backbone"):
         backbones.load("nothing")
     with pytest.raises(UsageError, match="takes no --model"):

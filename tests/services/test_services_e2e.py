@@ -98,8 +98,6 @@ def test_status_codes(stack, tiny_files):
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "checksum" in e.details()
         e = rpc_error(lambda: decompress_raw(b"\x89VOV" + bytes(MAX_FILE_BYTES)))
         assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and str(MAX_FILE_BYTES) in e.details()
-        e = rpc_error(lambda: list(decoder.Search(codec_pb2.SearchRequest(), timeout=10)))
-        assert e.code() == grpc.StatusCode.UNIMPLEMENTED
     with pytest.raises(MediaError, match="neither an image nor a video"):
         client.remote_compress(stack.encoder_address, b"hello, not a picture", wire_options(), quiet=True)
     with pytest.raises(LimitExceeded, match=str(MAX_IMAGE_BYTES)):

@@ -26,29 +26,32 @@ class BackboneInfo:
     fit: FitDefaults
     captions: bool
     media: str
+    presets: tuple[str, ...] = ()  # adapter target presets (`targets` is one of them or exact layer names)
 
 
 def _embedded_defaults():
     from vov.backbones.embedded import LatentFlowBackbone
 
-    return LatentFlowBackbone.adapter_defaults, LatentFlowBackbone.fit_defaults
+    backbone = LatentFlowBackbone
+    return backbone.adapter_defaults, backbone.fit_defaults, tuple(backbone.target_presets)
 
 
 def _make_registry() -> dict[str, BackboneInfo]:
     # class attributes only: nothing heavy is imported to list the backbones
     from vov.backbones import image, wan
 
-    embedded_adapter, embedded_fit = _embedded_defaults()
+    embedded_adapter, embedded_fit, embedded_presets = _embedded_defaults()
     return {
         "embedded": BackboneInfo(
             "embedded", "vov's own 2.7M-parameter latent flow model (patch-PCA latent, Wan-class transformer)",
             "vov.backbones.embedded:from_registry", None, True,
             "nothing: its weights ship with vov (--model may name another file made by `vov train-base`)",
-            "2 CPU cores; bf16 autocast on CPU", embedded_adapter, embedded_fit, False, "images and 17-frame clips"),
+            "2 CPU cores; bf16 autocast on CPU", embedded_adapter, embedded_fit, False, "images and 17-frame clips",
+            embedded_presets),
         "tiny": BackboneInfo(
             "tiny", "a randomly initialised, smaller embedded model for tests (seeded, portable)",
             "vov.backbones.embedded:tiny_from_registry", None, False, "nothing", "CPU, milliseconds",
-            embedded_adapter, embedded_fit, False, "images and 17-frame clips"),
+            embedded_adapter, embedded_fit, False, "images and 17-frame clips", embedded_presets),
         "wan": BackboneInfo(
             "wan", "Wan2.1 text-to-video, 1.3B or 14B (the paper's video model), through diffusers",
             "vov.backbones.wan:WanBackbone", wan.DEFAULT_MODEL, True,
@@ -58,14 +61,15 @@ def _make_registry() -> dict[str, BackboneInfo]:
             "a CUDA GPU (bf16 weights: 2.8 GB for 1.3B, 28 GB for 14B, plus 11 GB for the UMT5 encoder); "
             "CPU only for tests and small crops (one 480x832 fitting step takes minutes)",
             wan.WanBackbone.adapter_defaults, wan.WanBackbone.fit_defaults, True,
-            "clips of 1 + 4k frames (81 by default) and images"),
+            "clips of 1 + 4k frames (81 by default) and images", tuple(wan.PRESETS)),
         "image": BackboneInfo(
             "image", "Qwen-Image (the paper's image model), through diffusers",
             "vov.backbones.image:QwenImageBackbone", image.DEFAULT_MODEL, True,
             f"a diffusers-layout Qwen-Image model: {image.DEFAULT_MODEL} from the hub cache or a download, or a "
             f"folder with transformer/, vae/, text_encoder/, tokenizer/, scheduler/ in safetensors",
             "a CUDA GPU with 80 GB (bf16 weights: 41 GB transformer, 17 GB Qwen2.5-VL encoder)",
-            image.QwenImageBackbone.adapter_defaults, image.QwenImageBackbone.fit_defaults, True, "images"),
+            image.QwenImageBackbone.adapter_defaults, image.QwenImageBackbone.fit_defaults, True, "images",
+            tuple(image.PRESETS)),
     }
 
 
@@ -100,6 +104,7 @@ def listing() -> list[dict]:
         rows.append({"name": entry.name, "summary": entry.summary, "default_model": entry.default_model,
                      "takes_model": entry.takes_model, "captions": entry.captions, "media": entry.media,
                      "needs": entry.needs, "hardware": entry.hardware, "adapter": asdict(entry.adapter),
+                     "presets": list(entry.presets),
                      "fit": {k: v for k, v in asdict(entry.fit).items() if k != "note"}})
     return rows
 
@@ -114,7 +119,8 @@ def format_listing() -> str:
                   f"  model     {row['default_model'] or '-'}{' (--model PATH_OR_HUB_ID)' if row['takes_model'] else ''}",
                   f"  needs     {row['needs']}",
                   f"  runs on   {row['hardware']}",
-                  f"  adapter   rank {a['rank']}, d {a['d']}, targets {a['targets']}, hash seed {a['seed']}",
+                  f"  adapter   rank {a['rank']}, d {a['d']}, targets {a['targets']} "
+                  f"(presets: {', '.join(row['presets'])}), hash seed {a['seed']}",
                   f"  fitting   lr {f['lr_stage1']:g} for {f['stage1_steps']} steps, then {f['lr_stage2']:g} for "
                   f"{f['stage2_steps']}{', gradient checkpointing' if f['gradient_checkpointing'] else ''}",
                   ""]

@@ -198,26 +198,6 @@ class DecompressResponse(_message.Message):
     frame: Frame
     def __init__(self, progress: _Optional[_Union[DecompressProgress, _Mapping]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., png_chunk: _Optional[_Union[PngChunk, _Mapping]] = ..., video: _Optional[_Union[VideoInfo, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
 
-class SearchRequest(_message.Message):
-    __slots__ = ("bitstream", "target_latents", "candidates", "steps")
-    BITSTREAM_FIELD_NUMBER: _ClassVar[int]
-    TARGET_LATENTS_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
-    STEPS_FIELD_NUMBER: _ClassVar[int]
-    bitstream: bytes
-    target_latents: bytes
-    candidates: int
-    steps: int
-    def __init__(self, bitstream: _Optional[bytes] = ..., target_latents: _Optional[bytes] = ..., candidates: _Optional[int] = ..., steps: _Optional[int] = ...) -> None: ...
-
-class SearchResponse(_message.Message):
-    __slots__ = ("step", "chosen")
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    CHOSEN_FIELD_NUMBER: _ClassVar[int]
-    step: int
-    chosen: int
-    def __init__(self, step: _Optional[int] = ..., chosen: _Optional[int] = ...) -> None: ...
-
 class EditRequest(_message.Message):
     __slots__ = ("files", "weights", "caption", "strength", "replay")
     FILES_FIELD_NUMBER: _ClassVar[int]

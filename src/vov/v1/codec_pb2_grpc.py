@@ -170,11 +170,6 @@ class DecoderStub(object):
                 request_serializer=vov_dot_v1_dot_codec__pb2.EditRequest.SerializeToString,
                 response_deserializer=vov_dot_v1_dot_codec__pb2.DecompressResponse.FromString,
                 _registered_method=True)
-        self.Search = channel.unary_stream(
-                '/vov.v1.Decoder/Search',
-                request_serializer=vov_dot_v1_dot_codec__pb2.SearchRequest.SerializeToString,
-                response_deserializer=vov_dot_v1_dot_codec__pb2.SearchResponse.FromString,
-                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/vov.v1.Decoder/ListModels',
                 request_serializer=vov_dot_v1_dot_codec__pb2.ListModelsRequest.SerializeToString,
@@ -208,15 +203,6 @@ class DecoderServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Search(self, request, context):
-        """Best-of-N candidate search for the encoder (scores candidate noises against a known latent).
-        Not implemented in this version: always UNIMPLEMENTED. The messages are reserved so that
-        clients can be written against the final shape.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ListModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -235,11 +221,6 @@ def add_DecoderServicer_to_server(servicer, server):
                     servicer.Edit,
                     request_deserializer=vov_dot_v1_dot_codec__pb2.EditRequest.FromString,
                     response_serializer=vov_dot_v1_dot_codec__pb2.DecompressResponse.SerializeToString,
-            ),
-            'Search': grpc.unary_stream_rpc_method_handler(
-                    servicer.Search,
-                    request_deserializer=vov_dot_v1_dot_codec__pb2.SearchRequest.FromString,
-                    response_serializer=vov_dot_v1_dot_codec__pb2.SearchResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -303,33 +284,6 @@ class Decoder(object):
             '/vov.v1.Decoder/Edit',
             vov_dot_v1_dot_codec__pb2.EditRequest.SerializeToString,
             vov_dot_v1_dot_codec__pb2.DecompressResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Search(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/vov.v1.Decoder/Search',
-            vov_dot_v1_dot_codec__pb2.SearchRequest.SerializeToString,
-            vov_dot_v1_dot_codec__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,
