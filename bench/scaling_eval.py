@@ -2,7 +2,10 @@
 
     python bench/scaling_eval.py explore [--photos 2 | --names A,B] [--crop 256] [--bpp 0.1] [--fit-steps 400]
                                          [--path-share 1,0.5] [--configs 250:256:1:outcome+w,...]
-    python bench/scaling_eval.py table   (the 8 photos at 768x512, K in {50, 250, 1000}, N in {16, 256, 1024})
+
+The exploration that chose the defaults of vov.method.scaling.ScalingConfig: it searches outside the
+codec and counts the indices with an allowance for the search fields. The table of K x N through the
+codec itself, files and all, is bench/scaling_table.py.
 
 For each photo (a centred crop of --crop pixels a side, or the whole 768x512 picture with --crop 0):
 
@@ -54,11 +57,10 @@ RESULTS = Path("bench/results")
 PARAMETER_BYTES = 12
 SIZE_TOLERANCE = 0.03
 # The exploration's comparison (rounds 1-5 in bench/results/scaling_explore_r*.json ran subsets of
-# these, with the selections of their day), and the table's grid at the chosen cap and selection.
+# these, with the selections of their day).
 EXPLORE = ",".join(("250:256:1:gumbel", "250:256:1:greedy", "250:256:1:outcome", "250:256:1:outcome+w",
                     "250:256:0.5:outcome+w", "250:256:2:outcome+w", "250:256:1:outcome+w:124",
                     "50:256:1:outcome+w", "1000:16:1:outcome+w", "250:16:1:outcome+w"))
-TABLE = ",".join(f"{k}:{n}:1:outcome+w" for k in (50, 250, 1000) for n in (16, 256, 1024))
 
 
 def parse_config(text: str) -> tuple[scaling.ScalingConfig, bool]:
@@ -256,7 +258,7 @@ def run(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("explore", "table"))
+    parser.add_argument("mode", choices=("explore",))
     parser.add_argument("--photos", type=int)
     parser.add_argument("--names", help="comma-separated held-out photo names (instead of the first --photos)")
     parser.add_argument("--crop", type=int, help="side of the centred crop; 0 for the whole 768x512 picture")
@@ -269,11 +271,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out")
     args = parser.parse_args()
-    explore = args.mode == "explore"
-    args.photos = args.photos or (1 if explore else len(data.HELD_OUT))
-    args.crop = (256 if explore else 0) if args.crop is None else args.crop
-    args.fit_steps = args.fit_steps or (400 if explore else FitConfig().steps)
-    args.configs = args.configs or (EXPLORE if explore else TABLE)
+    args.photos = args.photos or 1
+    args.crop = 256 if args.crop is None else args.crop
+    args.fit_steps = args.fit_steps or 400
+    args.configs = args.configs or EXPLORE
     run(args)
 
 
