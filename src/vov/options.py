@@ -15,11 +15,12 @@ from dataclasses import dataclass, replace
 from vov.errors import UsageError
 from vov.method.adapters import AdapterSpec
 from vov.method.fit import FitConfig
+from vov.method.scaling import MAX_SEARCH_BITS, ScalingConfig
 
 DEFAULT_BPP = 0.05
 MAX_FIT_STEPS = 100_000
 MAX_SEED = (1 << 32) - 1  # the format's seed fields hold 32 bits
-MAX_CANDIDATES = 1 << 16  # best-of-N: N is a power of two up to 2^16 (the format's search_bits <= 16)
+MAX_CANDIDATES = 1 << MAX_SEARCH_BITS  # best-of-N: N is a power of two up to 2^16 (the format's search_bits)
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,13 @@ class ScalingOptions:
     crops; the paper's cap of 5 and a fit on the decoder's path alone did worse; MODEL_CARD.md).
     """
 
-    candidates: int = 256
-    steps: int = 250
-    stochastic: int | None = None
-    start: int = 0
-    g_cap: float = 1.0
-    g_kind: int = 0
-    selection: str = "outcome"
+    candidates: int = ScalingConfig.candidates  # the search's own defaults, chosen where it is defined
+    steps: int = ScalingConfig.steps
+    stochastic: int | None = ScalingConfig.stochastic
+    start: int = ScalingConfig.start
+    g_cap: float = ScalingConfig.g_cap
+    g_kind: int = ScalingConfig.g_kind
+    selection: str = ScalingConfig.selection
     fit_path_share: float = 0.5
 
     def validate(self) -> None:
