@@ -52,6 +52,19 @@ def test_compress_info_decompress(photo, tmp_path):
     assert not Path(f"{out}.partial").exists()
 
 
+def test_best_of_n_from_the_command_line(photo, tmp_path):
+    out, png = tmp_path / "x.vov", tmp_path / "y.png"
+    r = vov("compress", photo, "-o", out, "--bpp", "3", "--best-of", "8", "--scaling-steps", "6", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "best-of-N indices 16 bits" in r.stdout  # 5 searched steps of 3 bits, packed into 2 bytes
+    r = vov("info", out)
+    assert r.returncode == 0
+    assert "N = 8, 5 scaled steps from step 0" in r.stdout and "indices 16 bits in all (3 bits each)" in r.stdout
+    r = vov("decompress", out, "-o", png, "-q")
+    assert r.returncode == 0 and Image.open(png).size == (53, 37), r.stderr
+    assert_clean_error(vov("compress", photo, "-o", out, "--best-of", "3", *FAST), "power of two")
+
+
 def test_info_golden():
     r = vov("info", GOLDEN)
     assert r.returncode == 0 and "64x48" in r.stdout and "one-vector" in r.stdout

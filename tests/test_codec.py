@@ -337,3 +337,31 @@ def test_cancel_stops_a_fit_and_the_step_search(tiny_backbone, smooth_picture):
     with cancel.scope(lambda: time.perf_counter() - start > 0.5), pytest.raises(cancel.Cancelled):
         step_for_budget(theta, 1000.0)  # uncancelled, this search over a million numbers takes minutes
     assert time.perf_counter() - start < 15.0  # a generous wall-clock bound: the machine may be busy
+
+
+def test_a_best_of_n_file_replays_the_encoders_search(tiny_backbone, smooth_picture):
+    """The file holds the indices the search chose, counted in its size; the decoder's replay gives
+    exactly the latents the search selected (the search run again on the file's own adapter)."""
+    import dataclasses
+
+    from vov.method import sampler, scaling
+    from vov.options import ScalingOptions
+
+    options = dataclasses.replace(fast_options(target_bpp=4.0), scaling=ScalingOptions(candidates=8, steps=6))
+    report = codec.compress(smooth_picture, options, backbone=tiny_backbone)
+    f = bitstream.load(report.data)
+    assert (f.sampler, f.sampler_steps, f.search_bits, f.sde_start, f.sde_steps) == (1, 6, 3, 0, 5)
+    assert report.search_bits == 8 * len(f.segments[0].search) == 8 * scaling.index_bytes(5, 8) == 16
+    assert report.bpp <= 4.0
+
+    adapter = codec.adapter_for(f, tiny_backbone)
+    latents = codec.latents_of(tiny_backbone, smooth_picture)
+    velocity = sampler.torch_velocity(adapter, codec.condition_for(f, tiny_backbone))
+    with adapter.frozen():
+        indices, searched = scaling.search(velocity, latents.float(), tuple(latents.shape),
+                                           codec.clip_seed(f.noise_seed, 0), codec.scaling_config(f),
+                                           weights=tiny_backbone.distortion_weights())
+    assert scaling.encode_indices(indices, 8) == f.segments[0].search
+    with torch.no_grad():
+        expected = tiny_backbone.decode(searched)[0].float().clamp(0, 1).numpy().transpose(1, 2, 3, 0)[0, :40, :56]
+    np.testing.assert_array_equal(codec.decompress(report.data, backbone=tiny_backbone).pixels, expected)
