@@ -136,6 +136,25 @@ def _metric_line(p: dict) -> str:
             + "".join(f", {k.upper()} {m[k]:.4f}" for k in ("lpips", "dists") if k in m))
 
 
+def bd_rate_section(values: dict, curves: dict, note: str = "") -> list[str]:
+    """The report's BD-rate section: vov against each baseline, PSNR and MS-SSIM (dB), with the reason
+    where a value is undefined."""
+    e = html.escape
+    parts = ["<section id='bd'><h2>BD-rate of vov</h2>"]
+    if not values:
+        return parts + ["<p class='na'>vov or the baselines were not part of this run.</p>", "</section>"]
+    metrics = ("psnr-rgb", "ms-ssim-db")
+    parts.append("<table><tr><th class='l'>anchor</th><th>BD-rate (PSNR)</th><th>BD-rate (MS-SSIM dB)</th>"
+                 "<th class='l'>notes</th></tr>")
+    for codec, v in values.items():
+        cells = "".join(f"<td>{v[m]['value']:+.1f}%</td>" if v[m]["value"] is not None else "<td class='na'>n/a</td>"
+                        for m in metrics)
+        notes = "; ".join(f"{m}: {v[m]['note']}" for m in metrics if v[m]["note"])
+        parts.append(f"<tr><td class='l'>{e(curves[codec]['name'])}</td>{cells}<td class='l note'>{e(notes)}</td></tr>")
+    parts.append("</table>" + (f"<p class='note'>{e(note)}</p>" if note else ""))
+    return parts + ["</section>"]
+
+
 def build_html(runner, points: list[dict], result: dict) -> str:
     c = runner.config
     curves, summary = result["curves"], result["summary"]
@@ -155,22 +174,9 @@ def build_html(runner, points: list[dict], result: dict) -> str:
         parts.append(f"<img class='rd' alt='{e(metric)} against bpp' src='{rd_plot(curves, metric)}'>")
     parts.append("</div><p class='note'>Hollow markers: the target rate was not reached on every image (the mean of the nearest settings is shown).</p></section>")
 
-    parts.append("<section id='bd'><h2>BD-rate of vov</h2>")
-    values = summary["bd_rate"]["values"]
-    if values:
-        parts.append("<table><tr><th class='l'>anchor</th><th>BD-rate (PSNR)</th><th>BD-rate (MS-SSIM dB)</th>"
-                     "<th class='l'>notes</th></tr>")
-        for codec, v in values.items():
-            cells = [f"<td>{v[m]['value']:+.1f}%</td>" if v[m]["value"] is not None else "<td class='na'>n/a</td>"
-                     for m in ("psnr-rgb", "ms-ssim-db")]
-            notes = "; ".join(f"{m}: {v[m]['note']}" for m in ("psnr-rgb", "ms-ssim-db") if v[m]["note"])
-            parts.append(f"<tr><td class='l'>{e(curves[codec]['name'])}</td>{''.join(cells)}"
-                         f"<td class='l note'>{e(notes)}</td></tr>")
-        parts.append("</table><p class='note'>PCHIP (bjontegaard package), anchor = baseline, test = vov, "
-                     "mean curves; negative means vov needs fewer bits for the same quality.</p>")
-    else:
-        parts.append("<p class='na'>vov or the baselines were not part of this run.</p>")
-    parts.append("</section>")
+    parts += bd_rate_section(summary["bd_rate"]["values"], curves,
+                             "PCHIP (bjontegaard package), anchor = baseline, test = vov, mean curves; negative "
+                             "means vov needs fewer bits for the same quality.")
 
     parts.append("<section id='fixed'><h2>Quality at fixed rates</h2><table><tr><th class='l'>codec</th>")
     parts += [f"<th>{b:g} bpp</th>" for b in c.points]

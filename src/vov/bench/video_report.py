@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from vov.bench.report import CSS, _params
+from vov.bench.report import CSS, _params, bd_rate_section
 
 COLOURS = {"vov": "#d62728", "x264": "#7f7f7f", "x265": "#ff7f0e", "svt-av1": "#1f77b4", "aom-av1": "#17becf",
            "vvc": "#9467bd"}
@@ -200,21 +200,7 @@ def build_html(runner, points: list[dict], result: dict) -> str:
         parts.append("<p class='na'>vov was not part of this run.</p>")
     parts.append("</section>")
 
-    parts.append("<section id='bd'><h2>BD-rate of vov</h2>")
-    values = summary["bd_rate"]["values"]
-    if values:
-        parts.append("<table><tr><th class='l'>anchor</th><th>BD-rate (PSNR)</th><th>BD-rate (MS-SSIM dB)</th>"
-                     "<th class='l'>notes</th></tr>")
-        for codec, v in values.items():
-            cells = [f"<td>{v[m]['value']:+.1f}%</td>" if v[m]["value"] is not None else "<td class='na'>n/a</td>"
-                     for m in ("psnr-rgb", "ms-ssim-db")]
-            notes = "; ".join(f"{m}: {v[m]['note']}" for m in ("psnr-rgb", "ms-ssim-db") if v[m]["note"])
-            parts.append(f"<tr><td class='l'>{e(curves[codec]['name'])}</td>{''.join(cells)}"
-                         f"<td class='l note'>{e(notes)}</td></tr>")
-        parts.append("</table>")
-    else:
-        parts.append("<p class='na'>vov or the baselines were not part of this run.</p>")
-    parts.append("</section>")
+    parts += bd_rate_section(summary["bd_rate"]["values"], curves)
 
     parts.append("<section id='timing'><h2>Encode and decode times</h2><table><tr><th class='l'>codec</th>"
                  "<th>encode s / video</th><th>decode s / video</th><th>first frame s</th></tr>")
