@@ -251,9 +251,28 @@ def _upload_bytes(args, media) -> bytes:
         return read_bytes(path)
 
 
-def cmd_decompress(args) -> None:
-    from tqdm import tqdm
+class DecodeBar:
+    """A decode's `on_step(step, total)` as one progress bar, made at the first step and closed on exit."""
 
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar = quiet, None
+
+    def __call__(self, step: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="decoding", unit="step", disable=self.quiet, dynamic_ncols=True)
+        self.bar.update(max(0, step - self.bar.n))
+
+    def __enter__(self) -> "DecodeBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_decompress(args) -> None:
     from vov import codec
     from vov.format import bitstream
     from vov.media.output import check_output, write_clips
@@ -269,21 +288,10 @@ def cmd_decompress(args) -> None:
         return
     decode_limits = limits.from_args(args)
     codec.parse(data, decode_limits)  # refuse a bad file before any progress bar appears
-    bar = None
-
-    def on_step(i: int, n: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=n, desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
-        bar.update(max(0, i - bar.n))
-
-    try:
+    with DecodeBar(args.quiet) as on_step:
         clips = codec.decode_clips(data, on_step=on_step, limits=decode_limits, model=args.model, device=args.device)
         write_clips((clip.frames for clip in clips), args.output, f.width, f.height, f.frames, (f.fps_num, f.fps_den),
                     f.colour == 1)  # each clip lands as soon as it is decoded
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"{args.output}: {f.width}x{f.height}" + (f", {f.frames} frames" if f.frames > 1 else ""))
 
 

@@ -273,8 +273,6 @@ def options_from_args(args) -> EditOptions:
 
 def run(args) -> None:
     """`vov edit` (vov.cli.EXTENSIONS)."""
-    from tqdm import tqdm
-
     from vov import cli, limits
     from vov.files import read_bytes
     from vov.media.output import check_output, write_clips
@@ -295,20 +293,9 @@ def run(args) -> None:
         print(f"{args.output}: {what}")
         return
     backbone = codec.backbone_for(the_plan.header, args.model, args.device)
-    bar = None
-
-    def on_step(i: int, n: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=n, desc="decoding", unit="step", disable=args.quiet, dynamic_ncols=True)
-        bar.update(max(0, i - bar.n))
-
-    try:
+    with cli.DecodeBar(args.quiet) as on_step:
         clips = decode_plan(the_plan, backbone, on_step=on_step, limits=decode_limits)
         h = the_plan.header
         write_clips((clip.frames for clip in clips), args.output, h.width, h.height, h.frames, (h.fps_num, h.fps_den),
                     h.colour == 1)
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"{args.output}: {what}")

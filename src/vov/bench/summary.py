@@ -179,6 +179,20 @@ def _fmt(value, digits=2, unit="") -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
+def bd_rate_lines(values: dict, curve: dict, width: int) -> list[str]:
+    """summary.txt's BD-rate of vov against each baseline, PSNR and MS-SSIM, with the reason where undefined."""
+    if not values:
+        return []
+    lines = ["", "BD-rate of vov against each baseline (PCHIP; negative = vov saves bits):"]
+    for codec, v in values.items():
+        parts = []
+        for metric, label in (("psnr-rgb", "PSNR"), ("ms-ssim-db", "MS-SSIM")):
+            e = v[metric]
+            parts.append(f"{label} {_fmt(e['value'], 1, '%')}" + (f" [{e['note']}]" if e["note"] else ""))
+        lines.append(f"  vs {curve[codec]['name']:<{width}} " + "; ".join(parts))
+    return lines
+
+
 def format_summary(runner, curve: dict, summary: dict) -> str:
     c = runner.config
     lines = [f"vov bench: {len(runner.items)} image(s), rates {', '.join(f'{r:g}' for r in c.rates)} bpp, "
@@ -192,14 +206,7 @@ def format_summary(runner, curve: dict, summary: dict) -> str:
             lines.append(f"  {curve[codec]['name']:<12} @{rate:<6g} {_fmt(r['bpp'][i], 4):>8} | "
                          f"{_fmt(r['psnr-rgb'][i]):>6} | {_fmt(r['ms-ssim'][i], 4):>6} | {_fmt(r['gmsd'][i], 4):>6} | "
                          f"{_fmt(r['encode-s'][i]):>7} | {_fmt(r['decode-s'][i]):>6}{flag}")
-    if summary["bd_rate"]["values"]:
-        lines += ["", "BD-rate of vov against each baseline (PCHIP; negative = vov saves bits):"]
-        for codec, v in summary["bd_rate"]["values"].items():
-            parts = []
-            for metric, label in (("psnr-rgb", "PSNR"), ("ms-ssim-db", "MS-SSIM")):
-                e = v[metric]
-                parts.append(f"{label} {_fmt(e['value'], 1, '%')}" + (f" [{e['note']}]" if e["note"] else ""))
-            lines.append(f"  vs {curve[codec]['name']:<12} " + "; ".join(parts))
+    lines += bd_rate_lines(summary["bd_rate"]["values"], curve, 12)
     lines += ["", "At fixed rates (PCHIP interpolation of the mean curve in log bpp; PSNR dB / MS-SSIM):"]
     for codec in c.codecs:
         cells = []

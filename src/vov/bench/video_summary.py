@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from vov.bench.summary import _fmt, _write_json, at_rate, bd_rate, msssim_db
+from vov.bench.summary import _fmt, _write_json, at_rate, bd_rate, bd_rate_lines, msssim_db
 
 TIMES = ("encode_s", "decode_s", "first_frame_s")
 
@@ -146,14 +146,7 @@ def format_summary(runner, curve: dict, summary: dict) -> str:
                              f"{e['ms-ssim']:.4f} | " + (f"{_fmt(e.get('fvd'), 1):>7} | " if fvd else "")
                              + f"{_fmt(e['encode_s']):>8} | {_fmt(e['decode_s']):>7} | "
                                f"{_fmt(e['first_frame_s'], 3):>7}")
-    if summary["bd_rate"]["values"]:
-        lines += ["", "BD-rate of vov against each baseline (PCHIP; negative = vov saves bits):"]
-        for codec, v in summary["bd_rate"]["values"].items():
-            parts = []
-            for metric, label in (("psnr-rgb", "PSNR"), ("ms-ssim-db", "MS-SSIM")):
-                e = v[metric]
-                parts.append(f"{label} {_fmt(e['value'], 1, '%')}" + (f" [{e['note']}]" if e["note"] else ""))
-            lines.append(f"  vs {curve[codec]['name']:<14} " + "; ".join(parts))
+    lines += bd_rate_lines(summary["bd_rate"]["values"], curve, 14)
     if runner.notes:
         lines += ["", "Notes:", *[f"  {n}" for n in runner.notes]]
     lines.append(f"Not measured: {summary['not_measured']}.")
