@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,18 @@ from vov.backbones.embedded import tiny
 from vov.media import Picture
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_digest_cache(tmp_path_factory):
+    """File digests are cached under the test session's own folder, not the user's ~/.cache."""
+    before = os.environ.get("VOV_CACHE_DIR")
+    os.environ["VOV_CACHE_DIR"] = str(tmp_path_factory.mktemp("vov-cache"))
+    yield
+    if before is None:
+        os.environ.pop("VOV_CACHE_DIR", None)
+    else:
+        os.environ["VOV_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

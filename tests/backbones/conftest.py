@@ -1,22 +1,9 @@
 """Tiny Wan2.1 and Qwen-Image folders in the real models' layout, written once per test session."""
 
-import os
 
 import pytest
 
 from vov.backbones import testing
-
-
-@pytest.fixture(scope="session", autouse=True)
-def private_digest_cache(tmp_path_factory):
-    """File digests are cached under the test session's own folder, not the user's ~/.cache."""
-    before = os.environ.get("VOV_CACHE_DIR")
-    os.environ["VOV_CACHE_DIR"] = str(tmp_path_factory.mktemp("vov-cache"))
-    yield
-    if before is None:
-        os.environ.pop("VOV_CACHE_DIR", None)
-    else:
-        os.environ["VOV_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """Tiny Wan2.1 and Qwen-Image folders in the real layout, their backbones, and their exports (once per
 session): the serving tests run the real models' classes with random weights."""
 
-import os
 
 import numpy as np
 import pytest
@@ -11,18 +10,6 @@ from vov.backbones import testing
 # latent-frame counts of the tiny Wan export's latent decoders: images and a 5-frame clip (a full
 # 81-frame clip's 21 latent frames would take minutes to trace; the same code makes every count)
 WAN_LATENT_FRAMES = [1, 2]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def private_digest_cache(tmp_path_factory):
-    """File digests are cached under the test session's own folder, not the user's ~/.cache."""
-    before = os.environ.get("VOV_CACHE_DIR")
-    os.environ["VOV_CACHE_DIR"] = str(tmp_path_factory.mktemp("vov-cache"))
-    yield
-    if before is None:
-        os.environ.pop("VOV_CACHE_DIR", None)
-    else:
-        os.environ["VOV_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")
