@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length d of the one vector (default: chosen from --bpp, at most 16384)")
     p.add_argument("--targets", default="", help="layers to adapt: a preset (attn, self-attn, attn+ffn) or a comma-separated list of exact layer names (default: the backbone's, self-attn on embedded)")
     p.add_argument("--steps", type=_positive(int), help="fitting steps per clip (default: the backbone's; 1200 on embedded)")
+    p.add_argument("--draws", type=_positive(int),
+                   help="noise draws per fitting step, back-propagated one at a time (default 1); under torchrun "
+                        "every rank draws its own and the gradients are averaged")
     p.add_argument("--sampler-steps", type=_positive(int), default=defaults.sampler_steps,
                    help=f"decoder ODE steps (default {defaults.sampler_steps})")
     p.add_argument("--best-of", type=_positive(int), metavar="N",
@@ -198,7 +201,7 @@ def cmd_compress(args) -> None:
     frames = codec.Frames.of(media)
     spec = AdapterSpec(args.kind, args.rank, args.dim, args.seed, args.targets)
     options = EncodeOptions(backbone=args.backbone, model=args.model, device=args.device, adapter=spec,
-                            steps=args.steps, lam=args.lam,
+                            steps=args.steps, draws=args.draws, lam=args.lam,
                             target_bpp=None if args.lam is not None else args.bpp, sampler_steps=args.sampler_steps,
                             noise_seed=args.seed, auto_d=args.dim is None, caption=args.caption,
                             scaling=_scaling(args))
@@ -212,24 +215,39 @@ def cmd_compress(args) -> None:
         print(f"{args.output}: {len(data)} bytes, {8 * len(data) / frames.size:.4f} bpp")
         return
     options.validate()
-    backbone = codec.get_backbone(args.backbone, args.model, args.device)
+    from vov.method import parallel
+
+    device = parallel.join_from_environment(args.device)  # under torchrun: this rank's device
+    try:
+        _compress_here(args, frames, dataclasses.replace(options, device=device), parallel.is_writer())
+    finally:
+        parallel.leave()
+
+
+def _compress_here(args, frames, options, writer: bool) -> None:
+    """Compress in this process (one rank of several under torchrun: only rank 0 writes and prints)."""
+    from vov import codec
+
+    backbone = codec.get_backbone(args.backbone, args.model, options.device)
     if args.bpp is None and args.lam is None:
         rate, note = codec.default_rate(frames, options, backbone)
-        if note:
+        if note and writer:
             _note(note)
         options = dataclasses.replace(options, target_bpp=rate)
     the_plan = codec.plan(frames, options, backbone)  # every refusal before the first step
-    if len(the_plan.lengths) > 1:
+    if len(the_plan.lengths) > 1 and writer:
         print(f"vov: {frames.count} frames in {len(the_plan.lengths)} clips of up to {the_plan.lengths[0]}",
               file=sys.stderr)
     checkpoint = f"{args.output}.partial"
-    if os.path.exists(checkpoint) or os.path.exists(f"{checkpoint}.clips"):
+    if (os.path.exists(checkpoint) or os.path.exists(f"{checkpoint}.clips")) and writer:
         print(f"vov: resuming from {checkpoint}", file=sys.stderr)
-    bars = _Bars(args.quiet)
+    bars = _Bars(args.quiet or not writer)
     try:
         report = codec.compress(frames, options, backbone=backbone, on_progress=bars, checkpoint=checkpoint)
     finally:
         bars.close()
+    if not writer:
+        return
     write_atomic(args.output, report.data)
     extra = f", best-of-N indices {report.search_bits} bits" if report.search_bits else ""
     print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, d={report.d}, "

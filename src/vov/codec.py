@@ -33,7 +33,7 @@ from vov.files import write_atomic
 from vov.format import bitstream, entropy
 from vov.limits import Limits
 from vov.media import Picture, check_size, pad_to_multiple
-from vov.method import sampler
+from vov.method import parallel, sampler
 from vov.method.adapters import KINDS, AdaptedDenoiser, AdapterSpec, lora_entry_count
 from vov.method.fit import FitConfig, Progress, fit
 from vov.options import DEFAULT_BPP, EncodeOptions, ScalingOptions
@@ -319,11 +319,11 @@ class _ClipStore:
 
     def add(self, segment: bitstream.Segment) -> None:
         self.done.append(bitstream.dump_segment(segment))
-        if self.path:
+        if self.path and parallel.is_writer():  # under torchrun rank 0 keeps the record
             write_atomic(self.path, json.dumps({"key": self.key, "segments": [s.hex() for s in self.done]}).encode())
 
     def finish(self) -> None:
-        if self.path and os.path.exists(self.path):
+        if self.path and parallel.is_writer() and os.path.exists(self.path):
             os.remove(self.path)
 
 

@@ -19,6 +19,7 @@ from vov.method.scaling import MAX_SEARCH_BITS, ScalingConfig
 
 DEFAULT_BPP = 0.05
 MAX_FIT_STEPS = 100_000
+MAX_DRAWS = 64  # noise draws per fitting step
 MAX_SEED = (1 << 32) - 1  # the format's seed fields hold 32 bits
 MAX_CANDIDATES = 1 << MAX_SEARCH_BITS  # best-of-N: N is a power of two up to 2^16 (the format's search_bits)
 
@@ -87,6 +88,7 @@ class EncodeOptions:
     adapter: AdapterSpec = AdapterSpec()
     fit: FitConfig | None = None  # a whole fit configuration (None: the backbone's, with `steps` and `lam`)
     steps: int | None = None  # fitting steps per clip (None: the fit's)
+    draws: int | None = None  # noise draws per fitting step (None: the fit's, 1)
     lam: float | None = None  # rate weight when `target_bpp` is None (None: the fit's)
     target_bpp: float | None = DEFAULT_BPP  # bits per pixel of the whole file; None: the rate weight sets the rate
     sampler_steps: int = 50
@@ -106,6 +108,9 @@ class EncodeOptions:
         steps = self.steps if self.steps is not None else (self.fit.steps if self.fit else 1)
         if not 1 <= steps <= MAX_FIT_STEPS:
             raise UsageError(f"fitting steps must be between 1 and {MAX_FIT_STEPS}, not {steps}")
+        draws = self.draws if self.draws is not None else (self.fit.draws if self.fit else 1)
+        if not 1 <= draws <= MAX_DRAWS:
+            raise UsageError(f"noise draws per fitting step must be between 1 and {MAX_DRAWS}, not {draws}")
         if not 1 <= self.sampler_steps <= 10000:
             raise UsageError(f"sampler steps must be between 1 and 10000, not {self.sampler_steps}")
         fit_seed = self.fit.seed if self.fit else self.noise_seed
@@ -121,7 +126,7 @@ class EncodeOptions:
     def fit_config(self, backbone) -> FitConfig:
         """The fit this compress runs on `backbone`: `fit`, or the backbone's defaults; then `steps` and `lam`."""
         config = self.fit or FitConfig.for_backbone(backbone.fit_defaults, seed=self.noise_seed)
-        given = {k: v for k, v in (("steps", self.steps), ("lam", self.lam)) if v is not None}
+        given = {k: v for k, v in (("steps", self.steps), ("lam", self.lam), ("draws", self.draws)) if v is not None}
         if self.scaling is not None and self.fit is None:
             given["path_share"] = self.scaling.fit_path_share
         return replace(config, **given) if given else config

@@ -47,6 +47,7 @@ from vov import checkpoints
 from vov.cancel import checkpoint as cancel_point
 from vov.errors import UsageError
 from vov.format import entropy
+from vov.method import parallel
 from vov.method.adapters import ADAPTER_NAME, AdaptedDenoiser
 
 
@@ -68,6 +69,7 @@ class FitConfig:
     path_share: float = 1.0  # share of steps whose noise is the decoder's starting noise (needs decode_noise)
     weight_decay: float = 0.0  # AdamW's on theta
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
+    draws: int = 1  # noise draws per step, back-propagated one at a time (gradient accumulation: one draw's memory)
 
     @classmethod
     def for_backbone(cls, defaults, **given) -> "FitConfig":
@@ -253,6 +255,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
                 **{f"prior.{k}": v.detach() for k, v in prior.state_dict().items()},
                 "generator": generator.get_state(), **checkpoints.optimiser_tensors(optimiser)}
 
+    rank, _ = parallel.world()
     if checkpoint and os.path.exists(checkpoint):
         saved, meta = checkpoints.load(checkpoint, CHECKPOINT_KIND, {**state_tensors(), **checkpoints.adam_shapes(optimiser)},
                                        optional_prefixes=("optimiser.",))
@@ -272,6 +275,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
             raise UsageError(f"{checkpoint} is not a usable fit checkpoint ({e}); delete it to start afresh") from None
         if not (0 <= start <= config.steps and math.isfinite(lam)):
             raise UsageError(f"{checkpoint} is not a usable fit checkpoint; delete it to start afresh")
+    parallel.agree(start, "the step the fit resumes at")
 
     def save(step: int) -> None:
         checkpoints.save(checkpoint, CHECKPOINT_KIND, state_tensors(),
@@ -300,35 +304,42 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
                     start_step = float(theta.detach().std()) / 4 + 1e-8
                 quantiser.raw_step.copy_(torch.log(torch.expm1(torch.tensor(start_step))))
         optimiser.param_groups[0]["lr"] = theta_lr(config, step, size)
-        t = torch.rand(1, generator=generator).to(device)
-        eps = torch.randn(x0.shape, generator=generator).to(device)
-        if decode_noise is not None and torch.rand(1, generator=generator).item() < config.path_share:
-            eps = decode_noise
-        tt = t.view(1, 1, 1, 1, 1)
-        noisy = (1 - tt) * x0 + tt * eps
-        with adapter.autocast():
-            pred = adapter(noisy, t, condition)
-        distortion = ((pred.float() - (eps - x0)).pow(2) * weights).mean()
-        loss = distortion
-        est_bits = torch.zeros(())
-        if stage == 2:
-            scaled = theta / quantiser.step
-            noisy_q = scaled + torch.rand(scaled.shape, generator=generator).to(device) - 0.5
-            if targeted:  # the prior follows theta (for the estimate shown); theta ignores the rate
-                est_bits = prior.bits(noisy_q.detach())
-                loss = distortion + est_bits / theta.numel()
-            else:
-                est_bits = prior.bits(noisy_q)
-                ramp = min(1.0, (step - config.stage1_steps + 1) / max(1, config.ramp))
-                loss = distortion + ramp * lam * est_bits / pixels
+        draws = generator if rank == 0 else parallel.draw_generator(config.seed, rank, step)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        distortion_sum = 0.0
+        for k in range(config.draws):
+            t = torch.rand(1, generator=draws).to(device)
+            eps = torch.randn(x0.shape, generator=draws).to(device)
+            if decode_noise is not None and torch.rand(1, generator=draws).item() < config.path_share:
+                eps = decode_noise
+            tt = t.view(1, 1, 1, 1, 1)
+            noisy = (1 - tt) * x0 + tt * eps
+            with adapter.autocast():
+                pred = adapter(noisy, t, condition)
+            distortion = ((pred.float() - (eps - x0)).pow(2) * weights).mean() / config.draws
+            loss = distortion
+            est_bits = torch.zeros(())
+            if stage == 2 and k == config.draws - 1:  # the rate term once a step, with the last draw
+                scaled = theta / quantiser.step
+                noisy_q = scaled + torch.rand(scaled.shape, generator=draws).to(device) - 0.5
+                if targeted:  # the prior follows theta (for the estimate shown); theta ignores the rate
+                    est_bits = prior.bits(noisy_q.detach())
+                    loss = distortion + est_bits / theta.numel()
+                else:
+                    est_bits = prior.bits(noisy_q)
+                    ramp = min(1.0, (step - config.stage1_steps + 1) / max(1, config.ramp))
+                    loss = distortion + ramp * lam * est_bits / pixels
+            loss.backward()
+            distortion_sum += distortion.item()
+        parallel.average_gradients([theta, quantiser.raw_step, *prior.parameters()])
         optimiser.step()
-        progress = Progress(step + 1, config.steps, stage, loss.item(), distortion.item(), est_bits.item(), lam)
+        rate_loss = loss.item() - distortion.item()
+        progress = Progress(step + 1, config.steps, stage, distortion_sum + rate_loss, distortion_sum, est_bits.item(),
+                            lam)
         history.append(progress)
         if on_progress:
             on_progress(progress)
-        if checkpoint and ((step + 1) % checkpoint_every == 0):
+        if checkpoint and rank == 0 and ((step + 1) % checkpoint_every == 0):
             save(step + 1)
     adapter.eval()
     if config.gradient_checkpointing:
@@ -344,6 +355,6 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
     parametrize.remove_parametrizations(adapter.theta_slot, ADAPTER_NAME, leave_parametrized=False)
     result = FitResult(q=q, step_size=step_size, prior=params, est_bits=est, history=history)
     adapter.set_theta(result.theta_hat.to(device))
-    if checkpoint and os.path.exists(checkpoint):
+    if checkpoint and rank == 0 and os.path.exists(checkpoint):
         os.remove(checkpoint)
     return result
