@@ -231,6 +231,9 @@ def test_gpu_limits_where_the_profile_asks_for_gpus(profile):
         spec = pod_spec(found[0])
         container = spec["containers"][0]
         gpu_limits = {k: v for k, v in container["resources"]["limits"].items() if k.startswith("nvidia.com/")}
+        if component == "encoder":  # a fit runs on the GPU the pod is given, else on the CPU
+            device = {e["name"]: e.get("value") for e in container["env"]}["VOV_DEVICE"]
+            assert device == ("cuda" if gpu["enabled"] else "cpu")
         if gpu["enabled"]:
             assert gpu_limits == {gpu["resourceName"]: gpu["count"]}
             assert container["resources"]["requests"][gpu["resourceName"]] == gpu["count"]

@@ -79,6 +79,8 @@ def localise(container: dict, tiny_export: Path, triton_url: str, files: dict[st
             value = triton_url
         elif name == "VOV_MODEL_REPOSITORY":
             value = str(tiny_export)
+        elif name == "VOV_DEVICE":
+            value = "cpu"  # no GPU here; test_chart checks that a GPU encoder is told to use it
         elif files and value in files:
             value = str(files[value])
         elif value.startswith("/"):

@@ -141,6 +141,10 @@ args: dict "root" $ "prefix" "VOV_ENCODER" "values" .Values.encoder
   value: {{ $v.workers | int64 | quote }}
 - name: VOV_BACKBONE
   value: {{ $root.Values.backbone | quote }}
+{{- if $root.Values.model }}
+- name: VOV_MODEL
+  value: {{ $root.Values.model | quote }}
+{{- end }}
 - name: VOV_GRACE_SECONDS
   value: {{ $v.graceSeconds | int64 | quote }}
 - name: VOV_TORCH_THREADS
