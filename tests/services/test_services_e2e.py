@@ -70,6 +70,27 @@ def test_round_trip_through_both_services(stack, tiny_backbone, tiny_repository)
     np.testing.assert_array_equal(decode_png(png), (np.clip(local, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 
+def test_a_best_of_n_file_through_both_services(stack, tiny_backbone, tiny_repository):
+    """The encoder searches (best_of, scaling_steps on the wire); the decoder replays the chosen noises
+    through Triton: the pixels of in-process ONNX Runtime, and within the engines' tolerance of torch."""
+    import dataclasses
+
+    from vov import codec
+    from vov.format import bitstream
+    from vov.options import ScalingOptions
+    from vov.serving.engine import agrees
+
+    options = dataclasses.replace(wire_options(), scaling=ScalingOptions(candidates=8, steps=6))
+    data = client.remote_compress(stack.encoder_address, png_bytes(3), options, quiet=True)
+    f = bitstream.load(data)
+    assert (f.sampler, f.search_bits, f.sde_steps, len(f.segments[0].search)) == (1, 3, 5, 2)
+    png, _ = client.remote_decompress_png(stack.decoder_address, data)
+    engine = OrtEngine(tiny_repository)
+    local = decompress(data, engine, engine.layout, tiny_backbone).pixels
+    np.testing.assert_array_equal(decode_png(png), (np.clip(local, 0, 1) * 255 + 0.5).astype(np.uint8))
+    assert agrees(local, codec.decompress(data, backbone=tiny_backbone).pixels)
+
+
 def test_concurrent_calls_give_the_sequential_pixels(stack, tiny_files):
     files = [tiny_files[i % len(tiny_files)] for i in range(8)]
     sequential = [client.remote_decompress_png(stack.decoder_address, f)[0] for f in files]
