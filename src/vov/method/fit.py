@@ -226,6 +226,10 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
     draws fresh noise. `initial` starts theta from a given vector (the previous clip's) instead of
     the seeded uniform draw. Tensors live on the adapter's device; the fit's noise is drawn on the
     CPU from its seeded generator and moved there, so a fit repeats on any device.
+
+    Each step averages `config.draws` noise draws, back-propagated one at a time. In a torchrun
+    process group (vov.method.parallel) every rank draws its own noise and the gradients are
+    averaged before the step; rank 0 alone writes the checkpoint.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -304,13 +308,13 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
                     start_step = float(theta.detach().std()) / 4 + 1e-8
                 quantiser.raw_step.copy_(torch.log(torch.expm1(torch.tensor(start_step))))
         optimiser.param_groups[0]["lr"] = theta_lr(config, step, size)
-        draws = generator if rank == 0 else parallel.draw_generator(config.seed, rank, step)
+        noise = generator if rank == 0 else parallel.draw_generator(config.seed, rank, step)
         optimiser.zero_grad(set_to_none=True)
         distortion_sum = 0.0
         for k in range(config.draws):
-            t = torch.rand(1, generator=draws).to(device)
-            eps = torch.randn(x0.shape, generator=draws).to(device)
-            if decode_noise is not None and torch.rand(1, generator=draws).item() < config.path_share:
+            t = torch.rand(1, generator=noise).to(device)
+            eps = torch.randn(x0.shape, generator=noise).to(device)
+            if decode_noise is not None and torch.rand(1, generator=noise).item() < config.path_share:
                 eps = decode_noise
             tt = t.view(1, 1, 1, 1, 1)
             noisy = (1 - tt) * x0 + tt * eps
@@ -321,7 +325,7 @@ def fit(adapter: AdaptedDenoiser, latents: torch.Tensor, pixels: int, config: Fi
             est_bits = torch.zeros(())
             if stage == 2 and k == config.draws - 1:  # the rate term once a step, with the last draw
                 scaled = theta / quantiser.step
-                noisy_q = scaled + torch.rand(scaled.shape, generator=draws).to(device) - 0.5
+                noisy_q = scaled + torch.rand(scaled.shape, generator=noise).to(device) - 0.5
                 if targeted:  # the prior follows theta (for the estimate shown); theta ignores the rate
                     est_bits = prior.bits(noisy_q.detach())
                     loss = distortion + est_bits / theta.numel()
