@@ -1,7 +1,7 @@
 """Best-of-N files against plain files of the same total size, through the codec, on the held-out photos.
 
     python bench/scaling_table.py [--crop 256] [--bpp 0.25] [--steps 400] [--workers 2] \
-        [--out bench/results/scaling_table.json] [--resume]
+        [--out bench/results/scaling_table.json] [--resume] [--markdown]
 
 For each of the eight held-out photos (a centred crop of --crop pixels a side, embedded backbone):
 
@@ -107,6 +107,21 @@ def summarise(photos: list[dict]) -> list[dict]:
     return table
 
 
+def markdown(summary: list[dict]) -> str:
+    """The summary as the Markdown table the README and docs/best-of-n.md show."""
+    plain = summary[0]
+    lines = ["| file | bpp | PSNR | gain at equal size | MS-SSIM | index bits | encode s | decode s (K-step ODE) |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| plain, 50 ODE steps | {plain['bpp']:.4f} | {plain['psnr']:.2f} dB | | {plain['ms_ssim']:.3f} | | "
+             f"{plain['encode_seconds']:.0f} | {plain['decode_seconds']:.1f} |"]
+    for row in summary[1:]:
+        k, n = (int(part.split("=")[1]) for part in row["setting"].split())
+        lines.append(f"| K = {k}, N = {n} | {row['bpp']:.4f} | {row['psnr']:.2f} dB | {row['gain_db']:+.2f} dB | "
+                     f"{row['ms_ssim']:.3f} | {row['index_bits']:.0f} | {row['encode_seconds']:.0f} | "
+                     f"{row['decode_seconds']:.1f} ({row['ode_k_decode_seconds']:.1f}) |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--crop", type=int, default=256)
@@ -117,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default=",".join(f"{k}:{n}" for k in KS for n in NS), help="K:N,...")
     parser.add_argument("--out", default="bench/results/scaling_table.json")
     parser.add_argument("--resume", action="store_true", help="keep the photos already in --out, run the rest")
+    parser.add_argument("--markdown", action="store_true", help="print the table of --out as Markdown and stop")
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.out) as f:
+            print(markdown(json.load(f)["summary"]))
+        return 0
     settings = [tuple(int(x) for x in s.split(":")) for s in args.settings.split(",")]
     names = [name for name, _ in crops(args.crop)][: args.photos]
     photos, started, before = [], time.perf_counter(), 0.0
