@@ -172,8 +172,8 @@ def test_triton_checks_what_it_is_sent(triton_engine, tiny_backbone):
         with pytest.raises(LimitExceeded, match="refused.*factors hold"):
             bad.denoise(latents, t)
     with triton_engine.open(adapter) as session:
-        with pytest.raises(LimitExceeded, match="refused.*at most 1 allowed"):
-            session.denoise(torch.zeros(1, 16, 2, 4, 4), t)  # this engine's denoiser takes images
+        with pytest.raises(LimitExceeded, match="refused.*latents have 18 frames, at most 17 allowed"):
+            session.denoise(torch.zeros(1, 16, 18, 4, 4), t)  # a clip of the tiny backbone is 17 latent frames
     with pytest.raises(_Restart):  # a step of a decode Triton does not know: start it again
         triton_engine.infer(export.SESSION_MODEL, {"latents": latents.numpy(), "t": t.numpy()[:, None]}, "velocity",
                             sequence=(12345, False, False))
