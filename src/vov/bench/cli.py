@@ -142,16 +142,21 @@ def run(args) -> None:
         dists_weights=args.dists_weights, quiet=args.quiet, report=not args.no_report,
     )
     result = Runner(config).run()
+    _print_results(result, config, "per_image.json")
+
+
+def _print_results(result: dict, config, per_item: str) -> None:
+    """The summary, then the files a run wrote (`per_item`: per_image.json or per_clip.json)."""
+    import os
+
     print(result["text"], end="")
-    written = [f"{c}.json" for c in config.codecs] + ["per_image.json", "summary.json", "summary.txt"]
+    written = [f"{c}.json" for c in config.codecs] + [per_item, "summary.json", "summary.txt"]
     if config.report:
         written.append("report.html")
     print(f"wrote {', '.join(os.path.join(config.out, w) for w in written)}")
 
 
 def run_video(args, videos: list[str]) -> None:
-    import os
-
     from vov.bench.video_runner import DEFAULT_VIDEO_CODECS, VideoBenchConfig, VideoRunner
     from vov.errors import UsageError
 
@@ -169,8 +174,4 @@ def run_video(args, videos: list[str]) -> None:
         quiet=args.quiet, report=not args.no_report,
     )
     result = VideoRunner(config).run()
-    print(result["text"], end="")
-    written = [f"{c}.json" for c in config.codecs] + ["per_clip.json", "summary.json", "summary.txt"]
-    if config.report:
-        written.append("report.html")
-    print(f"wrote {', '.join(os.path.join(config.out, w) for w in written)}")
+    _print_results(result, config, "per_clip.json")

@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 
 from vov.metrics import METRICS
+from vov.files import write_atomic
 
 COLOURS = {"vov": "#d62728", "jpeg": "#7f7f7f", "webp": "#2ca02c", "avif": "#1f77b4", "jxl": "#9467bd",
            "x265": "#ff7f0e"}
@@ -248,11 +249,7 @@ def _params(p: dict) -> str:
 
 def write_report(runner, points: list[dict], result: dict) -> str:
     path = os.path.join(runner.config.out, "report.html")
-    text = build_html(runner, points, result)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, build_html(runner, points, result).encode("utf-8"))
     return path
 
 

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from vov.bench.report import CSS, _params, bd_rate_section
+from vov.files import write_atomic
 
 COLOURS = {"vov": "#d62728", "x264": "#7f7f7f", "x265": "#ff7f0e", "svt-av1": "#1f77b4", "aom-av1": "#17becf",
            "vvc": "#9467bd"}
@@ -257,9 +258,5 @@ def build_html(runner, points: list[dict], result: dict) -> str:
 
 def write_report(runner, points: list[dict], result: dict) -> str:
     path = os.path.join(runner.config.out, "report.html")
-    text = build_html(runner, points, result)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, build_html(runner, points, result).encode("utf-8"))
     return path
