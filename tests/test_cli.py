@@ -147,6 +147,9 @@ def test_bad_option_values(photo, tmp_path):
     assert r.returncode == 2 and "must be a positive finite" in r.stderr
     assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--seed", str(2**64 - 1), *FAST), "seed")
     assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--targets", "(", "--bpp", "3", *FAST), "target")
+    assert_clean_error(vov("compress", photo, "-o", tmp_path / "x.vov", "--draws", "65", *FAST), "noise draws", "64")
+    r = vov("compress", photo, "-o", tmp_path / "x.vov", "--draws", "0")
+    assert r.returncode == 2 and "must be a positive" in r.stderr
 
 
 @pytest.fixture(scope="module")
