@@ -204,48 +204,18 @@ def _lora_module(backbone, layout: LoraLayout):
     import torch
     from torch import nn
 
-    class Context:
-        lora: torch.Tensor | None = None
-
-    class RowLoraLinear(nn.Module):
-        """`base(x) + B (A x)` with A and B sliced from this batch row's part of `lora`."""
-
-        def __init__(self, base: nn.Linear, slot: Slot, max_rank: int, context: Context):
-            super().__init__()
-            self.base, self.context, self.r = base, context, max_rank
-            self.n_in, self.n_out = slot.in_features, slot.out_features
-            self.a = (slot.offset, slot.offset + max_rank * slot.in_features)
-            self.b = (self.a[1], slot.offset + slot.size(max_rank))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.base(x)
-            lora = self.context.lora
-            batch = lora.shape[0]
-            a = lora[:, self.a[0]: self.a[1]].reshape(batch, self.r, self.n_in).to(x.dtype)
-            b = lora[:, self.b[0]: self.b[1]].reshape(batch, self.n_out, self.r).to(x.dtype)
-            flat = x.reshape(batch, -1, self.n_in)
-            delta = torch.bmm(torch.bmm(flat, a.transpose(1, 2)), b.transpose(1, 2))
-            return y + delta.reshape(y.shape)
+    from vov.method.lora import RowContext, RowLoraLinear, find_layers, inject
 
     module = backbone.export_denoiser()
-    slot_of = {}
     layers = backbone.adaptable_layers()
-    for i, slot in enumerate(layout.slots):
-        slot_of[id(layers[slot.name].weight)] = i
-    places = []  # (parent's name in the export module, child key, slot index)
-    for parent_name, parent in module.named_modules():
-        for key, child in parent._modules.items():
-            if isinstance(child, nn.Linear) and id(child.weight) in slot_of:
-                places.append((parent_name, key, slot_of.pop(id(child.weight))))
-    if slot_of:
-        missing = layout.slots[next(iter(slot_of.values()))].name
+    places = find_layers(module, [layers[slot.name] for slot in layout.slots])
+    if None in places:
+        missing = layout.slots[places.index(None)].name
         raise UsageError(f"backbone {backbone.name!r}: its export module does not use layer {missing!r}")
     if any(p.dtype != torch.float32 for p in module.parameters()):
         module = copy.deepcopy(module).float()  # the backbone's own weights stay as they are
-    context = Context()
-    for parent_name, key, i in places:
-        parent = module.get_submodule(parent_name)
-        setattr(parent, key, RowLoraLinear(getattr(parent, key), layout.slots[i], layout.max_rank, context))
+    context = RowContext()
+    inject(module, places, lambda i, base: RowLoraLinear(base, layout.slots[i].offset, layout.max_rank, context))
 
     class LoraDenoiser(nn.Module):
         def __init__(self):
