@@ -33,6 +33,21 @@ def constants(backbone, seed: int = 0, rank: int = 2, caption: str = "a red cat"
     return adapter, condition, inputs
 
 
+def test_the_session_model_packs_the_row_the_library_packs(models, wan_backbone):
+    """The session model's own copy of the packing arithmetic (it cannot import vov) against the
+    library's, for adaptations of different ranks and layers."""
+    _, session, _ = models
+    layout = export.LoraLayout.for_backbone(wan_backbone, 4)
+    assert session.layout.total == layout.total
+    for seed, rank, targets in ((0, 1, ""), (1, 3, "cross-attn"), (2, 4, "self-attn")):
+        adapter = AdaptedDenoiser(wan_backbone, AdapterSpec(rank=rank, d=300, seed=seed, targets=targets))
+        adapter.set_theta(torch.randn(adapter.d, generator=torch.Generator().manual_seed(seed)))
+        compact = layout.compact(adapter)
+        row = session.layout.unpack(np, compact.rank, compact.slots.tolist(), compact.factors)
+        np.testing.assert_array_equal(row, layout.unpack(compact))
+        assert np.count_nonzero(row) > 0
+
+
 def step_inputs(seed: int = 0, frames: int = 1):
     g = np.random.default_rng(seed)
     return {"latents": g.standard_normal((1, 4, frames, 4, 6)).astype(np.float32),

@@ -43,7 +43,11 @@ def _parameters(config):
 
 
 class Layout:
-    """The slot layers' sizes and offsets in the padded row (see vov.serving.export.LoraLayout)."""
+    """The slot layers' sizes and offsets in the padded row (see vov.serving.export.LoraLayout).
+
+    `unpack` is the arithmetic of vov's LoraLayout.unpack written again: this file runs in Triton's
+    Python-backend stub, where vov is not installed (NVIDIA's Triton image on GPU nodes), so it cannot
+    import it. tests/serving/test_session_model.py holds both to the same rows."""
 
     def __init__(self, data):
         self.max_rank = int(data["max_rank"])
