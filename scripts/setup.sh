@@ -29,6 +29,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
+# shellcheck source=/dev/null  # made by scripts/setup.sh
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # the CPU build of torch first, so nothing pulls a CUDA build
