@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vov import codec  # noqa: E402
 from vov.method.adapters import AdapterSpec  # noqa: E402
 from vov.method.fit import FitConfig  # noqa: E402
-from vov.serving import export  # noqa: E402
-from vov.serving.engine import OrtEngine, TorchEngine, agreement, decompress  # noqa: E402
+from vov.serving import contract, export  # noqa: E402
+from vov.serving.engine import OrtEngine, TorchEngine, decompress  # noqa: E402
+from vov.serving.parity import agreement  # noqa: E402
 from vov.serving.serve import Stack  # noqa: E402
 
 
@@ -78,13 +79,13 @@ class WireCounter:
 
 def stateless_velocity(engine, adapter, condition):
     """The decoder's protocol before sessions: every step carries the caption and the packed row."""
-    from vov.serving.engine import condition_arrays
+    from vov.serving.contract import condition_arrays
 
     row = engine.current_layout().pack_adapter(adapter)[None]
     embeddings, _ = condition_arrays(condition, engine.text_tokens, engine.takes_mask)
 
     def velocity(x, t):
-        out = engine.infer(export.DENOISER_MODEL, {"latents": np.ascontiguousarray(x.numpy(), dtype=np.float32),
+        out = engine.infer(contract.DENOISER_MODEL, {"latents": np.ascontiguousarray(x.numpy(), dtype=np.float32),
                                                    "t": t.numpy().reshape(-1, 1).astype(np.float32),
                                                    "embeddings": embeddings, "lora": row}, "velocity")
         return torch.from_numpy(np.array(out))
@@ -99,8 +100,8 @@ def measure_embedded(size: tuple[int, int], steps: int, work: Path) -> dict:
 
     backbone = backbones.load("embedded")
     repo = export.default_repository(backbone.name)
-    if not export.is_current(repo, backbone, export.DEFAULT_MAX_RANK):
-        export.export_repository(backbone, repo, export.DEFAULT_MAX_RANK, log=lambda m: print(f"  {m}", file=sys.stderr))
+    if not export.is_current(repo, backbone, contract.DEFAULT_MAX_RANK):
+        export.export_repository(backbone, repo, contract.DEFAULT_MAX_RANK, log=lambda m: print(f"  {m}", file=sys.stderr))
     w, h = size
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     picture = Picture(np.stack([x / w, y / h, 0.5 + 0.3 * np.sin(x / 9)], -1).astype(np.float32))
@@ -195,7 +196,7 @@ def wan_figures(steps: int = 50, frames: int = 81, width: int = 832, height: int
            "slot_layers": None, "latents_bytes_per_step": latents, "caption_bytes": caption,
            "factors_bytes": factors, "theta_bytes": 4 * defaults.d}
     for max_rank in (8, 4):
-        layout = export.LoraLayout.for_backbone(backbone, max_rank)
+        layout = contract.LoraLayout.for_backbone(backbone, max_rank)
         out["slot_layers"] = len(layout.slots)
         row = 4 * layout.total
         before = steps * (latents + 4 + caption + row) + latents

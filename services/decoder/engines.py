@@ -21,8 +21,9 @@ import torch
 
 from vov.errors import BackboneMismatch, VovError
 from vov.limits import LimitExceeded
-from vov.serving import export
-from vov.serving.engine import BaseSession, EngineUnavailable, OrtEngine, check_backbone, condition_arrays, decoder_for
+from vov.serving import contract, export
+from vov.serving.contract import check_backbone, condition_arrays, decoder_for
+from vov.serving.engine import BaseSession, EngineUnavailable, OrtEngine
 
 HELD = "no adaptation held"  # the session model's word for a decode it no longer holds
 UNKNOWN_SEQUENCE = "must specify the START flag"  # Triton's, for a sequence it has forgotten
@@ -32,7 +33,7 @@ class _Restart(Exception):
     """The served model no longer holds this decode: send its constants again."""
 
 
-def _constants(compact: export.CompactAdapter, embeddings: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+def _constants(compact: contract.CompactAdapter, embeddings: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """The first request's inputs (each with its batch axis of 1)."""
     return {"rank": np.array([[compact.rank]], dtype=np.int32), "slots": compact.slots.reshape(1, -1),
             "factors": compact.factors.reshape(1, -1), "embeddings": embeddings, "mask": mask}
@@ -57,7 +58,7 @@ class TritonSession(BaseSession):
             start = not self.started
             inputs = {"latents": latents, "t": t, **(self.constants if start else {})}
             try:
-                out = self.engine.infer(export.SESSION_MODEL, inputs, "velocity", sequence=(self.id, start, False))
+                out = self.engine.infer(contract.SESSION_MODEL, inputs, "velocity", sequence=(self.id, start, False))
             except LimitExceeded:
                 self.started = True  # Triton holds the sequence it was asked to start: closing releases it
                 raise
@@ -76,7 +77,7 @@ class TritonSession(BaseSession):
             return
         self.started = False
         try:
-            self.engine.infer(export.SESSION_MODEL, {"t": np.zeros((1, 1), np.float32)}, "velocity",
+            self.engine.infer(contract.SESSION_MODEL, {"t": np.zeros((1, 1), np.float32)}, "velocity",
                               sequence=(self.id, False, True))
         except (VovError, _Restart):
             pass  # the session model drops it after its idle time
@@ -96,7 +97,7 @@ class TritonEngine:
         self.tls = tls or {}  # tritonclient's ssl options: root_certificates, private_key, certificate_chain
         self._client = None
         self._lock = threading.Lock()
-        self.layout: export.LoraLayout | None = None
+        self.layout: contract.LoraLayout | None = None
         self.decoders: dict[str, str] = {}
         self.text_tokens, self.text_dim, self.takes_mask, self.channels = 0, 0, False, backbone.latent_channels
         self._bytes, self._requests = 0, 0
@@ -112,7 +113,7 @@ class TritonEngine:
                 return self._client
             client = tc.InferenceServerClient(self.url, ssl=bool(self.tls), **self.tls)
             try:
-                config = client.get_model_config(export.SESSION_MODEL, as_json=True, client_timeout=10)["config"]
+                config = client.get_model_config(contract.SESSION_MODEL, as_json=True, client_timeout=10)["config"]
             except InferenceServerException as e:
                 client.close()
                 raise self._unavailable(e) from None
@@ -120,7 +121,7 @@ class TritonEngine:
             try:
                 check_backbone({"backbone": params.get("vov_backbone"), "content_hash": params.get("vov_content_hash")},
                                self.backbone)
-                layout = export.LoraLayout.for_backbone(self.backbone, int(params.get("vov_max_rank") or 0))
+                layout = contract.LoraLayout.for_backbone(self.backbone, int(params.get("vov_max_rank") or 0))
                 if params.get("vov_layout_digest") != layout.digest():
                     raise BackboneMismatch(f"the served engine's LoRA slots differ from this decoder's backbone "
                                            f"{self.backbone.name!r}; export the models again with this vov")
@@ -130,7 +131,7 @@ class TritonEngine:
                 client.close()
                 if isinstance(e, BackboneMismatch):
                     raise
-                raise EngineUnavailable(f"Triton at {self.url} serves a {export.SESSION_MODEL} model without vov's "
+                raise EngineUnavailable(f"Triton at {self.url} serves a {contract.SESSION_MODEL} model without vov's "
                                         f"parameters") from None
             self.layout, self.decoders = layout, decoders
             self.text_tokens, self.text_dim = int(params["vov_text_tokens"]), int(params["vov_text_dim"])
@@ -198,7 +199,7 @@ class TritonEngine:
         return self.open_compact(self.layout.compact(adapter),
                                  *condition_arrays(condition, self.text_tokens, self.takes_mask, pad=False))
 
-    def open_compact(self, compact: export.CompactAdapter, embeddings: np.ndarray, mask: np.ndarray) -> TritonSession:
+    def open_compact(self, compact: contract.CompactAdapter, embeddings: np.ndarray, mask: np.ndarray) -> TritonSession:
         return TritonSession(self, _constants(compact, embeddings, mask))
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -207,7 +208,7 @@ class TritonEngine:
         x = np.ascontiguousarray(latents.detach().float().cpu().numpy())
         return torch.from_numpy(np.array(self.infer(model, {"latents": x}, "pixels")))
 
-    def current_layout(self) -> export.LoraLayout:
+    def current_layout(self) -> contract.LoraLayout:
         self._connect()
         return self.layout
 
@@ -217,7 +218,7 @@ class TritonEngine:
 
         client = self._connect()
         try:
-            for model in (export.SESSION_MODEL, export.DENOISER_MODEL, *sorted(set(self.decoders.values()))):
+            for model in (contract.SESSION_MODEL, contract.DENOISER_MODEL, *sorted(set(self.decoders.values()))):
                 if not client.is_model_ready(model, client_timeout=2):
                     raise EngineUnavailable(f"Triton at {self.url}: model {model} is not ready")
         except InferenceServerException as e:
@@ -234,8 +235,8 @@ class LocalEngine:
     """The exported graphs run by ONNX Runtime in the decoder's process."""
 
     def __init__(self, repository: str | Path, backbone, threads: int | None = None):
-        info = export.read_engine(repository)
-        max_rank = info["layout"]["max_rank"] if info else export.DEFAULT_MAX_RANK
+        info = contract.read_engine(repository)
+        max_rank = info["layout"]["max_rank"] if info else contract.DEFAULT_MAX_RANK
         if not export.is_current(repository, backbone, max_rank):  # missing, or made from other weights
             export.export_repository(backbone, repository, max_rank, log=lambda m: None)
         self.ort = OrtEngine(repository, threads, backbone=backbone)
@@ -253,7 +254,7 @@ class LocalEngine:
     def decode(self, latents):
         return self.ort.decode(latents)
 
-    def current_layout(self) -> export.LoraLayout:
+    def current_layout(self) -> contract.LoraLayout:
         return self.layout
 
     def probe(self, canary: bool) -> None:
@@ -269,7 +270,7 @@ def run_canary(engine) -> None:
     gives non-finite values. The adaptation is rank 1 and zero on the first slot layer."""
     layout = engine.current_layout()
     first = layout.slots[0]
-    compact = export.CompactAdapter(1, np.zeros(1, np.int32), np.zeros(first.in_features + first.out_features, np.float32))
+    compact = contract.CompactAdapter(1, np.zeros(1, np.int32), np.zeros(first.in_features + first.out_features, np.float32))
     embeddings = np.zeros((1, 1 if engine.takes_mask else engine.text_tokens, engine.text_dim), np.float32)
     mask = np.ones(embeddings.shape[:2], bool)
     latents = torch.zeros(1, engine.channels, 1, 4, 4)

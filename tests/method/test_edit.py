@@ -65,7 +65,7 @@ def test_the_edit_follows_its_parts_vectors(wan):
 
 
 def test_every_engine_packs_it_like_an_adapter_of_the_summed_rank(wan):
-    from vov.serving.export import LoraLayout
+    from vov.serving.contract import LoraLayout
 
     one, two = adapter(wan, rank=1, seed=5), adapter(wan, rank=2, seed=6)
     edited = EditedAdapter(wan, [(one, 0.5), (two, 0.5)])

@@ -78,7 +78,7 @@ def test_a_best_of_n_file_through_both_services(stack, tiny_backbone, tiny_repos
     from vov import codec
     from vov.format import bitstream
     from vov.options import ScalingOptions
-    from vov.serving.engine import agrees
+    from vov.serving.parity import agrees
 
     options = dataclasses.replace(wire_options(), scaling=ScalingOptions(candidates=8, steps=6))
     data = client.remote_compress(stack.encoder_address, png_bytes(3), options, quiet=True)

@@ -18,9 +18,10 @@ from vov.media import to_uint8
 from vov.errors import BackboneMismatch
 from vov.limits import LimitExceeded
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
-from vov.serving import client, export
-from vov.serving.engine import (EngineUnavailable, OrtEngine, TorchEngine, agreement, agrees, check_backbone,
-                                decompress, parity)
+from vov.serving import client, contract, export
+from vov.serving.contract import check_backbone
+from vov.serving.engine import EngineUnavailable, OrtEngine, TorchEngine, decompress
+from vov.serving.parity import agreement, agrees, parity
 from vov.serving.serve import Stack
 
 
@@ -32,11 +33,11 @@ def test_parity_with_torch_within_1e4(tiny_backbone, tiny_repository):
 def test_engine_records_the_backbone(tiny_backbone, tiny_repository):
     assert export.is_current(tiny_repository, tiny_backbone, 4)
     assert not export.is_current(tiny_repository, tiny_backbone, 8)
-    info = export.read_engine(tiny_repository)
+    info = contract.read_engine(tiny_repository)
     check_backbone(info, tiny_backbone)
     with pytest.raises(BackboneMismatch):
         check_backbone({**info, "content_hash": "00" * 8}, tiny_backbone)
-    assert info["latent_decoders"] == {export.ANY_FRAMES: "vae_decoder"}  # frames map one to one
+    assert info["latent_decoders"] == {contract.ANY_FRAMES: "vae_decoder"}  # frames map one to one
     assert info["denoiser"]["inputs"] == ["latents", "t", "embeddings", "lora"]
 
 
@@ -60,7 +61,7 @@ def test_rows_of_one_batch_are_independent(tiny_backbone, tiny_repository):
 
 
 def test_rank_above_the_engine_maximum_is_refused(tiny_backbone, tiny_repository):
-    layout = export.LoraLayout.from_json(export.read_engine(tiny_repository)["layout"])
+    layout = contract.LoraLayout.from_json(contract.read_engine(tiny_repository)["layout"])
     adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=layout.max_rank + 1, d=256))
     with pytest.raises(BackboneMismatch, match="maximum rank"):
         layout.compact(adapter)
@@ -83,19 +84,19 @@ def test_repository_configs_are_valid_triton_model_configs(tiny_backbone, tiny_r
     monkeypatch.setattr(export, "export_vae_decoder", copy_graph("vae_decoder"))
     info = export.export_repository(tiny_backbone, tmp_path, max_rank=4, variant="gpu", log=lambda m: None)
     assert export.is_current(tmp_path, tiny_backbone, 4, "gpu") and not export.is_current(tmp_path, tiny_backbone, 4)
-    for model in (export.SESSION_MODEL, export.DENOISER_MODEL, "vae_decoder"):
+    for model in (contract.SESSION_MODEL, contract.DENOISER_MODEL, "vae_decoder"):
         cpu, gpu = parse_config(tiny_repository / model / "config.pbtxt"), parse_config(tmp_path / model / "config.pbtxt")
         assert cpu.name == gpu.name == model and cpu.max_batch_size == gpu.max_batch_size == export.MAX_BATCH
     for variant in (tiny_repository, tmp_path):
-        session = parse_config(variant / export.SESSION_MODEL / "config.pbtxt")
+        session = parse_config(variant / contract.SESSION_MODEL / "config.pbtxt")
         assert session.backend == "python" and session.HasField("sequence_batching")
         assert session.sequence_batching.oldest.max_candidate_sequences == export.DEFAULT_MAX_SEQUENCES
         assert {c.name for c in session.sequence_batching.control_input} == {"START", "END", "CORRID"}
-        assert (variant / export.SESSION_MODEL / "1" / "model.py").exists()
+        assert (variant / contract.SESSION_MODEL / "1" / "model.py").exists()
     assert parse_config(tmp_path / "denoiser" / "config.pbtxt").platform == "tensorrt_plan"
     assert parse_config(tiny_repository / "denoiser" / "config.pbtxt").backend == "python"
     assert not (tiny_repository / export.PLAN_SCRIPT).exists() and not (tmp_path / "denoiser" / "1" / "model.py").exists()
-    total = export.LoraLayout.from_json(info["layout"]).total
+    total = contract.LoraLayout.from_json(info["layout"]).total
     script = (tmp_path / export.PLAN_SCRIPT).read_text()
     assert f"lora:8x{total}" in script and script.count("--saveEngine=") == 2
     assert "embeddings:8x1x8" in script
@@ -148,13 +149,13 @@ def test_bytes_per_decode_before_and_after(triton_engine, tiny_backbone, tiny_re
     before = triton_engine.traffic()
     decompress(data, triton_engine, backbone=tiny_backbone)
     sent = {k: v - before[k] for k, v in triton_engine.traffic().items()}
-    info = export.read_engine(tiny_repository)
+    info = contract.read_engine(tiny_repository)
     latents = 4 * int(np.prod(codec.latent_shape(f, tiny_backbone, 1)))
     caption = 4 * info["axes"]["text_tokens"] * info["axes"]["text_dim"] + info["axes"]["text_tokens"]
     adapter = codec.adapter_for(f, tiny_backbone)
     constants = 4 + 4 * len(adapter.layers()) + 4 * adapter.lora_entries + caption
     assert sent == {"requests": 8 + 2, "bytes": 8 * (latents + 4) + constants + 4 + latents}
-    packed_row_every_step = 8 * (latents + 4 + 4 * export.LoraLayout.from_json(info["layout"]).total + caption) + latents
+    packed_row_every_step = 8 * (latents + 4 + 4 * contract.LoraLayout.from_json(info["layout"]).total + caption) + latents
     assert packed_row_every_step > 4 * sent["bytes"]
 
 
@@ -175,10 +176,10 @@ def test_triton_checks_what_it_is_sent(triton_engine, tiny_backbone):
         with pytest.raises(LimitExceeded, match="refused.*latents have 18 frames, at most 17 allowed"):
             session.denoise(torch.zeros(1, 16, 18, 4, 4), t)  # a clip of the tiny backbone is 17 latent frames
     with pytest.raises(_Restart):  # a step of a decode Triton does not know: start it again
-        triton_engine.infer(export.SESSION_MODEL, {"latents": latents.numpy(), "t": t.numpy()[:, None]}, "velocity",
+        triton_engine.infer(contract.SESSION_MODEL, {"latents": latents.numpy(), "t": t.numpy()[:, None]}, "velocity",
                             sequence=(12345, False, False))
     with pytest.raises(LimitExceeded, match="refused.*unexpected shape for input 'lora'"):
-        triton_engine.infer(export.DENOISER_MODEL, {"latents": latents.numpy(), "t": t.numpy()[:, None],
+        triton_engine.infer(contract.DENOISER_MODEL, {"latents": latents.numpy(), "t": t.numpy()[:, None],
                                                     "embeddings": constants["embeddings"],
                                                     "lora": np.zeros((1, 7), np.float32)}, "velocity")
     with triton_engine.open(adapter) as again:

@@ -8,8 +8,9 @@ import torch
 from vov import codec
 from vov.errors import BackboneMismatch, UsageError
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
-from vov.serving.engine import (MAX_ABS_DIFF, MIN_PSNR, OrtEngine, TorchEngine, agreement, agrees, condition_arrays,
-                                decoder_for, decompress)
+from vov.serving.contract import condition_arrays, decoder_for
+from vov.serving.engine import OrtEngine, TorchEngine, decompress
+from vov.serving.parity import MAX_ABS_DIFF, MIN_PSNR, agreement, agrees
 
 
 def test_the_torch_engine_is_the_codecs_own_decode(wan_backbone, wan_files):

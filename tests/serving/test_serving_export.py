@@ -9,8 +9,8 @@ import torch
 from conftest import WAN_LATENT_FRAMES
 
 from vov.errors import UsageError
-from vov.serving import export
-from vov.serving.engine import parity
+from vov.serving import contract, export
+from vov.serving.parity import parity
 
 
 @pytest.mark.parametrize("name", ["wan", "image"])
@@ -18,14 +18,14 @@ def test_parity_with_torch_within_1e4_two_adaptations_in_one_batch(name, request
     backbone = request.getfixturevalue(f"{name}_backbone")
     repo = request.getfixturevalue(f"{name}_repository")
     diffs = parity(backbone, repo, rank=2, d=300)
-    assert set(diffs) == {"denoiser", *export.read_engine(repo)["latent_decoders"].values()}
+    assert set(diffs) == {"denoiser", *contract.read_engine(repo)["latent_decoders"].values()}
     assert all(diff < 1e-4 for diff in diffs.values()), diffs
 
 
 def test_wan_engine_file_says_how_frames_are_served(wan_backbone, wan_repository):
-    info = export.read_engine(wan_repository)
+    info = contract.read_engine(wan_repository)
     assert info["opset"] >= 18 and info["backbone"] == "wan"
-    assert info["denoiser"]["frames"] == export.ANY_FRAMES  # one denoiser for images and clips
+    assert info["denoiser"]["frames"] == contract.ANY_FRAMES  # one denoiser for images and clips
     assert info["denoiser"]["inputs"] == ["latents", "t", "embeddings", "lora"]
     assert info["denoiser"]["max_frames"] == wan_backbone.latent_frames(81) == 21
     # the Wan VAE bakes the frame count into a traced graph: one decoder per count, said so
@@ -35,12 +35,12 @@ def test_wan_engine_file_says_how_frames_are_served(wan_backbone, wan_repository
     assert info["axes"]["text_tokens"] == 512 and not info["axes"]["takes_mask"]
     for model in ("denoiser", "vae_decoder_f2"):
         assert export.graph_facts(wan_repository / model / "1" / "model.onnx")["external_data"] is False
-    session = export.read_engine(wan_repository)["session"]
-    assert session["bytes_per_sequence"] == 4 * export.LoraLayout.from_json(info["layout"]).total + 4 * 512 * 32 + 512
+    session = contract.read_engine(wan_repository)["session"]
+    assert session["bytes_per_sequence"] == 4 * contract.LoraLayout.from_json(info["layout"]).total + 4 * 512 * 32 + 512
 
 
 def test_image_engine_file_takes_a_mask_and_one_frame(image_repository):
-    info = export.read_engine(image_repository)
+    info = contract.read_engine(image_repository)
     assert info["denoiser"]["inputs"] == ["latents", "t", "embeddings", "mask", "lora"]
     assert info["denoiser"]["frames"] == 1 and info["latent_decoders"] == {"1": "vae_decoder"}
     assert info["axes"]["takes_mask"] and info["axes"]["text_tokens"] == 1024
@@ -50,7 +50,7 @@ def test_export_finds_the_slots_by_their_weights_not_their_names(wan_backbone):
     """An export module may nest the transformer anywhere: the slot layers are found by identity."""
     from torch import nn
 
-    layout = export.LoraLayout.for_backbone(wan_backbone, 2)
+    layout = contract.LoraLayout.for_backbone(wan_backbone, 2)
 
     class Nested(nn.Module):
         def __init__(self, inner):
@@ -90,12 +90,12 @@ def test_latent_frame_counts(wan_backbone, image_backbone):
     with pytest.raises(UsageError, match="from 1 to 21"):
         export.latent_decoder_frames(wan_backbone, [22])
     assert export.latent_decoder_frames(image_backbone) == [1]
-    assert export.latent_decoder_frames(tiny()) == [export.ANY_FRAMES]  # frames map one to one
+    assert export.latent_decoder_frames(tiny()) == [contract.ANY_FRAMES]  # frames map one to one
 
 
 def test_gpu_plan_profiles_every_graph(wan_backbone, wan_repository):
-    info = export.read_engine(wan_repository)
-    total = export.LoraLayout.from_json(info["layout"]).total
+    info = contract.read_engine(wan_repository)
+    total = contract.LoraLayout.from_json(info["layout"]).total
     script = export.plan_script({**info, "max_batch": 2}, opt_batch=1, opt_frames=21, opt_size=(60, 104))
     lines = [line for line in script.splitlines() if line.startswith('"$TRTEXEC"')]
     assert len(lines) == 3  # the denoiser and one decoder per latent-frame count
@@ -121,7 +121,7 @@ def test_compact_adaptation_unpacks_to_the_padded_row(wan_backbone):
     from vov.errors import BackboneMismatch
     from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 
-    layout = export.LoraLayout.for_backbone(wan_backbone, 4)
+    layout = contract.LoraLayout.for_backbone(wan_backbone, 4)
     adapter = AdaptedDenoiser(wan_backbone, AdapterSpec(rank=2, d=500, seed=3, targets="cross-attn"))
     adapter.set_theta(torch.randn(adapter.d))
     compact = layout.compact(adapter)
@@ -140,8 +140,8 @@ def test_compact_adaptation_unpacks_to_the_padded_row(wan_backbone):
     used = sum(index[n].size(4) for n in factors)
     assert np.count_nonzero(row) <= used
     with pytest.raises(BackboneMismatch, match="maximum rank 1"):
-        export.LoraLayout.for_backbone(wan_backbone, 1).compact(adapter)
-    bad = export.CompactAdapter(2, compact.slots, compact.factors[:-1])
+        contract.LoraLayout.for_backbone(wan_backbone, 1).compact(adapter)
+    bad = contract.CompactAdapter(2, compact.slots, compact.factors[:-1])
     with pytest.raises(UsageError, match="does not match"):
         layout.unpack(bad)
 
@@ -153,11 +153,11 @@ def test_embedded_denoiser_serves_images_and_clips_with_one_graph(tmp_path):
     from vov.serving.engine import ort_session
 
     backbone = tiny()
-    layout = export.LoraLayout.for_backbone(backbone, 2)
+    layout = contract.LoraLayout.for_backbone(backbone, 2)
     axes = export.Axes.of(backbone)
     path = tmp_path / "denoiser.onnx"
     export.export_denoiser(backbone, layout, path)
-    assert export.graph_facts(path)["frames"] == export.ANY_FRAMES
+    assert export.graph_facts(path)["frames"] == contract.ANY_FRAMES
     module, session = export._lora_module(backbone, layout), ort_session(path)
     for frames in (1, 3, axes.max_frames):
         args, _ = export._denoiser_example(axes, layout, "cpu", frames)

@@ -18,8 +18,9 @@ from vov import codec
 from vov.media import to_uint8
 from vov.method.adapters import AdapterSpec
 from vov.method.fit import FitConfig
-from vov.serving import client, export
-from vov.serving.engine import OrtEngine, TorchEngine, agreement, agrees, decompress
+from vov.serving import client, contract
+from vov.serving.engine import OrtEngine, TorchEngine, decompress
+from vov.serving.parity import agreement, agrees
 from vov.serving.serve import Stack
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,7 @@ def per_decode_bytes(f, backbone, info) -> dict[str, int]:
     latents = 4 * int(np.prod(shape))
     tokens, width = info["axes"]["text_tokens"], info["axes"]["text_dim"]
     caption = 4 * tokens * width
-    row = 4 * export.LoraLayout.from_json(info["layout"]).total
+    row = 4 * contract.LoraLayout.from_json(info["layout"]).total
     layers = backbone.target_layers(f.targets)
     sizes = backbone.adaptable_layers()
     factors = 4 * f.rank * sum(sizes[n].in_features + sizes[n].out_features for n in layers)
@@ -74,7 +75,7 @@ def per_decode_bytes(f, backbone, info) -> dict[str, int]:
 def test_decodes_through_triton_match_onnx_runtime_and_agree_with_torch(triton, wan_backbone, wan_repository, wan_files):
     engine = TritonEngine(triton.triton_url, wan_backbone)
     local = OrtEngine(wan_repository, backbone=wan_backbone)
-    info = export.read_engine(wan_repository)
+    info = contract.read_engine(wan_repository)
     for data in wan_files:
         f = codec.parse(data)
         before = engine.traffic()

@@ -8,7 +8,7 @@ import torch
 from python_backend import Backend, error, output, sequence_request
 
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
-from vov.serving import export
+from vov.serving import contract
 from vov.serving.engine import OrtEngine
 
 
@@ -17,15 +17,15 @@ def models(wan_repository):
     """The session model and the denoiser runner it calls, loaded as Triton would."""
     backend = Backend()
     with backend:
-        runner = backend.load(wan_repository, export.DENOISER_MODEL)
-        session = backend.load(wan_repository, export.SESSION_MODEL)
+        runner = backend.load(wan_repository, contract.DENOISER_MODEL)
+        session = backend.load(wan_repository, contract.SESSION_MODEL)
         yield backend, session, runner
 
 
 def constants(backbone, seed: int = 0, rank: int = 2, caption: str = "a red cat"):
     adapter = AdaptedDenoiser(backbone, AdapterSpec(rank=rank, d=300, seed=seed))
     adapter.set_theta(torch.randn(adapter.d, generator=torch.Generator().manual_seed(seed)) * 0.3)
-    layout = export.LoraLayout.for_backbone(backbone, 4)
+    layout = contract.LoraLayout.for_backbone(backbone, 4)
     compact = layout.compact(adapter)
     condition = backbone.condition(caption)
     inputs = {"rank": np.array([[compact.rank]], np.int32), "slots": compact.slots[None], "factors": compact.factors[None],
@@ -37,7 +37,7 @@ def test_the_session_model_packs_the_row_the_library_packs(models, wan_backbone)
     """The session model's own copy of the packing arithmetic (it cannot import vov) against the
     library's, for adaptations of different ranks and layers."""
     _, session, _ = models
-    layout = export.LoraLayout.for_backbone(wan_backbone, 4)
+    layout = contract.LoraLayout.for_backbone(wan_backbone, 4)
     assert session.layout.total == layout.total
     for seed, rank, targets in ((0, 1, ""), (1, 3, "cross-attn"), (2, 4, "self-attn")):
         adapter = AdaptedDenoiser(wan_backbone, AdapterSpec(rank=rank, d=300, seed=seed, targets=targets))
@@ -166,11 +166,11 @@ def test_held_decodes_are_bounded_by_count_and_idle_time(models, wan_backbone):
 
 def test_the_session_model_unpacks_as_the_library_does(models, wan_backbone):
     _, session, _ = models
-    layout = export.LoraLayout.for_backbone(wan_backbone, 4)
+    layout = contract.LoraLayout.for_backbone(wan_backbone, 4)
     g = np.random.default_rng(0)
     for rank, slots in ((1, [0, 3, 7]), (4, list(range(len(layout.slots)))), (2, [5])):
         size = sum(rank * (layout.slots[i].in_features + layout.slots[i].out_features) for i in slots)
-        compact = export.CompactAdapter(rank, np.array(slots, np.int32), g.standard_normal(size).astype(np.float32))
+        compact = contract.CompactAdapter(rank, np.array(slots, np.int32), g.standard_normal(size).astype(np.float32))
         np.testing.assert_array_equal(session.layout.unpack(np, rank, slots, compact.factors), layout.unpack(compact))
 
 

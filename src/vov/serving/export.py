@@ -51,148 +51,18 @@ from pathlib import Path
 
 import numpy as np
 
-from vov.errors import BackboneMismatch, UsageError
+from vov.errors import UsageError
+from vov.serving.contract import (ANY_FRAMES, DECODER_MODEL, DEFAULT_MAX_RANK, DENOISER_MODEL, ENGINE_FILE, LAYOUT_FILE,
+                                  SESSION_MODEL, LoraLayout, decoder_model, read_engine)
 
-ENGINE_FILE = "vov_engine.json"
 EXPORT_VERSION = 3  # raised whenever the repository's files change meaning; older exports are redone
 PLAN_SCRIPT = "build_plans.sh"
-LAYOUT_FILE = "layout.json"  # the slot layout, beside the session model (which imports nothing of vov)
-DEFAULT_MAX_RANK = 8
 MAX_BATCH = 16  # Triton's max_batch_size: rows of concurrent decodes batched per model call
 DEFAULT_MAX_SEQUENCES = 32  # decodes whose adaptation Triton holds at once (per session-model instance)
 DEFAULT_IDLE_SECONDS = 60  # a held adaptation whose decode sends nothing for this long is dropped
 OPSET = 20
 EXTERNAL_DATA_BYTES = 1 << 30
-SESSION_MODEL = "denoiser_session"
-DENOISER_MODEL = "denoiser"
-DECODER_MODEL = "vae_decoder"
 VARIANTS = ("cpu", "gpu")
-ANY_FRAMES = "any"
-
-
-# --------------------------------------------------------------------------------------------
-# the packed-LoRA layout shared by the exporter and every decoder path
-
-
-@dataclass(frozen=True)
-class Slot:
-    name: str
-    in_features: int
-    out_features: int
-    offset: int  # start of this layer's A (R_max x in, row-major), then its B (out x R_max)
-
-    def size(self, max_rank: int) -> int:
-        return max_rank * (self.in_features + self.out_features)
-
-
-@dataclass(frozen=True)
-class CompactAdapter:
-    """One adaptation as it crosses to an engine once per decode: the factors of its own layers at its
-    own rank. `factors` holds, for each slot in `slots` (increasing), A (rank x in) then B (out x rank),
-    each row-major."""
-
-    rank: int
-    slots: np.ndarray  # int32 (K,)
-    factors: np.ndarray  # float32 (N,)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.slots.nbytes + self.factors.nbytes + 4)
-
-
-@dataclass(frozen=True)
-class LoraLayout:
-    max_rank: int
-    slots: tuple[Slot, ...]
-
-    @property
-    def total(self) -> int:
-        return sum(s.size(self.max_rank) for s in self.slots)
-
-    @classmethod
-    def for_backbone(cls, backbone, max_rank: int = DEFAULT_MAX_RANK) -> "LoraLayout":
-        layers = backbone.adaptable_layers()
-        union = {n for preset in backbone.target_presets for n in backbone.target_layers(preset)}
-        slots, offset = [], 0
-        for name, m in ((n, m) for n, m in layers.items() if n in union):
-            slots.append(Slot(name, m.in_features, m.out_features, offset))
-            offset += max_rank * (m.in_features + m.out_features)
-        return cls(max_rank, tuple(slots))
-
-    def to_json(self) -> dict:
-        return {"max_rank": self.max_rank, "slots": [asdict(s) for s in self.slots]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "LoraLayout":
-        return cls(int(data["max_rank"]), tuple(Slot(**s) for s in data["slots"]))
-
-    def digest(self) -> str:
-        """16 hex digits naming the layout: an engine and a decoder must agree on it exactly."""
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def _slot_index(self) -> dict[str, int]:
-        index = self.__dict__.get("_index")
-        if index is None:
-            index = {s.name: i for i, s in enumerate(self.slots)}
-            object.__setattr__(self, "_index", index)
-        return index
-
-    def compact(self, adapter) -> CompactAdapter:
-        """The adapter's factors, expanded from its theta once, in slot order."""
-        import torch
-
-        index = self._slot_index()
-        with torch.no_grad():
-            expanded = adapter.expand()
-        names = [name for name, _ in adapter.layers()]
-        ranks = {int(a.shape[0]) for a, _ in expanded}
-        if len(ranks) != 1:
-            raise UsageError("an adapter whose layers have different ranks cannot be served")
-        rank = ranks.pop()
-        if rank > self.max_rank:
-            raise BackboneMismatch(f"the file's rank {rank} exceeds the served engine's maximum rank "
-                                   f"{self.max_rank}; re-export with --max-rank {rank} or more")
-        order = []
-        for name, (a, b) in zip(names, expanded):
-            if name not in index:
-                raise BackboneMismatch(f"the served engine has no LoRA slot for layer {name!r}; "
-                                       f"it serves the backbone's target presets only")
-            order.append((index[name], a, b))
-        order.sort(key=lambda item: item[0])
-        parts = []
-        for _, a, b in order:
-            parts += [a.detach().float().reshape(-1), b.detach().float().reshape(-1)]
-        factors = torch.cat(parts).cpu().numpy().astype(np.float32, copy=False)
-        slots = np.array([i for i, _, _ in order], dtype=np.int32)
-        return CompactAdapter(rank, slots, np.ascontiguousarray(factors))
-
-    def unpack(self, compact: CompactAdapter) -> np.ndarray:
-        """The padded row (total,) float32 of a compact adaptation (the session model does the same)."""
-        r, slots, factors = compact.rank, compact.slots, compact.factors
-        if not 1 <= r <= self.max_rank:
-            raise BackboneMismatch(f"rank {r} is outside the served engine's 1..{self.max_rank}")
-        numbers = slots.tolist()
-        if not numbers or len(set(numbers)) != len(numbers) or min(numbers) < 0 or max(numbers) >= len(self.slots):
-            raise UsageError(f"an adaptation names its layers by distinct slot numbers below {len(self.slots)}")
-        expected = sum(r * (self.slots[i].in_features + self.slots[i].out_features) for i in slots.tolist())
-        if factors.size != expected:
-            raise UsageError(f"an adaptation of {factors.size} numbers does not match its {len(slots)} layers "
-                             f"at rank {r}")
-        row = np.zeros(self.total, dtype=np.float32)
-        pos = 0
-        for i in slots.tolist():
-            s = self.slots[i]
-            na, nb = r * s.in_features, s.out_features * r
-            a = factors[pos: pos + na].reshape(r, s.in_features)
-            b = factors[pos + na: pos + na + nb].reshape(s.out_features, r)
-            pos += na + nb
-            start = s.offset + self.max_rank * s.in_features
-            row[s.offset: start].reshape(self.max_rank, s.in_features)[:r] = a
-            row[start: s.offset + s.size(self.max_rank)].reshape(s.out_features, self.max_rank)[:, :r] = b
-        return row
-
-    def pack_adapter(self, adapter) -> np.ndarray:
-        return self.unpack(self.compact(adapter))
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,11 +320,6 @@ def latent_decoder_frames(backbone, requested: list[int] | None = None) -> list:
     return counts
 
 
-def decoder_model(latent_frames) -> str:
-    """The Triton model of the latent decoder for a count (ANY_FRAMES and 1 share `vae_decoder`)."""
-    return DECODER_MODEL if latent_frames in (ANY_FRAMES, 1) else f"{DECODER_MODEL}_f{latent_frames}"
-
-
 # --------------------------------------------------------------------------------------------
 # the model repository
 
@@ -474,15 +339,6 @@ def templates_dir(variant: str = "cpu") -> Path:
         if (c / DENOISER_MODEL / "config.pbtxt").exists():
             return c
     raise UsageError("the Triton model templates (model_repository/) were not found; set VOV_MODEL_TEMPLATES")
-
-
-def read_engine(repository: str | Path) -> dict | None:
-    path = Path(repository) / ENGINE_FILE
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def graph_files(info: dict) -> list[str]:
@@ -776,7 +632,7 @@ def run(args) -> None:
     models = ", ".join([SESSION_MODEL, DENOISER_MODEL, *info["latent_decoders"].values()])
     print(f"{repo}: {models} for {backbone.name} ({backbone.content_hash.hex()})")
     if args.check:
-        from vov.serving.engine import parity
+        from vov.serving.parity import parity
 
         for name, diff in parity(backbone, repo).items():
             print(f"{name}: max |onnx - torch| = {diff:.2e}")

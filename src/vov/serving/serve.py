@@ -72,7 +72,8 @@ class Stack:
                  triton_http_port: int = 0, max_rank: int | None = None, extra_decoder_args=(), extra_encoder_args=(),
                  with_encoder: bool = True, with_triton: bool = True, log=None, torch_threads: int = 0,
                  triton_metrics_port: int = 0, model: str | None = None, device: str | None = None):
-        from vov.serving.export import DEFAULT_MAX_RANK, default_repository
+        from vov.serving.contract import DEFAULT_MAX_RANK
+        from vov.serving.export import default_repository
         from vov.serving.triton import free_port
 
         self.backbone_name = backbone

@@ -11,7 +11,7 @@ requests to the instance that received its first. The protocol, one request per 
   release (END)          t only, no latents: the sequence's constants are dropped, the reply is empty
 
 The constants are checked once (`begin`), expanded into the padded `lora` row of the exported graph
-(the same arithmetic as vov.serving.export.LoraLayout.unpack, from `layout.json` beside this file)
+(the same arithmetic as vov.serving.contract.LoraLayout.unpack, from `layout.json` beside this file)
 and kept. The rows of the requests that the batcher hands over together (different decodes) go to
 the stateless `denoiser` model as one batch per shape, through Triton's business-logic scripting.
 
@@ -43,7 +43,7 @@ def _parameters(config):
 
 
 class Layout:
-    """The slot layers' sizes and offsets in the padded row (see vov.serving.export.LoraLayout).
+    """The slot layers' sizes and offsets in the padded row (see vov.serving.contract.LoraLayout).
 
     `unpack` is the arithmetic of vov's LoraLayout.unpack written again: this file runs in Triton's
     Python-backend stub, where vov is not installed (NVIDIA's Triton image on GPU nodes), so it cannot
