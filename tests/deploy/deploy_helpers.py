@@ -102,6 +102,33 @@ def workloads(docs: list[dict]) -> list[dict]:
     return [d for d in docs if pod_spec(d) is not None]
 
 
+def workload(docs: list[dict], name: str) -> dict:
+    """The one workload (Deployment, StatefulSet, Job, Pod) called `name`."""
+    found = [d for d in workloads(docs) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one workload {name}, found {len(found)}"
+    return found[0]
+
+
+def hook_events(doc: dict) -> set[str]:
+    """The Helm hooks an object belongs to (empty for an ordinary object of the release)."""
+    hooks = (doc["metadata"].get("annotations") or {}).get("helm.sh/hook", "")
+    return {h.strip() for h in hooks.split(",") if h.strip()}
+
+
+def claims_of(doc: dict) -> set[str]:
+    """The PersistentVolumeClaims a workload's pods mount (volumeClaimTemplates count as claims of their own)."""
+    spec = pod_spec(doc) or {}
+    names = {v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v}
+    for template in doc.get("spec", {}).get("volumeClaimTemplates", []) if doc["kind"] == "StatefulSet" else []:
+        names.add(f"{template['metadata']['name']}-{doc['metadata']['name']}-<ordinal>")
+    return names
+
+
+def gpu_requests(container: dict) -> dict:
+    return {k: v for bound in ("requests", "limits") for k, v in (container.get("resources", {}).get(bound) or {}).items()
+            if k.startswith("nvidia.com/")}
+
+
 def matches(selector: dict, labels: dict) -> bool:
     """A label selector (matchLabels and matchExpressions) against a set of labels."""
     for k, v in (selector.get("matchLabels") or {}).items():

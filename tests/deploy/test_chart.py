@@ -11,8 +11,8 @@ import subprocess
 import pytest
 import yaml
 from deploy_helpers import (CHART, CRD_KINDS, HERE, KUBERNETES_VERSIONS, NAMESPACE, NODE_MODULES, PROFILES, RELEASE,
-                      deploy_python, helm, matches, named, need, of_kind, pod_labels, pod_spec, render, render_text,
-                      run, vov_service_of, workloads)
+                            deploy_python, helm, matches, named, need, of_kind, pod_labels, pod_spec, render,
+                            run, vov_service_of, workload, workloads)
 
 # ------------------------------------------------------------------------------------ lint and render
 
@@ -34,8 +34,9 @@ def test_every_profile_renders_the_objects_it_promises():
         assert {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount", "Pod"} <= found, profile
     assert "HorizontalPodAutoscaler" in kinds["gpu"] and "ScaledObject" not in kinds["gpu"]
     assert "ScaledObject" in kinds["keda-tls"] and "HorizontalPodAutoscaler" not in kinds["keda-tls"]
-    assert {"Job", "PersistentVolumeClaim", "ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds["gpu"]
-    assert "Job" not in kinds["cpu-demo"] and not any("triton" in d["metadata"]["name"] for d in render("cpu-demo"))
+    assert {"StatefulSet", "PersistentVolumeClaim", "ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds["gpu"]
+    assert "StatefulSet" in kinds["default"] and "PersistentVolumeClaim" not in kinds["default"]  # claims per replica
+    assert not any("triton" in d["metadata"]["name"] for d in render("cpu-demo"))
 
 
 # ------------------------------------------------------------------------------------ Kubernetes schemas
@@ -129,7 +130,9 @@ def test_a_bad_values_file_is_refused_with_each_field_named():
     (["tls.enabled=true"], "tls.enabled needs tls.secretName"),
     (["decoder.engine=triton", "triton.enabled=false"], "enable Triton or set decoder.engine=onnxruntime"),
     (["images.encoder.tag=latest"], "images.encoder.tag is 'latest'"),
-    (["triton.replicas=2"], "needs ReadWriteMany"),
+    (["plans.volume.mode=shared"], "needs ReadWriteMany"),
+    (["plans.build.enabled=false"], "plans.build.enabled must be true"),
+    (["plans.volume.existingClaim=mine"], "set plans.volume.mode=shared"),
     (["encoder.gpu.resourceName=nvidia.com/mig-1g.10gb", "encoder.gpu.count=2"], "one MIG slice only"),
     (["decoder.autoscaling.minReplicas=1"], "must be below decoder.autoscaling.minReplicas"),
 ])
@@ -185,7 +188,7 @@ def test_selectors_match_the_pods_they_mean(profile):
     for svc in of_kind(docs, "Service"):
         hit = [n for n, labels in pods.items() if matches({"matchLabels": svc["spec"]["selector"]}, labels)]
         assert len(hit) == 1, f"Service {svc['metadata']['name']} selects {hit}"
-        ports = {p["name"]: p["containerPort"] for c in pod_spec(named(docs, "Deployment", hit[0]))["containers"]
+        ports = {p["name"]: p["containerPort"] for c in pod_spec(workload(docs, hit[0]))["containers"]
                  for p in c.get("ports", [])}
         for p in svc["spec"]["ports"]:
             assert p["targetPort"] in ports, f"{svc['metadata']['name']}: no container port {p['targetPort']}"
@@ -225,7 +228,7 @@ def test_gpu_limits_where_the_profile_asks_for_gpus(profile):
     docs = render(profile)
     for component in ("encoder", "triton"):
         gpu = {**values[component]["gpu"], **(override.get(component, {}).get("gpu", {}))}
-        found = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-{component}"]
+        found = [d for d in workloads(docs) if d["metadata"]["name"] == f"{RELEASE}-{component}"]
         if not found:
             continue
         spec = pod_spec(found[0])
@@ -240,10 +243,10 @@ def test_gpu_limits_where_the_profile_asks_for_gpus(profile):
             assert spec.get("nodeSelector") and any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", []))
         else:
             assert not gpu_limits and not spec.get("nodeSelector")
-    for job in of_kind(docs, "Job"):  # the plan build needs the GPU it builds for
-        container = pod_spec(job)["containers"][0]
-        assert any(k.startswith("nvidia.com/") for k in container["resources"]["limits"])
-        assert container["image"].startswith("nvcr.io/nvidia/tritonserver:")
+        # the plan build runs in the Triton pod, on the GPU that pod holds
+        for init in spec.get("initContainers", []):
+            init_gpus = {k: v for k, v in init["resources"]["limits"].items() if k.startswith("nvidia.com/")}
+            assert init_gpus in ({}, gpu_limits), (component, init["name"])
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -282,7 +285,7 @@ def test_termination_grace_covers_the_drain_and_the_services_grace(profile):
 def test_triton_runs_the_official_image_with_its_named_ports():
     for profile in PROFILES:
         docs = render(profile)
-        tritons = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-triton"]
+        tritons = [d for d in workloads(docs) if d["metadata"]["name"] == f"{RELEASE}-triton"]
         for triton in tritons:
             c = pod_spec(triton)["containers"][0]
             assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", c["image"])

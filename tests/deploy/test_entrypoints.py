@@ -223,13 +223,20 @@ def test_the_models_image_entrypoint_is_the_staging_command():
     dockerfile = (ROOT / "docker" / "models.Dockerfile").read_text()
     entrypoint = json.loads(re.findall(r"^ENTRYPOINT\s+(\[.*\])\s*$", dockerfile, re.M)[-1])
     docs = render("gpu")
-    for doc in [named(docs, "Deployment", f"{RELEASE}-triton"), named(docs, "Job", f"{RELEASE}-plan-build")]:
+    for doc in [named(docs, "StatefulSet", f"{RELEASE}-triton")]:
         (stage,) = [c for c in pod_spec(doc)["initContainers"] if c["name"] == "stage-onnx"]
         assert stage["image"].split(":")[0].endswith("/models")
         assert [*stage["command"], *stage.get("args", [])] == entrypoint
     # the image carries the scripts the chart mounts, under the same names
     for script in re.findall(r"helm/vov/files/(\S+\.sh)", dockerfile):
         assert (CHART / "files" / script).exists()
+    # and its export is where the chart looks for it, for any backbone it is built for
+    (export_dir,) = re.findall(r"^ENV VOV_EXPORT_DIR=(\S+)$", dockerfile, re.M)
+    for backbone in ("embedded", "wan", "image"):
+        (stage,) = [c for c in pod_spec(named(render("gpu", f"backbone={backbone}"), "StatefulSet", f"{RELEASE}-triton"))[
+            "initContainers"] if c["name"] == "stage-onnx"]
+        env = {e["name"]: e["value"] for e in stage["env"]}
+        assert env["VOV_EXPORT_DIR"] == export_dir.replace("${BACKBONE}", backbone)
 
 
 def test_the_tls_profile_requires_tls_and_client_certificates(started, certificates):

@@ -1,9 +1,19 @@
 #!/bin/sh
-# Prints the name of the plan directory for the GPU this container sees: its model (and MIG
-# profile) and the TensorRT version, e.g. nvidia-a100-sxm4-80gb-mig-1g.10gb-trt-10.5.0.18.
-# TensorRT plans only load on the GPU model and TensorRT version that built them, so a node pool of
-# another GPU, or a new Triton image, gets a directory of its own and builds its plans.
+# Prints the key of the plans for the GPU this container sees and the staged export given as the
+# only argument: the GPU model (and MIG profile), the TensorRT version and the digest of the export's
+# build recipe (build_plans.sh: the trtexec shape profiles and precision), e.g.
+# nvidia-a100-sxm4-80gb-mig-1g.10gb-trt-10.5.0.18-3f2a9c1e0b7d.
+# TensorRT plans only load on the GPU model and TensorRT version that built them, and serve only the
+# shapes they were built for, so a node pool of another GPU, a new Triton image or an export with
+# other shapes gets a directory of its own and builds its plans; the backbone and the model version
+# are the directory above (VOV_VERSION_DIR).
+# Usage: plan-key.sh EXPORT_DIR
 set -eu
+export_dir="${1:?plan-key.sh needs the staged export directory (the one holding build_plans.sh)}"
+if [ ! -f "$export_dir/build_plans.sh" ]; then
+  echo "plan-key: no build_plans.sh in $export_dir" >&2
+  exit 1
+fi
 
 slug() { tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9.]\{1,\}/-/g' -e 's/^-//' -e 's/-$//'; }
 
@@ -34,4 +44,5 @@ key="$(printf '%s' "$gpu" | slug)"
 if [ -n "$mig" ]; then
   key="$key-mig-$mig"
 fi
-printf '%s-trt-%s\n' "$key" "$(printf '%s' "$trt" | slug)"
+recipe="$(sha256sum "$export_dir/build_plans.sh" | cut -c 1-12)"
+printf '%s-trt-%s-%s\n' "$key" "$(printf '%s' "$trt" | slug)" "$recipe"
