@@ -97,6 +97,8 @@ build-plans.sh: |
   {{- .Files.Get "files/build-plans.sh" | nindent 2 }}
 triton-start.sh: |
   {{- .Files.Get "files/triton-start.sh" | nindent 2 }}
+triton-lifecycle.py: |
+  {{- .Files.Get "files/triton-lifecycle.py" | nindent 2 }}
 {{- end -}}
 
 {{/* NVIDIA's image under an arbitrary user with a read-only root: home and CUDA's kernel cache in /tmp */}}
