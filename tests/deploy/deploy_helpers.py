@@ -58,12 +58,13 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 @functools.lru_cache(maxsize=None)
 def render_text(profile: str, *sets: str) -> str:
-    """`helm template` of one profile (extra `--set` values allowed); fails the test on an error."""
+    """`helm template` of one profile with extra values (`--set`, or `--set-json` for one starting with
+    "json:"); fails the test on an error."""
     args = [helm(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     if PROFILES[profile]:
         args += ["-f", str(PROFILES[profile])]
     for s in sets:
-        args += ["--set", s]
+        args += ["--set-json", s[5:]] if s.startswith("json:") else ["--set", s]
     result = run(args)
     assert result.returncode == 0, f"helm template failed for {profile}:\n{result.stderr}"
     return result.stdout

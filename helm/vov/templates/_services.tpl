@@ -22,12 +22,7 @@ args: dict "root" $ "prefix" "VOV_ENCODER" "values" .Values.encoder
   value: {{ $v.port | int64 | quote }}
 - name: {{ .prefix }}_WORKERS
   value: {{ $v.workers | int64 | quote }}
-- name: VOV_BACKBONE
-  value: {{ $root.Values.backbone | quote }}
-{{- if $root.Values.model }}
-- name: VOV_MODEL
-  value: {{ $root.Values.model | quote }}
-{{- end }}
+{{ include "vov.modelEnv" $root }}
 - name: VOV_GRACE_SECONDS
   value: {{ $v.graceSeconds | int64 | quote }}
 - name: VOV_TORCH_THREADS
