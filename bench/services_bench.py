@@ -35,7 +35,7 @@ from vov import codec
 
 from vov.serving import client
 from vov.method.adapters import AdapterSpec
-from vov.serving.engine import OrtEngine, decompress
+from vov.serving.engine import OrtEngine
 from vov.serving.export import default_repository, export_repository, is_current
 from vov.method.fit import FitConfig
 from vov.media import Picture
@@ -105,7 +105,7 @@ def main() -> None:
     engine = OrtEngine(repository)
     latency = {
         "torch_eager_bf16": median_seconds(lambda: codec.decompress(files[0], backbone=backbone), args.repeats),
-        "onnxruntime_in_process": median_seconds(lambda: decompress(files[0], engine, engine.layout, backbone),
+        "onnxruntime_in_process": median_seconds(lambda: codec.decompress(files[0], engine=engine, backbone=backbone),
                                                  args.repeats),
     }
     work = Path(tempfile.mkdtemp(prefix="vov-bench-"))

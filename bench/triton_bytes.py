@@ -39,7 +39,7 @@ from vov import codec  # noqa: E402
 from vov.method.adapters import AdapterSpec  # noqa: E402
 from vov.method.fit import FitConfig  # noqa: E402
 from vov.serving import contract, export  # noqa: E402
-from vov.serving.engine import OrtEngine, TorchEngine, decompress  # noqa: E402
+from vov.serving.engine import BaseSession, OrtEngine, TorchEngine  # noqa: E402
 from vov.serving.parity import agreement  # noqa: E402
 from vov.serving.serve import Stack  # noqa: E402
 
@@ -77,20 +77,34 @@ class WireCounter:
         tc.InferenceServerClient.infer = self._original
 
 
-def stateless_velocity(engine, adapter, condition):
-    """The decoder's protocol before sessions: every step carries the caption and the packed row."""
-    from vov.serving.contract import condition_arrays
+class StatelessEngine:
+    """The decoder's protocol before sessions, as an engine: every step carries the caption and the
+    packed row to the stateless denoiser model."""
 
-    row = engine.current_layout().pack_adapter(adapter)[None]
-    embeddings, _ = condition_arrays(condition, engine.text_tokens, engine.takes_mask)
+    def __init__(self, engine):
+        self.engine = engine
 
-    def velocity(x, t):
-        out = engine.infer(contract.DENOISER_MODEL, {"latents": np.ascontiguousarray(x.numpy(), dtype=np.float32),
-                                                   "t": t.numpy().reshape(-1, 1).astype(np.float32),
-                                                   "embeddings": embeddings, "lora": row}, "velocity")
-        return torch.from_numpy(np.array(out))
+    def open(self, adapter, condition=None):
+        from vov.serving.contract import condition_arrays
 
-    return velocity
+        engine = self.engine
+        row = engine.current_layout().pack_adapter(adapter)[None]
+        embeddings, _ = condition_arrays(condition, engine.text_tokens, engine.takes_mask)
+
+        class Session(BaseSession):
+            def denoise(self, x, t):
+                out = engine.infer(contract.DENOISER_MODEL, {
+                    "latents": np.ascontiguousarray(x.numpy(), dtype=np.float32),
+                    "t": t.numpy().reshape(-1, 1).astype(np.float32), "embeddings": embeddings, "lora": row}, "velocity")
+                return torch.from_numpy(np.array(out))
+
+        return Session()
+
+    def decode(self, latents):
+        return self.engine.decode(latents)
+
+    def describe(self) -> str:
+        return f"{self.engine.describe()}, stateless"
 
 
 def measure_embedded(size: tuple[int, int], steps: int, work: Path) -> dict:
@@ -114,17 +128,16 @@ def measure_embedded(size: tuple[int, int], steps: int, work: Path) -> dict:
     stack.start_triton()
     try:
         engine = TritonEngine(stack.triton_url, backbone)
-        adapter, condition = codec.adapter_for(f, backbone), codec.condition_for(f, backbone)
+        adapter = codec.adapter_for(f, backbone)
         results = {}
         for name in ("before", "after"):
             start = engine.traffic()
             with WireCounter() as wire:
                 clock = time.perf_counter()
                 if name == "before":
-                    pixels = codec.decompress(data, backbone=backbone, velocity=stateless_velocity(engine, adapter, condition),
-                                              decode=engine.decode).pixels
+                    pixels = codec.decompress(data, engine=StatelessEngine(engine), backbone=backbone).pixels
                 else:
-                    pixels = decompress(data, engine, backbone=backbone).pixels
+                    pixels = codec.decompress(data, engine=engine, backbone=backbone).pixels
                 seconds = time.perf_counter() - clock
             sent = engine.traffic()
             results[name] = {"tensor_bytes": sent["bytes"] - start["bytes"], "wire_bytes": wire.bytes,
@@ -133,8 +146,8 @@ def measure_embedded(size: tuple[int, int], steps: int, work: Path) -> dict:
         served = results["after"]["pixels"]
         same = bool(np.array_equal(results["before"].pop("pixels"), results["after"].pop("pixels")))
         layout = engine.current_layout()
-        reference = decompress(data, TorchEngine(backbone), backbone=backbone).pixels
-        local = decompress(data, OrtEngine(repo, backbone=backbone), backbone=backbone).pixels
+        reference = codec.decompress(data, engine=TorchEngine(backbone), backbone=backbone).pixels
+        local = codec.decompress(data, engine=OrtEngine(repo, backbone=backbone), backbone=backbone).pixels
         agree = {"reference": "torch (bf16 autocast, fp32 weights, CPU)",
                  "onnxruntime in process": agreement(local, reference), "triton": agreement(served, reference),
                  "triton == onnxruntime in process": bool(np.array_equal(served, local))}
@@ -164,8 +177,8 @@ def photo_agreement(count: int, steps: int) -> list[dict]:
         picture = Picture(data.kodak_like(data.load_rgb(photo), 768, 512).astype(np.float32) / 255.0)
         options = codec.EncodeOptions(backbone="embedded", fit=FitConfig(steps=30, lam=0.02), sampler_steps=steps)
         file = codec.compress(picture, options, backbone=backbone).data
-        reference = decompress(file, TorchEngine(backbone), backbone=backbone).pixels
-        figures = agreement(decompress(file, engine, backbone=backbone).pixels, reference)
+        reference = codec.decompress(file, engine=TorchEngine(backbone), backbone=backbone).pixels
+        figures = agreement(codec.decompress(file, engine=engine, backbone=backbone).pixels, reference)
         rows.append({"photo": photo.name, "bytes": len(file), "max_abs_255": round(figures["max_abs"] * 255, 2),
                      "psnr": round(figures["psnr"], 2)})
     return rows

@@ -56,11 +56,10 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
                 emit(("step", i, n))
 
         if edit is None:
-            clips = codec.decode_clips(data, backbone=self.backbone, session=self.engine.open,
-                                       decode=self.engine.decode, on_step=on_step, limits=self.limits)
+            clips = codec.decode_clips(data, backbone=self.backbone, engine=self.engine, on_step=on_step,
+                                       limits=self.limits)
         else:
-            clips = editing.decode_plan(edit, self.backbone, session=self.engine.open, decode=self.engine.decode,
-                                        on_step=on_step, limits=self.limits)
+            clips = editing.decode_plan(edit, self.backbone, engine=self.engine, on_step=on_step, limits=self.limits)
         for clip in clips:
             emit(("clip", clip))
         return f

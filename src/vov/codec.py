@@ -11,7 +11,6 @@ indices), so each decodes on its own and a decoder can stream a video clip after
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, ContextManager, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from vov.method import parallel, sampler
 from vov.method.adapters import KINDS, AdaptedDenoiser, AdapterSpec, lora_entry_count
 from vov.method.fit import FitConfig, Progress, fit
 from vov.options import DEFAULT_BPP, EncodeOptions, ScalingOptions
+from vov.serving.engine import Engine, TorchEngine
 
 MIN_PAYLOAD_BYTES = 8  # a budget below this leaves the vector nothing to say
 ANS_SLACK_BITS = 64  # the ANS coder's final state and the rounding to 32-bit words, at most
@@ -506,16 +506,6 @@ def check_indices(f: bitstream.VovFile) -> None:
                                  f"indices of {f.search_bits} bits take {expected}")
 
 
-Session = Callable[[AdaptedDenoiser, Condition], ContextManager[sampler.Velocity]]
-
-
-@contextlib.contextmanager
-def torch_session(adapter: AdaptedDenoiser, condition: Condition):
-    """The in-process decode: the adapter's factors expanded once, its forward under the backbone's autocast."""
-    with adapter.frozen():
-        yield sampler.torch_velocity(adapter, condition)
-
-
 @dataclass
 class DecodedClip:
     index: int
@@ -538,17 +528,14 @@ class Decoded:
         return self.file.fps_num, self.file.fps_den
 
 
-def decode_clips(data: bytes, backbone: Backbone | None = None, session: Session | None = None,
-                 decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+def decode_clips(data: bytes, *, backbone: Backbone | None = None, engine: Engine | None = None,
                  on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
-                 model: str | None = None, device: str | None = None,
-                 velocity: sampler.Velocity | None = None) -> Iterator[DecodedClip]:
+                 model: str | None = None, device: str | None = None) -> Iterator[DecodedClip]:
     """Decode .vov bytes clip by clip, yielding each clip's frames as soon as they exist.
 
-    `session(adapter, condition)` gives the velocity of one clip's adapter (default: torch in this
-    process); `decode` replaces the backbone's latent decoder (for instance by models served
-    elsewhere). `velocity` is the older form of `session` for one-clip files. The sampling loop and
-    the cropping stay here. `on_step(step, total)` counts sampler steps over the whole file.
+    `engine` runs each clip's sampler steps (one session per clip: `engine.open(adapter, condition)`)
+    and the latent decoder (default: torch in this process, `TorchEngine`); the sampling loop and the
+    cropping stay here. `on_step(step, total)` counts sampler steps over the whole file.
     """
     f = parse(data, limits)
     backbone = backbone or backbone_for(f, model, device)
@@ -556,18 +543,14 @@ def decode_clips(data: bytes, backbone: Backbone | None = None, session: Session
     check_indices(f)
     condition = condition_for(f, backbone)
     config = scaling_config(f)
-    if velocity is not None:
-        if len(f.segments) != 1:
-            raise UsageError("a velocity serves one clip; give a session for a file of several clips")
-        session = lambda adapter, condition: contextlib.nullcontext(velocity)  # noqa: E731
-    session = session or torch_session
+    engine = engine or TorchEngine(backbone)
     adapter = None
     total = f.sampler_steps * len(f.segments)
     done = 0
     for c, segment in enumerate(f.segments):
         if adapter is None:
-            adapter = adapter_for(f, backbone, c) if velocity is None else None
-        elif velocity is None:
+            adapter = adapter_for(f, backbone, c)
+        else:
             set_clip(adapter, f, c)
         shape = latent_shape(f, backbone, segment.frames)
         seed = clip_seed(f.noise_seed, c)
@@ -577,29 +560,27 @@ def decode_clips(data: bytes, backbone: Backbone | None = None, session: Session
             if on_step:
                 on_step(done + i, total)
 
-        with session(adapter, condition) as clip_velocity:
+        with engine.open(adapter, condition) as velocity:
             if config is None:
-                latents = sampler.sample(clip_velocity, shape, seed, f.sampler_steps, f.schedule, step_done, f.shift)
+                latents = sampler.sample(velocity, shape, seed, f.sampler_steps, f.schedule, step_done, f.shift)
             else:
                 from vov.method.scaling import decode_indices, replay
 
                 indices = decode_indices(segment.search, config.scaled_steps, config.candidates)
-                latents = replay(clip_velocity, shape, seed, config, indices, on_step=step_done)
+                latents = replay(velocity, shape, seed, config, indices, on_step=step_done)
         done += f.sampler_steps
         if not torch.isfinite(latents).all():
             raise BitstreamError("the file's adaptation drives the model to non-finite values; it cannot be decoded")
-        with torch.no_grad():
-            pixels = (decode or backbone.decode)(latents)[0].float().clamp(0, 1).cpu().numpy()
+        pixels = engine.decode(latents)[0].float().clamp(0, 1).cpu().numpy()
         frames = pixels.transpose(1, 2, 3, 0)[: segment.frames, : f.height, : f.width]  # the padding is never shown
         yield DecodedClip(c, np.ascontiguousarray(frames))
 
 
-def decompress(data: bytes, backbone: Backbone | None = None, velocity: sampler.Velocity | None = None,
-               decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+def decompress(data: bytes, *, backbone: Backbone | None = None, engine: Engine | None = None,
                on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
-               session: Session | None = None, model: str | None = None, device: str | None = None) -> Decoded:
+               model: str | None = None, device: str | None = None) -> Decoded:
     """Decode .vov bytes to all their frames (`decode_clips` streams them instead)."""
     f = parse(data, limits)
-    clips = [clip.frames for clip in decode_clips(data, backbone, session, decode, on_step, limits, model, device,
-                                                  velocity)]
+    clips = [clip.frames for clip in decode_clips(data, backbone=backbone, engine=engine, on_step=on_step,
+                                                  limits=limits, model=model, device=device)]
     return Decoded(np.concatenate(clips) if len(clips) > 1 else clips[0], grey=f.colour == 1, file=f)

@@ -10,10 +10,10 @@ files must have the same frames and clip layout. Files of a best-of-N decode are
 plain ODE on their own grid: their chosen noises were picked for the original adaptation (and
 carry the original image's detail), so `replay` keeps them only on request, for one file.
 
-Every path decodes through `vov.codec.decode_clips` with an edited session: the codec rebuilds the
-first file's adapter clip by clip, and the session replaces it by the `EditedAdapter` of all files'
-clip (and the caption's condition) before handing it to the engine, so the CLI, the decoder service
-and Triton run the same loop and the same engines as a plain decode.
+Every path decodes through `vov.codec.decode_clips` with an edited engine: the codec rebuilds the
+first file's adapter clip by clip, and the engine's `open` replaces it by the `EditedAdapter` of all
+files' clip (and the caption's condition) before handing it to the engine underneath, so the CLI,
+the decoder service and Triton run the same loop and the same engines as a plain decode.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from vov.errors import BackboneMismatch, UsageError, VovError
 from vov.format import bitstream
 from vov.limits import Limits
 from vov.method.edit import MAX_PARTS, STRENGTH_RANGE, EditedAdapter, check_number, check_rank, check_weights
+from vov.serving.engine import Engine, TorchEngine
 
 MAX_FILES = MAX_PARTS
 
@@ -163,60 +164,69 @@ def check_backbone(the_plan: EditPlan, backbone: Backbone):
     return backbone.condition(the_plan.caption)
 
 
-def decode_plan(the_plan: EditPlan, backbone: Backbone, session: codec.Session | None = None,
-        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits()) -> Iterator[codec.DecodedClip]:
-    """Decode a planned edit clip by clip, through `session` (default: torch in this process) and
-    `decode` exactly as `vov.codec.decode_clips` does for a plain file."""
-    condition = check_backbone(the_plan, backbone)
-    others = []
-    for i, f in enumerate(the_plan.files[1:], 1):
-        try:
-            others.append(codec.adapter_for(f, backbone, 0))
-        except VovError as e:
-            raise _prefixed(e, i, len(the_plan.files)) from None
-    inner = session or codec.torch_session
-    clips = len(the_plan.header.segments)
-    state = {"clip": 0, "edited": None}
+class EditedEngine:
+    """`engine` with each clip's adapter replaced by the edit of the plan's files' clip: the codec's
+    loop opens one session per clip, in order, with the first file's adapter set to that clip."""
 
-    def edited_session(adapter, file_condition):
-        # decode_clips opens one session per clip, in order, with the first file's adapter set to it
-        c = state["clip"]
-        if c >= clips:
+    def __init__(self, the_plan: EditPlan, backbone: Backbone, engine: Engine):
+        self.plan, self.backbone, self.engine = the_plan, backbone, engine
+        self.condition = check_backbone(the_plan, backbone)
+        self.others = []
+        for i, f in enumerate(the_plan.files[1:], 1):
+            try:
+                self.others.append(codec.adapter_for(f, backbone, 0))
+            except VovError as e:
+                raise _prefixed(e, i, len(the_plan.files)) from None
+        self.clip, self.edited = 0, None
+
+    def open(self, adapter, condition=None):
+        c = self.clip
+        if c >= len(self.plan.header.segments):
             raise AssertionError("the decode loop opened more sessions than the file has clips")
-        state["clip"] = c + 1
+        self.clip = c + 1
         if c:
-            for f, other in zip(the_plan.files[1:], others):
+            for f, other in zip(self.plan.files[1:], self.others):
                 codec.set_clip(other, f, c)
-        if state["edited"] is None:
-            parts = [(adapter, the_plan.weights[0]), *zip(others, the_plan.weights[1:])]
-            state["edited"] = EditedAdapter(backbone, parts, the_plan.strength)
-        return inner(state["edited"], file_condition if condition is None else condition)
+        if self.edited is None:
+            parts = [(adapter, self.plan.weights[0]), *zip(self.others, self.plan.weights[1:])]
+            self.edited = EditedAdapter(self.backbone, parts, self.plan.strength)
+        return self.engine.open(self.edited, condition if self.condition is None else self.condition)
 
-    yield from codec.decode_clips(the_plan.data, backbone, edited_session, decode, on_step, limits)
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.engine.decode(latents)
+
+    def describe(self) -> str:
+        return self.engine.describe()
 
 
-def edit_clips(datas: Sequence[bytes], options: EditOptions = EditOptions(), backbone: Backbone | None = None,
-               session: codec.Session | None = None, decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-               on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
-               model: str | None = None, device: str | None = None,
+def decode_plan(the_plan: EditPlan, backbone: Backbone, *, engine: Engine | None = None,
+                on_step: Callable[[int, int], None] | None = None,
+                limits: Limits = Limits()) -> Iterator[codec.DecodedClip]:
+    """Decode a planned edit clip by clip through `engine` (default: torch in this process), exactly
+    as `vov.codec.decode_clips` decodes a plain file."""
+    edited = EditedEngine(the_plan, backbone, engine or TorchEngine(backbone))
+    yield from codec.decode_clips(the_plan.data, backbone=backbone, engine=edited, on_step=on_step, limits=limits)
+
+
+def edit_clips(datas: Sequence[bytes], options: EditOptions = EditOptions(), *, backbone: Backbone | None = None,
+               engine: Engine | None = None, on_step: Callable[[int, int], None] | None = None,
+               limits: Limits = Limits(), model: str | None = None, device: str | None = None,
                max_rank: int | None = None) -> Iterator[codec.DecodedClip]:
     """Plan and decode an edit of `datas` (.vov bytes), yielding each clip's frames as soon as they exist."""
     the_plan = plan(datas, options, limits, max_rank)
     backbone = backbone or codec.backbone_for(the_plan.header, model, device)
-    yield from decode_plan(the_plan, backbone, session, decode, on_step, limits)
+    yield from decode_plan(the_plan, backbone, engine=engine, on_step=on_step, limits=limits)
 
 
-def edit(datas: Sequence[bytes], options: EditOptions = EditOptions(), backbone: Backbone | None = None,
-         session: codec.Session | None = None, decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-         on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(), model: str | None = None,
-         device: str | None = None, max_rank: int | None = None) -> codec.Decoded:
+def edit(datas: Sequence[bytes], options: EditOptions = EditOptions(), *, backbone: Backbone | None = None,
+         engine: Engine | None = None, on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
+         model: str | None = None, device: str | None = None, max_rank: int | None = None) -> codec.Decoded:
     """All the edited frames at once (`edit_clips` streams them)."""
     import numpy as np
 
     the_plan = plan(datas, options, limits, max_rank)
     backbone = backbone or codec.backbone_for(the_plan.header, model, device)
-    clips = [c.frames for c in decode_plan(the_plan, backbone, session, decode, on_step, limits)]
+    clips = [c.frames for c in decode_plan(the_plan, backbone, engine=engine, on_step=on_step, limits=limits)]
     return codec.Decoded(np.concatenate(clips) if len(clips) > 1 else clips[0], grey=the_plan.header.colour == 1,
                          file=the_plan.header)
 

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vov import codec
 from vov.serving import client
 from vov.method.adapters import AdapterSpec
 from vov.codec import EncodeOptions
-from vov.serving.engine import OrtEngine, decompress
+from vov.serving.engine import OrtEngine
 from vov.errors import BitstreamError, MediaError, VovError
 from vov.limits import LimitExceeded
 from vov.method.fit import FitConfig
@@ -66,7 +67,7 @@ def test_round_trip_through_both_services(stack, tiny_backbone, tiny_repository)
     assert not grey and decode_png(png).shape == (48, 64, 3)
     # Triton and in-process ONNX Runtime run the same graphs: the same pixels
     engine = OrtEngine(tiny_repository)
-    local = decompress(data, engine, engine.layout, tiny_backbone).pixels
+    local = codec.decompress(data, engine=engine, backbone=tiny_backbone).pixels
     np.testing.assert_array_equal(decode_png(png), (np.clip(local, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 
@@ -75,7 +76,6 @@ def test_a_best_of_n_file_through_both_services(stack, tiny_backbone, tiny_repos
     through Triton: the pixels of in-process ONNX Runtime, and within the engines' tolerance of torch."""
     import dataclasses
 
-    from vov import codec
     from vov.format import bitstream
     from vov.options import ScalingOptions
     from vov.serving.parity import agrees
@@ -86,7 +86,7 @@ def test_a_best_of_n_file_through_both_services(stack, tiny_backbone, tiny_repos
     assert (f.sampler, f.search_bits, f.sde_steps, len(f.segments[0].search)) == (1, 3, 5, 2)
     png, _ = client.remote_decompress_png(stack.decoder_address, data)
     engine = OrtEngine(tiny_repository)
-    local = decompress(data, engine, engine.layout, tiny_backbone).pixels
+    local = codec.decompress(data, engine=engine, backbone=tiny_backbone).pixels
     np.testing.assert_array_equal(decode_png(png), (np.clip(local, 0, 1) * 255 + 0.5).astype(np.uint8))
     assert agrees(local, codec.decompress(data, backbone=tiny_backbone).pixels)
 

@@ -48,7 +48,7 @@ def test_edits_through_triton_are_onnx_runtimes_and_agree_with_the_command(stack
     for files, options in [([a, b], EditOptions(weights=(0.6, 0.4))), ([a], EditOptions(strength=0.5)),
                            ([a, b], EditOptions(strength=1.5))]:
         served = edit_png(stack.decoder_address, client.edit_request(files, options))
-        in_process = editing.edit(files, options, backbone=tiny_backbone, session=local.open, decode=local.decode)
+        in_process = editing.edit(files, options, backbone=tiny_backbone, engine=local)
         np.testing.assert_array_equal(served, uint8(in_process.pixels))
         command = editing.edit(files, options, backbone=tiny_backbone).pixels  # what `vov edit` writes
         assert agrees(served / 255.0, command), agreement(served / 255.0, command)

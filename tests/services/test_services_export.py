@@ -20,7 +20,7 @@ from vov.limits import LimitExceeded
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.serving import client, contract, export
 from vov.serving.contract import check_backbone
-from vov.serving.engine import EngineUnavailable, OrtEngine, TorchEngine, decompress
+from vov.serving.engine import EngineUnavailable, OrtEngine, TorchEngine
 from vov.serving.parity import agreement, agrees, parity
 from vov.serving.serve import Stack
 
@@ -134,9 +134,10 @@ def test_round_trip_through_vov_serve_agrees_with_every_engine(stack, tiny_backb
     Image.fromarray((picture(2, 48, 64).pixels * 255).astype(np.uint8)).save(png, format="PNG")
     data = client.remote_compress(stack.encoder_address, png.getvalue(), tiny_options(2), quiet=True)
     served = decode_png(client.remote_decompress_png(stack.decoder_address, data)[0])
-    local = decompress(data, OrtEngine(tiny_repository, backbone=tiny_backbone), backbone=tiny_backbone).pixels
+    local = codec.decompress(data, engine=OrtEngine(tiny_repository, backbone=tiny_backbone),
+                             backbone=tiny_backbone).pixels
     np.testing.assert_array_equal(served, to_uint8(local).astype(np.float32) / 255)
-    reference = decompress(data, TorchEngine(tiny_backbone), backbone=tiny_backbone).pixels
+    reference = codec.decompress(data, engine=TorchEngine(tiny_backbone), backbone=tiny_backbone).pixels
     assert agrees(local, reference), agreement(local, reference)
     assert agrees(served, reference), agreement(served, reference)
 
@@ -147,7 +148,7 @@ def test_bytes_per_decode_before_and_after(triton_engine, tiny_backbone, tiny_re
     data = codec.compress(picture(3), tiny_options(3, sampler_steps=8), backbone=tiny_backbone).data
     f = codec.parse(data)
     before = triton_engine.traffic()
-    decompress(data, triton_engine, backbone=tiny_backbone)
+    codec.decompress(data, engine=triton_engine, backbone=tiny_backbone)
     sent = {k: v - before[k] for k, v in triton_engine.traffic().items()}
     info = contract.read_engine(tiny_repository)
     latents = 4 * int(np.prod(codec.latent_shape(f, tiny_backbone, 1)))

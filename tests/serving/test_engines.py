@@ -9,7 +9,7 @@ from vov import codec
 from vov.errors import BackboneMismatch, UsageError
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.serving.contract import condition_arrays, decoder_for
-from vov.serving.engine import OrtEngine, TorchEngine, decompress
+from vov.serving.engine import OrtEngine, TorchEngine
 from vov.serving.parity import MAX_ABS_DIFF, MIN_PSNR, agreement, agrees
 
 
@@ -17,8 +17,8 @@ def test_the_torch_engine_is_the_codecs_own_decode(wan_backbone, wan_files):
     """The reference: TorchEngine decodes exactly what `vov decompress` decodes in process."""
     for data in wan_files:
         reference = codec.decompress(data, backbone=wan_backbone).pixels
-        np.testing.assert_array_equal(decompress(data, TorchEngine(wan_backbone), backbone=wan_backbone).pixels,
-                                      reference)
+        np.testing.assert_array_equal(
+            codec.decompress(data, engine=TorchEngine(wan_backbone), backbone=wan_backbone).pixels, reference)
 
 
 @pytest.mark.parametrize("name", ["wan", "image"])
@@ -26,12 +26,12 @@ def test_onnx_runtime_decodes_agree_with_the_reference(name, request):
     backbone = request.getfixturevalue(f"{name}_backbone")
     engine = OrtEngine(request.getfixturevalue(f"{name}_repository"), backbone=backbone)
     for data in request.getfixturevalue(f"{name}_files"):
-        reference = decompress(data, TorchEngine(backbone), backbone=backbone).pixels
-        got = decompress(data, engine, backbone=backbone).pixels
+        reference = codec.decompress(data, engine=TorchEngine(backbone), backbone=backbone).pixels
+        got = codec.decompress(data, engine=engine, backbone=backbone).pixels
         a = agreement(got, reference)
         assert agrees(got, reference) and a["max_abs"] <= MAX_ABS_DIFF and a["psnr"] >= MIN_PSNR, a
         # in fp32 (no autocast) torch and the exported graph are one computation
-        fp32 = decompress(data, TorchEngine(backbone, autocast=False), backbone=backbone).pixels
+        fp32 = codec.decompress(data, engine=TorchEngine(backbone, autocast=False), backbone=backbone).pixels
         assert agreement(got, fp32)["max_abs"] < 1e-4
 
 

@@ -19,7 +19,7 @@ from vov.media import to_uint8
 from vov.method.adapters import AdapterSpec
 from vov.method.fit import FitConfig
 from vov.serving import client, contract
-from vov.serving.engine import OrtEngine, TorchEngine, decompress
+from vov.serving.engine import OrtEngine, TorchEngine
 from vov.serving.parity import agreement, agrees
 from vov.serving.serve import Stack
 
@@ -50,9 +50,10 @@ def test_round_trip_through_vov_serve(triton, wan_backbone, wan_repository):
     f = codec.parse(data)
     assert f.backbone == "wan" and f.backbone_hash == wan_backbone.content_hash and f.caption == "a red cat"
     served = np.asarray(Image.open(io.BytesIO(client.remote_decompress_png(triton.decoder_address, data)[0])))
-    local = decompress(data, OrtEngine(wan_repository, backbone=wan_backbone), backbone=wan_backbone).pixels
+    local = codec.decompress(data, engine=OrtEngine(wan_repository, backbone=wan_backbone),
+                             backbone=wan_backbone).pixels
     np.testing.assert_array_equal(served, to_uint8(local))
-    reference = decompress(data, TorchEngine(wan_backbone), backbone=wan_backbone).pixels
+    reference = codec.decompress(data, engine=TorchEngine(wan_backbone), backbone=wan_backbone).pixels
     assert agrees(local, reference), agreement(local, reference)
 
 
@@ -79,10 +80,10 @@ def test_decodes_through_triton_match_onnx_runtime_and_agree_with_torch(triton, 
     for data in wan_files:
         f = codec.parse(data)
         before = engine.traffic()
-        got = decompress(data, engine, backbone=wan_backbone).pixels
+        got = codec.decompress(data, engine=engine, backbone=wan_backbone).pixels
         sent = {k: v - before[k] for k, v in engine.traffic().items()}
-        np.testing.assert_array_equal(got, decompress(data, local, backbone=wan_backbone).pixels)
-        reference = decompress(data, TorchEngine(wan_backbone), backbone=wan_backbone).pixels
+        np.testing.assert_array_equal(got, codec.decompress(data, engine=local, backbone=wan_backbone).pixels)
+        reference = codec.decompress(data, engine=TorchEngine(wan_backbone), backbone=wan_backbone).pixels
         assert agrees(got, reference), agreement(got, reference)
         # one request a step (the first with the adaptation), a release, and the latent decode
         assert sent["requests"] == f.sampler_steps + 2
@@ -102,8 +103,8 @@ def test_a_latent_decoder_per_frame_count(triton, wan_backbone, wan_repository):
 def test_concurrent_decodes_give_the_sequential_pixels(triton, wan_backbone, wan_files):
     engine = TritonEngine(triton.triton_url, wan_backbone)
     files = [wan_files[i % 2] for i in range(4)]
-    sequential = [decompress(f, engine, backbone=wan_backbone).pixels for f in files]
+    sequential = [codec.decompress(f, engine=engine, backbone=wan_backbone).pixels for f in files]
     with ThreadPoolExecutor(4) as pool:
-        concurrent = list(pool.map(lambda f: decompress(f, engine, backbone=wan_backbone).pixels, files))
+        concurrent = list(pool.map(lambda f: codec.decompress(f, engine=engine, backbone=wan_backbone).pixels, files))
     for a, b in zip(concurrent, sequential):
         np.testing.assert_allclose(a, b, atol=1e-5)

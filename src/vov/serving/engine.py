@@ -7,9 +7,9 @@ Runtime in this process (`OrtEngine`), and Triton (services/decoder/engines.py).
     pixels = engine.decode(latents)            # (B, C, F, h, w) latents -> (B, 3, F', H, W) pixels
 
 A session is also the sampler's velocity callable (`session(latents, t)`), and a context manager
-that closes it, so `vov.codec.decompress(..., session=engine.open, decode=engine.decode)` runs the
-codec's own sampling loop on any engine (`decompress` here). Tensors in and out are float32 torch
-tensors on the CPU; an engine moves them where it computes.
+that closes it, so `vov.codec.decompress(data, engine=engine)` runs the codec's own sampling loop on
+any engine. Tensors in and out are float32 torch tensors on the CPU; an engine moves them where it
+computes.
 
 `TorchEngine` (the torch path that `vov decompress` runs) is the reference: vov.serving.parity says
 what the others must meet.
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from vov.errors import UsageError, VovError
-from vov.limits import Limits
 from vov.serving.contract import LoraLayout, condition_arrays, decoder_for, pad_condition, read_engine
 
 class EngineUnavailable(VovError):
@@ -85,8 +84,7 @@ class BaseSession:
 
 
 class TorchSession(BaseSession):
-    """The adapter's factors expanded once; each step one forward under the sampler's autocast
-    (exactly what vov.codec's own in-process decode does)."""
+    """The adapter's factors expanded once; each step one forward under the sampler's autocast."""
 
     def __init__(self, adapter, condition, autocast: bool):
         from vov.method import sampler
@@ -233,17 +231,3 @@ class OrtEngine:
         if h * w > int(self.info["axes"]["max_cells"]):
             raise LimitExceeded(f"latents of {h}x{w} cells a frame exceed {self.info['axes']['max_cells']}, "
                                 f"this engine's bound")
-
-
-# --------------------------------------------------------------------------------------------
-# decoding through an engine
-
-
-def decompress(data: bytes, engine: Engine, layout=None, backbone=None, on_step=None, limits: Limits = Limits()):
-    """vov.codec.decompress with every step and the latent decoder run by `engine`.
-
-    (`layout` is accepted for older callers and unused: an engine knows its own.)"""
-    from vov import codec
-
-    return codec.decompress(data, backbone=backbone, session=engine.open, decode=engine.decode, on_step=on_step,
-                            limits=limits)
