@@ -27,8 +27,10 @@ RELEASE, NAMESPACE = "vov", "vov"
 KUBERNETES_VERSIONS = ("1.29", "1.33")
 # custom resources: validated against their CRDs' schemas, not the core API's
 CRD_KINDS = ("ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule")
-# every values profile kept in the chart, plus the chart's own defaults
-PROFILES = {"default": None, **{p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*-values.yaml"))}}
+# every values profile kept in the chart (cluster setups in ci/, models in profiles/), plus the defaults
+PROFILES = {"default": None, **{p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*-values.yaml"))},
+            **{p.stem: p for p in sorted((CHART / "profiles").glob("*.yaml"))}}
+MODEL_PROFILES = tuple(p.stem for p in sorted((CHART / "profiles").glob("*.yaml")))
 
 INSTALL_HINT = "run scripts/deploy_tools.sh"
 

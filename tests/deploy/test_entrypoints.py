@@ -61,9 +61,10 @@ def triton(tiny_export, tmp_path_factory):
         server.stop()
 
 
-def localise(container: dict, tiny_export: Path, triton_url: str, files: dict[str, Path] | None = None
-             ) -> tuple[list[str], dict[str, str], dict[str, int]]:
-    """The container's command line and environment, made to run on this machine's loopback."""
+def localise(container: dict, tiny_export: Path, triton_url: str, files: dict[str, Path] | None = None,
+             prefixes: dict[str, str] | None = None) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """The container's command line and environment, made to run on this machine's loopback; `files`
+    maps paths of the pod to files here, `prefixes` the directories where volumes are mounted."""
     command = [*container["command"], *container.get("args", [])]
     assert command[0] == "python"
     command[0] = sys.executable
@@ -83,6 +84,9 @@ def localise(container: dict, tiny_export: Path, triton_url: str, files: dict[st
             value = "cpu"  # no GPU here; test_chart checks that a GPU encoder is told to use it
         elif files and value in files:
             value = str(files[value])
+        elif prefixes and any(value.startswith(p) for p in prefixes):
+            prefix = next(p for p in prefixes if value.startswith(p))
+            value = prefixes[prefix] + value[len(prefix):]
         elif value.startswith("/"):
             raise AssertionError(f"{name}={value}: a path in the image this test does not know how to map")
         env[name] = value

@@ -191,7 +191,7 @@ def decode(url: str, backbone, record: dict, steps: int = STEPS, pause: float = 
     import torch
 
     from vov.serving import contract
-    from vov_services.decoder.engines import TritonEngine
+    from vov.serving.engines.triton import TritonEngine
 
     try:
         engine = TritonEngine(url, backbone, timeout=30)

@@ -114,7 +114,7 @@ lifecycle:
 {{/* The request cost limits both services enforce (the encoder refuses to make what the decoder would refuse) */}}
 {{- define "vov.limitsEnv" -}}
 {{- $l := .Values.limits -}}
-{{- range $name, $value := dict "VOV_MAX_PIXELS" $l.maxPixels "VOV_MAX_FRAMES" $l.maxFrames "VOV_MAX_SAMPLER_STEPS" $l.maxSamplerSteps "VOV_MAX_D" $l.maxD "VOV_MAX_RANK" $l.maxRank "VOV_MAX_WORK" $l.maxWork }}
+{{- range $name, $value := dict "VOV_MAX_PIXELS" $l.maxPixels "VOV_MAX_FRAMES" $l.maxFrames "VOV_MAX_SAMPLER_STEPS" $l.maxSamplerSteps "VOV_MAX_D" $l.maxD "VOV_MAX_RANK" $l.maxRank "VOV_MAX_WORK" $l.maxWork "VOV_MAX_CLIP_PIXELS" $l.maxClipPixels }}
 {{- if not (kindIs "invalid" $value) }}
 - name: {{ $name }}
   value: {{ $value | int64 | quote }}
