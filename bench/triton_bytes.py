@@ -39,7 +39,9 @@ from vov import codec  # noqa: E402
 from vov.method.adapters import AdapterSpec  # noqa: E402
 from vov.method.fit import FitConfig  # noqa: E402
 from vov.serving import contract, export  # noqa: E402
-from vov.serving.engine import BaseSession, OrtEngine, TorchEngine  # noqa: E402
+from vov.serving.engines.base import BaseSession  # noqa: E402
+from vov.serving.engines.onnx import OrtEngine  # noqa: E402
+from vov.serving.engines.torch import TorchEngine  # noqa: E402
 from vov.serving.parity import agreement  # noqa: E402
 from vov.serving.serve import Stack  # noqa: E402
 
@@ -108,7 +110,7 @@ class StatelessEngine:
 
 
 def measure_embedded(size: tuple[int, int], steps: int, work: Path) -> dict:
-    from services.decoder.engines import TritonEngine
+    from vov.serving.engines.triton import TritonEngine
     from vov import backbones
     from vov.media import Picture
 

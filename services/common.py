@@ -25,7 +25,7 @@ from vov.cancel import Cancelled
 from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
 from vov.files import read_bytes
 from vov.limits import LimitExceeded
-from vov.serving.engine import EngineUnavailable
+from vov.serving.engines.base import EngineUnavailable
 
 from . import metrics
 

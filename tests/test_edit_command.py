@@ -243,7 +243,7 @@ def decoder(wan):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the services package of this checkout
     from services.common import Server, logger
     from services.decoder.server import SERVICE, DecoderServicer
-    from vov.serving.engine import TorchEngine
+    from vov.serving.engines.torch import TorchEngine
     from vov.v1 import codec_pb2_grpc
 
     _, backbone = wan

@@ -1,6 +1,6 @@
 """The decoder service: `Decoder.Decompress` turns a .vov bitstream into a PNG, or a clip's frames.
 
-Per call: vov.codec.decompress with the engine's sessions and latent decoder (vov.serving.engine):
+Per call: vov.codec.decompress with the engine's sessions and latent decoder (vov.serving.engines):
 the codec rebuilds each clip's adapter, the engine takes its factors and caption once per clip, and
 each sampler step sends latents and t. The engine is Triton over gRPC when --triton-url is set
 (Triton's sequence batcher then groups the steps of concurrent calls), ONNX Runtime in this process
@@ -25,9 +25,9 @@ from vov.v1 import codec_pb2, codec_pb2_grpc
 from .. import common
 from ..common import (CHUNK, MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments,
                       env_default, event, logger, stream_worker)
-from vov.serving.engine import EngineUnavailable
+from vov.serving.engines.base import EngineUnavailable
+from vov.serving.engines.local import make_engine
 
-from .engines import make_engine
 from .health import EngineWatch
 
 SERVICE = "vov.v1.Decoder"

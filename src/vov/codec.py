@@ -36,7 +36,8 @@ from vov.method import parallel, sampler
 from vov.method.adapters import KINDS, AdaptedDenoiser, AdapterSpec, lora_entry_count
 from vov.method.fit import FitConfig, Progress, fit
 from vov.options import DEFAULT_BPP, EncodeOptions, ScalingOptions
-from vov.serving.engine import Engine, TorchEngine
+from vov.serving.engines.base import Engine
+from vov.serving.engines.torch import TorchEngine
 
 MIN_PAYLOAD_BYTES = 8  # a budget below this leaves the vector nothing to say
 ANS_SLACK_BITS = 64  # the ANS coder's final state and the rounding to 32-bit words, at most

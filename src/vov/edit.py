@@ -31,7 +31,8 @@ from vov.errors import BackboneMismatch, UsageError, VovError
 from vov.format import bitstream
 from vov.limits import Limits
 from vov.method.edit import MAX_PARTS, STRENGTH_RANGE, EditedAdapter, check_number, check_rank, check_weights
-from vov.serving.engine import Engine, TorchEngine
+from vov.serving.engines.base import Engine
+from vov.serving.engines.torch import TorchEngine
 
 MAX_FILES = MAX_PARTS
 

@@ -19,7 +19,7 @@ from vov import codec
 from vov.serving import client
 from vov.method.adapters import AdapterSpec
 from vov.codec import EncodeOptions
-from vov.serving.engine import OrtEngine
+from vov.serving.engines.onnx import OrtEngine
 from vov.errors import BitstreamError, MediaError, VovError
 from vov.limits import LimitExceeded
 from vov.method.fit import FitConfig

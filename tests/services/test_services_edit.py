@@ -13,7 +13,7 @@ from vov import edit as editing
 from vov.edit import EditOptions
 from vov.errors import BackboneMismatch, UsageError
 from vov.serving import client
-from vov.serving.engine import OrtEngine
+from vov.serving.engines.onnx import OrtEngine
 from vov.serving.parity import agreement, agrees
 from vov.serving.serve import Stack
 from vov.v1 import codec_pb2, codec_pb2_grpc

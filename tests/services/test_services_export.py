@@ -20,7 +20,9 @@ from vov.limits import LimitExceeded
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.serving import client, contract, export
 from vov.serving.contract import check_backbone
-from vov.serving.engine import EngineUnavailable, OrtEngine, TorchEngine
+from vov.serving.engines.base import EngineUnavailable
+from vov.serving.engines.onnx import OrtEngine
+from vov.serving.engines.torch import TorchEngine
 from vov.serving.parity import agreement, agrees, parity
 from vov.serving.serve import Stack
 
@@ -117,7 +119,7 @@ def stack(tiny_repository, tmp_path_factory):
 
 @pytest.fixture
 def triton_engine(stack, tiny_backbone):
-    from services.decoder.engines import TritonEngine
+    from vov.serving.engines.triton import TritonEngine
 
     return TritonEngine(stack.triton_url, tiny_backbone)
 
@@ -163,7 +165,7 @@ def test_bytes_per_decode_before_and_after(triton_engine, tiny_backbone, tiny_re
 @pytest.mark.slow
 def test_triton_checks_what_it_is_sent(triton_engine, tiny_backbone):
     """Hostile or oversized requests to the served models are refused one by one; the models stay up."""
-    from services.decoder.engines import TritonSession, _Restart
+    from vov.serving.engines.triton import TritonSession, _Restart
 
     adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec(rank=2, d=256))
     with triton_engine.open(adapter) as good:

@@ -9,7 +9,8 @@ from vov import codec
 from vov.errors import BackboneMismatch, UsageError
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.serving.contract import condition_arrays, decoder_for
-from vov.serving.engine import OrtEngine, TorchEngine
+from vov.serving.engines.onnx import OrtEngine
+from vov.serving.engines.torch import TorchEngine
 from vov.serving.parity import MAX_ABS_DIFF, MIN_PSNR, agreement, agrees
 
 

@@ -150,7 +150,7 @@ def test_embedded_denoiser_serves_images_and_clips_with_one_graph(tmp_path):
     """The embedded backbone's positions are computed from the symbolic frame count: a graph traced
     with two frames must give the same velocity as torch for one frame (not NaN) and for a clip."""
     from vov.backbones.embedded import tiny
-    from vov.serving.engine import ort_session
+    from vov.serving.engines.onnx import ort_session
 
     backbone = tiny()
     layout = contract.LoraLayout.for_backbone(backbone, 2)

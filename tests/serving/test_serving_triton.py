@@ -19,14 +19,15 @@ from vov.media import to_uint8
 from vov.method.adapters import AdapterSpec
 from vov.method.fit import FitConfig
 from vov.serving import client, contract
-from vov.serving.engine import OrtEngine, TorchEngine
+from vov.serving.engines.onnx import OrtEngine
+from vov.serving.engines.torch import TorchEngine
 from vov.serving.parity import agreement, agrees
 from vov.serving.serve import Stack
 
 pytestmark = pytest.mark.slow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the services package of this checkout
-from services.decoder.engines import TritonEngine  # noqa: E402
+from vov.serving.engines.triton import TritonEngine  # noqa: E402
 
 
 @pytest.fixture(scope="module")

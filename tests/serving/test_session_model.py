@@ -9,7 +9,7 @@ from python_backend import Backend, error, output, sequence_request
 
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.serving import contract
-from vov.serving.engine import OrtEngine
+from vov.serving.engines.onnx import OrtEngine
 
 
 @pytest.fixture(scope="module")

@@ -274,7 +274,7 @@ def graph_facts(path: Path) -> dict:
 
 def _probe(path: Path, feed: dict, expected: np.ndarray) -> bool:
     """Whether the graph at `path` reproduces `expected` on `feed` (finite, and within 1e-3 relative)."""
-    from vov.serving.engine import ort_session
+    from vov.serving.engines.onnx import ort_session
 
     got = ort_session(path).run(None, feed)[0]
     scale = 1.0 + float(np.abs(expected).max())

@@ -19,7 +19,7 @@ from vov.backbones import Condition
 from vov.errors import UsageError
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec, lora_entry_count
 from vov.serving.contract import ANY_FRAMES, condition_arrays
-from vov.serving.engine import OrtEngine
+from vov.serving.engines.onnx import OrtEngine
 
 REFERENCE = "torch"
 # The reference multiplies in bf16 (autocast) and the exported graphs in fp32; fifty sampler steps
