@@ -125,6 +125,11 @@ def up(value_bytes: float, step_gib: int) -> int:
     return int(math.ceil(value_bytes / GIB / step_gib) * step_gib)
 
 
+def max_frames(m: Model) -> int:
+    """Frames of the longest file the limits admit: `clips` clips sharing their boundary frames."""
+    return m.frames + (m.clips - 1) * (m.frames - 1) if m.frames > 1 else 1
+
+
 def shm_gib(m: Model) -> int:
     per_row = m.lora_row_bytes + 4 * m.text_tokens * m.text_dim + 2 * m.latent_bytes
     return up(per_row * m.max_batch * 2 * 2 + 512 * (1 << 20), 1)
@@ -168,6 +173,8 @@ def sizes(m: Model) -> dict[str, int]:
         "decoder_grace_seconds": grace,
         "drain_quiet_seconds": max(15, 2 * int(math.ceil(step))),
         "drain_max_seconds": grace + CONNECTION_AGE,
+        # what the chart checks the grace against: the limits' work (pixels x frames x steps) per second
+        "decode_rate": int(m.width_px * m.height_px * max_frames(m) * m.steps / longest),
     }
 
 

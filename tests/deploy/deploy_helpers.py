@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 RELEASE, NAMESPACE = "vov", "vov"
 KUBERNETES_VERSIONS = ("1.29", "1.33")
 # custom resources: validated against their CRDs' schemas, not the core API's
-CRD_KINDS = ("ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule")
+CRD_KINDS = ("ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor", "PrometheusRule", "Certificate")
 # every values profile kept in the chart (cluster setups in ci/, models in profiles/), plus the defaults
 PROFILES = {"default": None, **{p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*-values.yaml"))},
             **{p.stem: p for p in sorted((CHART / "profiles").glob("*.yaml"))}}

@@ -84,6 +84,7 @@ def crd_validate(docs: list[dict]) -> dict:
                 "node")
     need(NODE_MODULES / "@kubernetes-models" / "keda", "@kubernetes-models/keda")
     need(NODE_MODULES / "@kubernetes-models" / "prometheus-operator", "@kubernetes-models/prometheus-operator")
+    need(NODE_MODULES / "@kubernetes-models" / "cert-manager", "@kubernetes-models/cert-manager")
     result = run([node, str(HERE / "tools" / "crd_validate.mjs"), str(NODE_MODULES)], input=json.dumps(docs))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -119,7 +120,7 @@ def template_error(*args: str) -> str:
 
 def test_a_bad_values_file_is_refused_with_each_field_named():
     message = template_error("-f", str(HERE / "bad-values.yaml"))
-    for field in ("decoder.autoscaling.mode", "encoder.gpu.resourceName", "images.triton.tag",
+    for field in ("autoscaling.mode", "encoder.gpu.resourceName", "images.triton.tag",
                   "containerSecurityContext.readOnlyRootFilesystem", "decoder.port", "decoder.engine",
                   "encoder.resources: limits is required"):
         assert field in message, f"{field} not named in:\n{message}"
@@ -131,6 +132,11 @@ def test_a_bad_values_file_is_refused_with_each_field_named():
     (["decoder.engine=triton", "triton.enabled=false"], "enable Triton or set decoder.engine=onnxruntime"),
     (["images.encoder.tag=latest"], "images.encoder.tag is 'latest'"),
     (["plans.volume.mode=shared"], "needs ReadWriteMany"),
+    (["triton.autoscaling.minReplicas=5"], "triton.autoscaling.maxReplicas (4) is below minReplicas (5)"),
+    (["autoscaling.mode=keda", "autoscaling.keda.authentication.mode=bearer"], "needs autoscaling.keda.authentication.secretName"),
+    (["tls.triton.mutual=true"], "tls.triton.mutual needs tls.triton.enabled=true"),
+    (["decoder.pixelStepsPerSecond=1000000", "limits.maxWork=600000000"], "decoder.graceSeconds (120) must be at least"),
+    (["tls.enabled=true", "tls.certManager.enabled=true"], "needs tls.certManager.issuerRef.name"),
     (["plans.build.enabled=false"], "plans.build.enabled must be true"),
     (["plans.volume.existingClaim=mine"], "set plans.volume.mode=shared"),
     (["encoder.gpu.resourceName=nvidia.com/mig-1g.10gb", "encoder.gpu.count=2"], "one MIG slice only"),
@@ -145,37 +151,48 @@ def test_cross_field_rules_fail_with_a_readable_message(sets, words):
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_the_autoscaler_targets_the_decoder_deployment(profile):
+def test_the_autoscalers_target_their_workloads_on_served_metrics(profile):
+    """The decoder is scaled on its open decode streams, Triton on its queue time, never on CPU; each
+    autoscaler's metric is one the adapter's configuration serves (HPA) or a query KEDA runs, over
+    series the rules record from metrics the services and Triton export."""
     docs = render(profile)
-    decoder = named(docs, "Deployment", f"{RELEASE}-decoder")
     scalers = of_kind(docs, "HorizontalPodAutoscaler") + of_kind(docs, "ScaledObject")
-    if not scalers:
-        assert decoder["spec"].get("replicas", 0) >= 1
+    expected = {"decoder": "Deployment", "triton": "StatefulSet"}
+    found = {}
+    for scaler in scalers:
+        target = scaler["spec"]["scaleTargetRef"]
+        component = target["name"].removeprefix(f"{RELEASE}-")
+        assert target["apiVersion"] == "apps/v1" and target["kind"] == expected[component]
+        assert "replicas" not in workload(docs, target["name"])["spec"], "an autoscaled workload leaves replicas to it"
+        assert "cpu" not in json.dumps(scaler).lower(), "no autoscaler here is driven by CPU use"
+        found[component] = scaler
+    for component, kind in expected.items():
+        if any(d["metadata"]["name"] == f"{RELEASE}-{component}" for d in workloads(docs)) and component not in found:
+            assert "replicas" in workload(docs, f"{RELEASE}-{component}")["spec"]
+    if not found:
         return
-    assert len(scalers) == 1
-    target = scalers[0]["spec"]["scaleTargetRef"]
-    assert (target.get("apiVersion", "apps/v1"), target.get("kind", "Deployment"), target["name"]) == \
-           ("apps/v1", "Deployment", decoder["metadata"]["name"])
-    assert "replicas" not in decoder["spec"], "an autoscaled Deployment must leave replicas to the autoscaler"
-    text = json.dumps(scalers[0])
-    assert "cpu" not in text.lower(), "the decoder is not scaled on CPU use"
-    from vov_services import metrics  # the metric the autoscaler reads is one the services export
+    from vov_services import metrics  # the services' metrics: the decoder's signal is one of them
     exported = {m.name for m in metrics.REGISTRY.collect()}
-    if scalers[0]["kind"] == "ScaledObject":
-        query = scalers[0]["spec"]["triggers"][0]["metadata"]["query"]
-        used = set(re.findall(r"\b(vov_[a-z_]+)\{", query))
-        assert used and used <= exported, (used, exported)
+    rules = {r["record"]: r["expr"] for g in named(docs, "PrometheusRule", RELEASE)["spec"]["groups"] for r in g["rules"]
+             if "record" in r}
+    if found and all(s["kind"] == "HorizontalPodAutoscaler" for s in found.values()):
+        adapter = named(docs, "ConfigMap", f"{RELEASE}-prometheus-adapter")
+        assert adapter["metadata"]["namespace"] == "monitoring"
+        served = {r["name"]["as"]: r for r in yaml.safe_load(adapter["data"]["config.yaml"])["rules"]}
+        assert yaml.safe_load(adapter["data"]["values.yaml"])["rules"]["custom"] == list(served.values())
+        for component, scaler in found.items():
+            rule = served[scaler["spec"]["metrics"][0]["pods"]["metric"]["name"]]
+            recorded = rules[rule["seriesQuery"].split("{")[0]]
+            names = set(re.findall(r"\b((?:vov|nv)_[a-z_]+)\{", recorded))
+            assert names and {n for n in names if n.startswith("vov_")} <= exported, names
+            assert names == ({"vov_grpc_server_in_flight"} if component == "decoder"
+                             else {"nv_inference_queue_duration_us", "nv_inference_request_success"})
     else:
-        rules = named(docs, "ConfigMap", f"{RELEASE}-adapter-rules")["data"]["rules.yaml"]
-        adapter = yaml.safe_load(rules)["rules"]
-        served = {r["name"]["as"] for r in adapter}
-        assert scalers[0]["spec"]["metrics"][0]["pods"]["metric"]["name"] in served
-        recorded = {r["record"]: r["expr"] for g in named(docs, "PrometheusRule", RELEASE)["spec"]["groups"]
-                    for r in g["rules"] if "record" in r}
-        for r in adapter:
-            series = r["seriesQuery"].split("{")[0]
-            assert series in recorded
-            assert set(re.findall(r"\b(vov_[a-z_]+)\{", recorded[series])) <= exported
+        for component, scaler in found.items():
+            (trigger,) = scaler["spec"]["triggers"]
+            assert trigger["metricType"] == "AverageValue" and scaler["spec"]["fallback"]["replicas"] >= 1
+            names = set(re.findall(r"\b((?:vov|nv)_[a-z_]+)\{", trigger["metadata"]["query"]))
+            assert names and {n for n in names if n.startswith("vov_")} <= exported
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -299,11 +316,45 @@ def test_triton_runs_the_official_image_with_its_named_ports():
 @pytest.mark.parametrize("profile", PROFILES)
 def test_only_readiness_follows_the_services_health(profile):
     """Health turns NOT_SERVING while a pod drains or its Triton is down: that must take the pod out
-    of the Service (readiness), never restart it (liveness) and cut its streams."""
-    tls = bool((yaml.safe_load(PROFILES[profile].read_text()) if PROFILES[profile] else {}).get("tls", {}).get("enabled"))
+    of the Service (readiness), never restart it (liveness) and cut its streams. With TLS, readiness
+    still asks gRPC health (over TLS, with the pod's certificate under mutual TLS), never a TCP check."""
+    tls = (yaml.safe_load(PROFILES[profile].read_text()) if PROFILES[profile] else {}).get("tls", {})
     for doc in of_kind(render(profile), "Deployment"):
         for c in pod_spec(doc)["containers"]:
             if not vov_service_of(c):
                 continue
             assert "grpc" not in c["livenessProbe"] and "grpc" not in c["startupProbe"]
-            assert ("tcpSocket" if tls else "grpc") in c["readinessProbe"]
+            ready = c["readinessProbe"]
+            assert "tcpSocket" not in ready
+            if not tls.get("enabled"):
+                assert ready["grpc"]["port"] == next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+                continue
+            command = ready["exec"]["command"]
+            assert command[:2] == ["python", "/opt/vov/probe/grpc-health.py"] and "--ca=/etc/vov/tls/ca.crt" in command
+            assert ("--cert=/etc/vov/tls/tls.crt" in command) == bool(tls.get("clientCASecretName"))
+            assert any(m["mountPath"] == "/opt/vov/probe" for m in c["volumeMounts"])
+
+
+def test_cert_manager_certificates_cover_every_tls_secret_the_pods_mount():
+    docs = render("keda-tls")
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in of_kind(docs, "Certificate")}
+    mounted = {v["secret"]["secretName"] for d in workloads(docs) for v in pod_spec(d).get("volumes", []) if "secret" in v}
+    assert mounted - {"vov-clients-ca"} == set(certificates)  # the clients' CA is theirs, not the chart's
+    services = certificates["vov-services-tls"]
+    for name in (f"{RELEASE}-encoder.{NAMESPACE}.svc", f"{RELEASE}-decoder.{NAMESPACE}.svc",
+                 f"{RELEASE}-decoder-headless.{NAMESPACE}.svc"):
+        assert name in services["dnsNames"]
+    assert {"server auth", "client auth"} <= set(services["usages"])  # the probe presents it under mutual TLS
+    assert f"{RELEASE}-triton.{NAMESPACE}.svc" in certificates["vov-triton-tls"]["dnsNames"]
+    assert certificates[f"{RELEASE}-triton-client-tls"]["usages"][-1] == "client auth"
+    for spec in certificates.values():
+        assert spec["issuerRef"]["name"] == "vov-ca" and spec["privateKey"]["rotationPolicy"] == "Always"
+    # renewals reach the pods: whole Secret volumes (never subPath mounts, which do not update)
+    for d in workloads(docs):
+        for c in [*pod_spec(d).get("initContainers", []), *pod_spec(d)["containers"]]:
+            assert all("subPath" not in m for m in c.get("volumeMounts", [])), c["name"]
+    # decoder-to-Triton mutual TLS is wired on both ends
+    triton = pod_spec(workload(docs, f"{RELEASE}-triton"))["containers"][0]["args"]
+    assert "--grpc-use-ssl-mutual=true" in triton and "--grpc-root-cert=/etc/triton/tls/ca.crt" in triton
+    decoder = {e["name"]: e["value"] for e in pod_spec(workload(docs, f"{RELEASE}-decoder"))["containers"][0]["env"]}
+    assert decoder["VOV_TRITON_TLS_CERT"] == "/etc/vov/triton-client/tls.crt" and "VOV_TRITON_TLS_CA" in decoder

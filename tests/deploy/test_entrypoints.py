@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from deploy_helpers import CHART, RELEASE, ROOT, named, pod_spec, render, vov_service_of
+from deploy_helpers import CHART, NAMESPACE, RELEASE, ROOT, named, pod_spec, render, vov_service_of
 
 from vov.serving.serve import wait_healthy
 from vov.serving.triton import free_port
@@ -105,7 +105,8 @@ def certificates(tmp_path_factory) -> dict[str, Path]:
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=vov test CA",
             "-keyout", "ca.key", "-out", "ca.crt")
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=vov-encoder", "-keyout", "tls.key", "-out", "tls.csr")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    names = ",".join(f"DNS:{RELEASE}-{c}.{NAMESPACE}.svc" for c in ("encoder", "decoder"))
+    (d / "ext.cnf").write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost,{names}\nextendedKeyUsage=serverAuth,clientAuth\n")
     openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
             "-extfile", "ext.cnf", "-out", "tls.crt")
     # where the chart mounts the Secrets -> the files made here
@@ -256,3 +257,28 @@ def test_the_tls_profile_requires_tls_and_client_certificates(started, certifica
     for attempt in (plain, no_client):
         failed = subprocess.run([*attempt, "--timeout", "3"], capture_output=True, text=True, timeout=60)
         assert failed.returncode == 1 and "FAIL encoder" in failed.stdout, failed.stdout
+
+
+def test_the_tls_readiness_probe_asks_grpc_health_over_tls(started, certificates, tmp_path):
+    """The TLS profile's readiness command (files/grpc-health.py from the rendered ConfigMap), run
+    against the encoder started with that profile: SERVING over mutual TLS; without the pod's client
+    certificate, or against a port with nothing behind it, not ready."""
+    docs = render(TLS_STARTED[0], "backbone=tiny")
+    script = tmp_path / "grpc-health.py"
+    script.write_text(named(docs, "ConfigMap", f"{RELEASE}-probe")["data"]["grpc-health.py"])
+    container = container_of(*TLS_STARTED)
+    command = container["readinessProbe"]["exec"]["command"]
+    r = started[TLS_STARTED]
+    chart_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+
+    def local(argv):
+        out = [sys.executable if a == "python" else str(script) if a.endswith("grpc-health.py") else a for a in argv]
+        out = [f"--port={r['ports']['VOV_ENCODER_PORT']}" if a == f"--port={chart_port}" else a for a in out]
+        return [f"{a.split('=', 1)[0]}={certificates[a.split('=', 1)[1]]}" if "=/etc/" in a else a for a in out]
+
+    ready = subprocess.run(local(command), capture_output=True, text=True, timeout=30)
+    assert ready.returncode == 0 and "SERVING" in ready.stdout, ready.stdout + ready.stderr
+    no_cert = [a for a in command if not a.startswith(("--cert=", "--key="))]
+    assert subprocess.run(local(no_cert), capture_output=True, timeout=30).returncode == 1
+    elsewhere = [f"--port={free_port('127.0.0.1')}" if a.startswith("--port=") else a for a in local(command)]
+    assert subprocess.run(elsewhere, capture_output=True, timeout=30).returncode == 1

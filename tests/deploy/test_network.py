@@ -82,10 +82,13 @@ def expected_flows(docs: list[dict], dns_servers, dns_port: int, clients=(CLIENT
     if "triton" in pods:
         flows.add(("decoder", "triton", pods["triton"].ports["grpc"], "TCP"))
     for component in pods:
-        if component != "triton":  # Triton resolves nothing and reaches nothing
+        if component not in ("triton", "idle-first"):  # Triton resolves and reaches nothing
             flows |= {(component, server.name, dns_port, protocol) for server in dns_servers for protocol in ("UDP", "TCP")}
     if "weights" in pods:
         flows.add(("weights", "hub", 443, "TCP"))
+    if "idle-first" in pods:  # the API server (a private address here), and the decoders' stream counts
+        flows |= {("idle-first", PRIVATE.name, port, "TCP") for port in (443, 6443)}
+        flows.add(("idle-first", "decoder", pods["decoder"].ports["metrics"], "TCP"))
     return flows
 
 
@@ -93,7 +96,7 @@ def expected_flows(docs: list[dict], dns_servers, dns_port: int, clients=(CLIENT
 def test_every_needed_flow_is_allowed_and_nothing_else(variant):
     sets, servers, port = DNS_VARIANTS[variant]
     docs = render("default", *DOWNLOAD, *sets)
-    assert {"encoder", "decoder", "triton", "test", "weights"} <= set(release_pods(docs))
+    assert {"encoder", "decoder", "triton", "test", "weights", "idle-first"} <= set(release_pods(docs))
     assert allowed_flows(docs) == expected_flows(docs, servers, port)
 
 

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_helpers import MODEL_PROFILES, RELEASE, ROOT, TOOLS, named, pod_spec, render, workload
+import yaml
+from deploy_helpers import CHART, MODEL_PROFILES, RELEASE, ROOT, TOOLS, named, pod_spec, render, workload
 
 DOCS = ROOT / "docs" / "deploy.md"
 
@@ -78,6 +79,8 @@ def test_rendered_sizes_are_the_tables(profile):
     assert int(env["VOV_MAX_CLIP_PIXELS"]) == model.width_px * model.height_px * model.frames
     assert int(env["VOV_MAX_WORK"]) == int(env["VOV_MAX_PIXELS"]) * int(env["VOV_MAX_FRAMES"]) * model.steps
     assert int(env["VOV_GRACE_SECONDS"]) == want["decoder_grace_seconds"] > want["longest_decode_seconds"]
+    assert yaml.safe_load((CHART / "profiles" / f"{profile}.yaml").read_text())["decoder"]["pixelStepsPerSecond"] == \
+        want["decode_rate"]
     drain = pod_spec(triton)["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
     assert f"--quiet={want['drain_quiet_seconds']}" in drain and f"--max={want['drain_max_seconds']}" in drain
     assert want["drain_quiet_seconds"] >= 2 * want["step_seconds"]
@@ -92,7 +95,7 @@ def wan_weights(tmp_path_factory) -> tuple[Path, Path]:
     profile's download puts the real one; and that folder's CPU export (cached in .tools/cache)."""
     from vov import backbones
     from vov.backbones import testing
-    from vov.serving import export
+    from vov.serving.repository import export_repository, is_current
 
     env = {e["name"]: e.get("value") for e in pod_spec(workload(render("wan-1.3b"), f"{RELEASE}-encoder"))["containers"][0]["env"]}
     mount = "/opt/vov/weights/"
@@ -101,9 +104,9 @@ def wan_weights(tmp_path_factory) -> tuple[Path, Path]:
     folder = testing.write_wan_folder(volume / env["VOV_MODEL"][len(mount):], seed=0)
     backbone = backbones.load("wan", str(folder), device="cpu")
     repository = TOOLS / "cache" / "tiny-wan-export-cpu"
-    if not export.is_current(repository, backbone, 2, "cpu"):
+    if not is_current(repository, backbone, 2, "cpu"):
         shutil.rmtree(repository, ignore_errors=True)
-        export.export_repository(backbone, repository, max_rank=2, latent_frames=[1], log=lambda m: None)
+        export_repository(backbone, repository, max_rank=2, latent_frames=[1], log=lambda m: None)
     return volume, repository
 
 

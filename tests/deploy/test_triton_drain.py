@@ -248,6 +248,19 @@ def test_the_chart_runs_its_drain_and_readiness_commands(pods):
     assert container["readinessProbe"]["failureThreshold"] == 1  # the first failed probe takes it out
 
 
+def test_the_chart_reads_metrics_this_triton_exports(pods):
+    """The Triton series the chart's rules, autoscalers and drain read, in a real Triton's /metrics."""
+    rules = yaml.safe_dump(named(render("gpu"), "PrometheusRule", RELEASE)["spec"])
+    used = set(re.findall(r"\b(nv_inference_[a-z_]+)\{", rules))
+    assert {"nv_inference_queue_duration_us", "nv_inference_request_success"} <= used
+    drain = {"nv_inference_request_success", "nv_inference_request_failure", "nv_inference_pending_request_count"}
+    script = (CHART / "files" / "triton-lifecycle.py").read_text()
+    assert all(name.removeprefix("nv_inference_") in script for name in drain)
+    with urllib.request.urlopen(f"http://127.0.0.1:{pods['a'].ports['metrics']}/metrics", timeout=5) as reply:
+        exported = set(re.findall(r"^# TYPE (nv_\w+) ", reply.read().decode(), re.M))
+    assert used | drain <= exported, (used | drain) - exported
+
+
 def test_prestop_drains_decodes_in_flight_and_takes_no_new_sequence(pods):
     from vov import backbones
 

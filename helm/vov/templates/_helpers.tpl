@@ -118,3 +118,25 @@ affinity:
 {{- end -}}
 {{- toYaml $resources -}}
 {{- end -}}
+
+{{/* An autoscaler's behaviour: at most podsPerMinute pods added or removed a minute, after the windows */}}
+{{- define "vov.scalingBehavior" -}}
+scaleUp:
+  stabilizationWindowSeconds: {{ .scaleUp.stabilizationWindowSeconds }}
+  policies:
+    - type: Pods
+      value: {{ .scaleUp.podsPerMinute }}
+      periodSeconds: 60
+scaleDown:
+  stabilizationWindowSeconds: {{ .scaleDown.stabilizationWindowSeconds }}
+  policies:
+    - type: Pods
+      value: {{ .scaleDown.podsPerMinute }}
+      periodSeconds: 60
+{{- end -}}
+
+{{/* Whether the idle-first controller runs (an autoscaled decoder whose metrics it can read) */}}
+{{- define "vov.idleFirstEnabled" -}}
+{{- $c := .Values.decoder -}}
+{{- if and $c.enabled $c.autoscaling.enabled $c.idleFirst.enabled .Values.metrics.enabled -}}true{{- end -}}
+{{- end -}}

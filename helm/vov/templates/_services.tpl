@@ -9,6 +9,11 @@
 {{- default (printf "%s-triton-tls" (include "vov.fullname" .)) .Values.tls.triton.secretName -}}
 {{- end -}}
 
+{{/* The decoder's client certificate for Triton (mutual TLS) */}}
+{{- define "vov.tritonClientTLSSecret" -}}
+{{- default (printf "%s-triton-client-tls" (include "vov.fullname" .)) .Values.tls.triton.clientSecretName -}}
+{{- end -}}
+
 {{/*
 Environment of both vov services: listen address, logs, grace, metrics, TLS and request limits.
 args: dict "root" $ "prefix" "VOV_ENCODER" "values" .Values.encoder
@@ -46,10 +51,14 @@ args: dict "root" $ "prefix" "VOV_ENCODER" "values" .Values.encoder
 {{/* Volumes of the TLS files (mounted read-only) */}}
 {{- define "vov.tlsVolumes" -}}
 {{- if .Values.tls.enabled }}
+# a Secret volume, never a subPath: a renewed certificate appears in the pod without a restart
 - name: tls
   secret:
     secretName: {{ include "vov.tlsSecret" . }}
     defaultMode: 0440
+- name: probe
+  configMap:
+    name: {{ include "vov.component" (dict "root" . "component" "probe") }}
 {{- if .Values.tls.clientCASecretName }}
 - name: client-ca
   secret:
@@ -64,6 +73,9 @@ args: dict "root" $ "prefix" "VOV_ENCODER" "values" .Values.encoder
 - name: tls
   mountPath: /etc/vov/tls
   readOnly: true
+- name: probe
+  mountPath: /opt/vov/probe
+  readOnly: true
 {{- if .Values.tls.clientCASecretName }}
 - name: client-ca
   mountPath: /etc/vov/client-ca
@@ -77,19 +89,37 @@ Probes of a vov service. Readiness asks grpc.health.v1, which the services keep 
 while the decoder's engine (Triton) cannot serve and while a pod drains, so such a pod gets no new
 calls. Startup and liveness only ask whether the port accepts connections (it opens once the
 backbone is loaded): a restart cures neither a Triton outage nor a drain, and must not cut streams.
-kubelet's gRPC probe speaks plaintext only, so with TLS readiness falls back to TCP too.
-args: dict "root" $ "port" <port>
+kubelet's gRPC probe speaks plaintext only, so with TLS readiness runs files/grpc-health.py in the
+container: the same health check over TLS, with the pod's own certificate under mutual TLS.
+args: dict "root" $ "port" <port> "component" encoder|decoder
 */}}
 {{- define "vov.serviceProbes" -}}
+{{- $root := .root -}}
 {{- $tcp := dict "tcpSocket" (dict "port" "grpc") -}}
-{{- $ready := ternary $tcp (dict "grpc" (dict "port" (.port | int))) .root.Values.tls.enabled -}}
 startupProbe:
   {{- toYaml $tcp | nindent 2 }}
   periodSeconds: 5
   failureThreshold: 60
 readinessProbe:
-  {{- toYaml $ready | nindent 2 }}
+  {{- if $root.Values.tls.enabled }}
+  exec:
+    command:
+      - python
+      - /opt/vov/probe/grpc-health.py
+      - --port={{ .port }}
+      - --name={{ include "vov.component" (dict "root" $root "component" .component) }}.{{ $root.Release.Namespace }}.svc
+      - --ca=/etc/vov/tls/ca.crt
+      {{- if $root.Values.tls.clientCASecretName }}
+      - --cert=/etc/vov/tls/tls.crt
+      - --key=/etc/vov/tls/tls.key
+      {{- end }}
+  periodSeconds: 10
+  timeoutSeconds: 8
+  {{- else }}
+  grpc:
+    port: {{ .port | int }}
   periodSeconds: 5
+  {{- end }}
   failureThreshold: 2
 livenessProbe:
   {{- toYaml $tcp | nindent 2 }}

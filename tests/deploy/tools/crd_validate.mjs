@@ -1,5 +1,5 @@
 // Validates custom resources against the schemas of their CRDs, as compiled into the
-// @kubernetes-models packages (KEDA, Prometheus operator). Run from the folder holding their
+// @kubernetes-models packages (KEDA, Prometheus operator, cert-manager). Run from the folder holding their
 // node_modules (NODE_PATH is not read for ES modules, so the caller passes it as argv[2]):
 //   node crd_validate.mjs <node_modules dir> < docs.json
 // stdin: a JSON array of manifests. stdout: {"checked": N, "errors": [{kind, name, error}]}.
@@ -17,6 +17,7 @@ const models = {
   "monitoring.coreos.com/v1/ServiceMonitor": ["@kubernetes-models/prometheus-operator", "monitoring.coreos.com/v1/ServiceMonitor.js", "ServiceMonitor"],
   "monitoring.coreos.com/v1/PodMonitor": ["@kubernetes-models/prometheus-operator", "monitoring.coreos.com/v1/PodMonitor.js", "PodMonitor"],
   "monitoring.coreos.com/v1/PrometheusRule": ["@kubernetes-models/prometheus-operator", "monitoring.coreos.com/v1/PrometheusRule.js", "PrometheusRule"],
+  "cert-manager.io/v1/Certificate": ["@kubernetes-models/cert-manager", "cert-manager.io/v1/Certificate.js", "Certificate"],
 };
 
 const docs = JSON.parse(readFileSync(0, "utf8"));
