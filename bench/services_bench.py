@@ -36,7 +36,7 @@ from vov import codec
 from vov.serving import client
 from vov.method.adapters import AdapterSpec
 from vov.serving.engines.onnx import OrtEngine
-from vov.serving.export import default_repository, export_repository, is_current
+from vov.serving.repository import default_repository, export_repository, is_current
 from vov.method.fit import FitConfig
 from vov.media import Picture
 from vov.serving.serve import Stack

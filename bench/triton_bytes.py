@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vov import codec  # noqa: E402
 from vov.method.adapters import AdapterSpec  # noqa: E402
 from vov.method.fit import FitConfig  # noqa: E402
-from vov.serving import contract, export  # noqa: E402
+from vov.serving import contract, repository  # noqa: E402
 from vov.serving.engines.base import BaseSession  # noqa: E402
 from vov.serving.engines.onnx import OrtEngine  # noqa: E402
 from vov.serving.engines.torch import TorchEngine  # noqa: E402
@@ -115,9 +115,10 @@ def measure_embedded(size: tuple[int, int], steps: int, work: Path) -> dict:
     from vov.media import Picture
 
     backbone = backbones.load("embedded")
-    repo = export.default_repository(backbone.name)
-    if not export.is_current(repo, backbone, contract.DEFAULT_MAX_RANK):
-        export.export_repository(backbone, repo, contract.DEFAULT_MAX_RANK, log=lambda m: print(f"  {m}", file=sys.stderr))
+    repo = repository.default_repository(backbone.name)
+    if not repository.is_current(repo, backbone, contract.DEFAULT_MAX_RANK):
+        repository.export_repository(backbone, repo, contract.DEFAULT_MAX_RANK,
+                                     log=lambda m: print(f"  {m}", file=sys.stderr))
     w, h = size
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     picture = Picture(np.stack([x / w, y / h, 0.5 + 0.3 * np.sin(x / 9)], -1).astype(np.float32))
@@ -173,7 +174,7 @@ def photo_agreement(count: int, steps: int) -> list[dict]:
     from vov.train import data
 
     backbone = backbones.load("embedded")
-    engine = OrtEngine(export.default_repository(backbone.name), backbone=backbone)
+    engine = OrtEngine(repository.default_repository(backbone.name), backbone=backbone)
     rows = []
     for photo in list(data.held_out_photos())[:count]:
         picture = Picture(data.kodak_like(data.load_rgb(photo), 768, 512).astype(np.float32) / 255.0)

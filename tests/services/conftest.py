@@ -9,7 +9,7 @@ from vov import codec
 @pytest.fixture(scope="session")
 def tiny_repository(tmp_path_factory, tiny_backbone):
     """The tiny backbone exported to ONNX in a Triton model repository (maximum rank 4)."""
-    from vov.serving.export import export_repository
+    from vov.serving.repository import export_repository
 
     repo = tmp_path_factory.mktemp("repository")
     export_repository(tiny_backbone, repo, max_rank=4, log=lambda m: None)

@@ -18,7 +18,7 @@ from vov.media import to_uint8
 from vov.errors import BackboneMismatch
 from vov.limits import LimitExceeded
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
-from vov.serving import client, contract, export
+from vov.serving import client, contract, graphs, repository
 from vov.serving.contract import check_backbone
 from vov.serving.engines.base import EngineUnavailable
 from vov.serving.engines.onnx import OrtEngine
@@ -33,8 +33,8 @@ def test_parity_with_torch_within_1e4(tiny_backbone, tiny_repository):
 
 
 def test_engine_records_the_backbone(tiny_backbone, tiny_repository):
-    assert export.is_current(tiny_repository, tiny_backbone, 4)
-    assert not export.is_current(tiny_repository, tiny_backbone, 8)
+    assert repository.is_current(tiny_repository, tiny_backbone, 4)
+    assert not repository.is_current(tiny_repository, tiny_backbone, 8)
     info = contract.read_engine(tiny_repository)
     check_backbone(info, tiny_backbone)
     with pytest.raises(BackboneMismatch):
@@ -82,24 +82,25 @@ def test_repository_configs_are_valid_triton_model_configs(tiny_backbone, tiny_r
     def copy_graph(model):  # the same backbone and layout make the same graphs: copy the cpu export's
         return lambda *args: shutil.copyfile(tiny_repository / model / "1" / "model.onnx", args[-1])
 
-    monkeypatch.setattr(export, "export_denoiser", copy_graph("denoiser"))
-    monkeypatch.setattr(export, "export_vae_decoder", copy_graph("vae_decoder"))
-    info = export.export_repository(tiny_backbone, tmp_path, max_rank=4, variant="gpu", log=lambda m: None)
-    assert export.is_current(tmp_path, tiny_backbone, 4, "gpu") and not export.is_current(tmp_path, tiny_backbone, 4)
+    monkeypatch.setattr(graphs, "export_denoiser", copy_graph("denoiser"))
+    monkeypatch.setattr(graphs, "export_vae_decoder", copy_graph("vae_decoder"))
+    info = repository.export_repository(tiny_backbone, tmp_path, max_rank=4, variant="gpu", log=lambda m: None)
+    assert (repository.is_current(tmp_path, tiny_backbone, 4, "gpu")
+            and not repository.is_current(tmp_path, tiny_backbone, 4))
     for model in (contract.SESSION_MODEL, contract.DENOISER_MODEL, "vae_decoder"):
         cpu, gpu = parse_config(tiny_repository / model / "config.pbtxt"), parse_config(tmp_path / model / "config.pbtxt")
-        assert cpu.name == gpu.name == model and cpu.max_batch_size == gpu.max_batch_size == export.MAX_BATCH
+        assert cpu.name == gpu.name == model and cpu.max_batch_size == gpu.max_batch_size == repository.MAX_BATCH
     for variant in (tiny_repository, tmp_path):
         session = parse_config(variant / contract.SESSION_MODEL / "config.pbtxt")
         assert session.backend == "python" and session.HasField("sequence_batching")
-        assert session.sequence_batching.oldest.max_candidate_sequences == export.DEFAULT_MAX_SEQUENCES
+        assert session.sequence_batching.oldest.max_candidate_sequences == repository.DEFAULT_MAX_SEQUENCES
         assert {c.name for c in session.sequence_batching.control_input} == {"START", "END", "CORRID"}
         assert (variant / contract.SESSION_MODEL / "1" / "model.py").exists()
     assert parse_config(tmp_path / "denoiser" / "config.pbtxt").platform == "tensorrt_plan"
     assert parse_config(tiny_repository / "denoiser" / "config.pbtxt").backend == "python"
-    assert not (tiny_repository / export.PLAN_SCRIPT).exists() and not (tmp_path / "denoiser" / "1" / "model.py").exists()
+    assert not (tiny_repository / repository.PLAN_SCRIPT).exists() and not (tmp_path / "denoiser" / "1" / "model.py").exists()
     total = contract.LoraLayout.from_json(info["layout"]).total
-    script = (tmp_path / export.PLAN_SCRIPT).read_text()
+    script = (tmp_path / repository.PLAN_SCRIPT).read_text()
     assert f"lora:8x{total}" in script and script.count("--saveEngine=") == 2
     assert "embeddings:8x1x8" in script
 

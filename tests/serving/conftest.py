@@ -30,7 +30,7 @@ def image_backbone(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def wan_repository(tmp_path_factory, wan_backbone):
-    from vov.serving.export import export_repository
+    from vov.serving.repository import export_repository
 
     repo = tmp_path_factory.mktemp("wan-repository")
     export_repository(wan_backbone, repo, max_rank=4, latent_frames=WAN_LATENT_FRAMES, log=lambda m: None)
@@ -39,7 +39,7 @@ def wan_repository(tmp_path_factory, wan_backbone):
 
 @pytest.fixture(scope="session")
 def image_repository(tmp_path_factory, image_backbone):
-    from vov.serving.export import export_repository
+    from vov.serving.repository import export_repository
 
     repo = tmp_path_factory.mktemp("image-repository")
     export_repository(image_backbone, repo, max_rank=4, log=lambda m: None)

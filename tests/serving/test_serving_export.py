@@ -9,7 +9,7 @@ import torch
 from conftest import WAN_LATENT_FRAMES
 
 from vov.errors import UsageError
-from vov.serving import contract, export
+from vov.serving import contract, export, graphs, repository
 from vov.serving.parity import parity
 
 
@@ -34,7 +34,7 @@ def test_wan_engine_file_says_how_frames_are_served(wan_backbone, wan_repository
     assert {g["frames"] for g in info["latent_decoder_graphs"].values()} == set(WAN_LATENT_FRAMES)
     assert info["axes"]["text_tokens"] == 512 and not info["axes"]["takes_mask"]
     for model in ("denoiser", "vae_decoder_f2"):
-        assert export.graph_facts(wan_repository / model / "1" / "model.onnx")["external_data"] is False
+        assert graphs.graph_facts(wan_repository / model / "1" / "model.onnx")["external_data"] is False
     session = contract.read_engine(wan_repository)["session"]
     assert session["bytes_per_sequence"] == 4 * contract.LoraLayout.from_json(info["layout"]).total + 4 * 512 * 32 + 512
 
@@ -69,7 +69,7 @@ def test_export_finds_the_slots_by_their_weights_not_their_names(wan_backbone):
         def export_denoiser(self):
             return Nested(original())
 
-    module = export._lora_module(Proxy(), layout)
+    module = graphs.lora_module(Proxy(), layout)
     latents, t = torch.randn(1, 4, 1, 4, 4), torch.rand(1)
     embeddings = torch.randn(1, 512, 32)
     with torch.no_grad():
@@ -85,18 +85,18 @@ def test_export_finds_the_slots_by_their_weights_not_their_names(wan_backbone):
 def test_latent_frame_counts(wan_backbone, image_backbone):
     from vov.backbones.embedded import tiny
 
-    assert export.latent_decoder_frames(wan_backbone) == [1, 21]  # images and a full 81-frame clip
-    assert export.latent_decoder_frames(wan_backbone, [5, 2]) == [1, 2, 5]
+    assert graphs.latent_decoder_frames(wan_backbone) == [1, 21]  # images and a full 81-frame clip
+    assert graphs.latent_decoder_frames(wan_backbone, [5, 2]) == [1, 2, 5]
     with pytest.raises(UsageError, match="from 1 to 21"):
-        export.latent_decoder_frames(wan_backbone, [22])
-    assert export.latent_decoder_frames(image_backbone) == [1]
-    assert export.latent_decoder_frames(tiny()) == [contract.ANY_FRAMES]  # frames map one to one
+        graphs.latent_decoder_frames(wan_backbone, [22])
+    assert graphs.latent_decoder_frames(image_backbone) == [1]
+    assert graphs.latent_decoder_frames(tiny()) == [contract.ANY_FRAMES]  # frames map one to one
 
 
 def test_gpu_plan_profiles_every_graph(wan_backbone, wan_repository):
     info = contract.read_engine(wan_repository)
     total = contract.LoraLayout.from_json(info["layout"]).total
-    script = export.plan_script({**info, "max_batch": 2}, opt_batch=1, opt_frames=21, opt_size=(60, 104))
+    script = repository.plan_script({**info, "max_batch": 2}, opt_batch=1, opt_frames=21, opt_size=(60, 104))
     lines = [line for line in script.splitlines() if line.startswith('"$TRTEXEC"')]
     assert len(lines) == 3  # the denoiser and one decoder per latent-frame count
     denoiser = next(line for line in lines if "--onnx=denoiser/1/model.onnx" in line)
@@ -105,7 +105,7 @@ def test_gpu_plan_profiles_every_graph(wan_backbone, wan_repository):
     assert f"--maxShapes=latents:2x4x21x512x512,t:2,embeddings:2x512x32,lora:2x{total}" in denoiser
     f2 = next(line for line in lines if "vae_decoder_f2/1/model.onnx" in line)
     assert "--minShapes=latents:1x4x2x2x2" in f2 and "--maxShapes=latents:2x4x2x512x512" in f2
-    assert json.loads(json.dumps(info))["max_batch"] == export.MAX_BATCH
+    assert json.loads(json.dumps(info))["max_batch"] == repository.MAX_BATCH
 
 
 def test_plan_optimum_from_pixels(wan_backbone):
@@ -154,14 +154,14 @@ def test_embedded_denoiser_serves_images_and_clips_with_one_graph(tmp_path):
 
     backbone = tiny()
     layout = contract.LoraLayout.for_backbone(backbone, 2)
-    axes = export.Axes.of(backbone)
+    axes = graphs.Axes.of(backbone)
     path = tmp_path / "denoiser.onnx"
-    export.export_denoiser(backbone, layout, path)
-    assert export.graph_facts(path)["frames"] == contract.ANY_FRAMES
-    module, session = export._lora_module(backbone, layout), ort_session(path)
+    graphs.export_denoiser(backbone, layout, path)
+    assert graphs.graph_facts(path)["frames"] == contract.ANY_FRAMES
+    module, session = graphs.lora_module(backbone, layout), ort_session(path)
     for frames in (1, 3, axes.max_frames):
-        args, _ = export._denoiser_example(axes, layout, "cpu", frames)
+        args, _ = graphs.denoiser_example(axes, layout, "cpu", frames)
         with torch.no_grad():
             expected = module(*args).numpy()
-        got = session.run(None, {n: a.numpy() for n, a in zip(export.denoiser_inputs(axes), args)})[0]
+        got = session.run(None, {n: a.numpy() for n, a in zip(graphs.denoiser_inputs(axes), args)})[0]
         assert np.isfinite(got).all() and np.abs(got - expected).max() < 1e-4, frames

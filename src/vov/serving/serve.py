@@ -1,6 +1,6 @@
 """`vov serve`: Triton, the decoder and the encoder on loopback, for one person or for tests.
 
-Order: export the models if the repository is not current (vov.serving.export), start tritonserver and wait
+Order: export the models if the repository is not current (vov.serving.repository), start tritonserver and wait
 until it is ready, start the decoder (pointed at Triton) and the encoder, each checked through gRPC
 health checking, print the addresses, and on Ctrl-C / SIGTERM stop them in reverse order (each
 gets its grace period for in-flight calls).
@@ -73,7 +73,7 @@ class Stack:
                  with_encoder: bool = True, with_triton: bool = True, log=None, torch_threads: int = 0,
                  triton_metrics_port: int = 0, model: str | None = None, device: str | None = None):
         from vov.serving.contract import DEFAULT_MAX_RANK
-        from vov.serving.export import default_repository
+        from vov.serving.repository import default_repository
         from vov.serving.triton import free_port
 
         self.backbone_name = backbone
@@ -106,7 +106,7 @@ class Stack:
 
     def export(self) -> None:
         from vov import backbones
-        from vov.serving.export import export_repository, is_current
+        from vov.serving.repository import export_repository, is_current
 
         backbone = backbones.load(self.backbone_name, model=self.model, device=self.device)
         if not is_current(self.repository, backbone, self.max_rank):

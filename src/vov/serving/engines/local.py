@@ -12,7 +12,7 @@ from vov.serving.contract import DEFAULT_MAX_RANK, LoraLayout, check_backbone, r
 from vov.serving.engines.base import run_canary
 from vov.serving.engines.onnx import OrtEngine
 from vov.serving.engines.triton import TritonEngine
-from vov.serving.export import default_repository, export_repository, is_current
+from vov.serving.repository import default_repository, export_repository, is_current
 
 
 class LocalEngine:
