@@ -140,6 +140,11 @@ def test_a_bad_values_file_is_refused_with_each_field_named():
     (["plans.build.enabled=false"], "plans.build.enabled must be true"),
     (["plans.volume.existingClaim=mine"], "set plans.volume.mode=shared"),
     (["encoder.gpu.resourceName=nvidia.com/mig-1g.10gb", "encoder.gpu.count=2"], "one MIG slice only"),
+    (["encoder.gpu.count=2"], "encoder.gpu.count is 2, but a encoder pod uses one GPU"),
+    (["triton.gpu.count=4"], "triton.gpu.count is 4, but a triton pod uses one GPU"),
+    (["triton.user=null"], "triton: user is required"),
+    (["triton.user=0"], "triton.user: Must be greater than or equal to 1"),
+    (["podSecurityContext.runAsUser=0"], "podSecurityContext.runAsUser: Must be greater than or equal to 1"),
     (["decoder.autoscaling.minReplicas=1"], "must be below decoder.autoscaling.minReplicas"),
 ])
 def test_cross_field_rules_fail_with_a_readable_message(sets, words):
@@ -266,12 +271,18 @@ def test_gpu_limits_where_the_profile_asks_for_gpus(profile):
             assert init_gpus in ({}, gpu_limits), (component, init["name"])
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-def test_every_pod_runs_under_the_restricted_profile_with_bounded_resources(profile):
-    for doc in workloads(render(profile)):
+@pytest.mark.parametrize("profile, sets", [(p, ()) for p in PROFILES] + [("default", ("openshift=true",))])
+def test_every_pod_runs_under_the_restricted_profile_with_bounded_resources(profile, sets):
+    openshift = "openshift=true" in sets
+    for doc in workloads(render(profile, *sets)):
         spec = pod_spec(doc)
         where = doc["metadata"]["name"]
         assert spec["securityContext"]["runAsNonRoot"] is True, where
+        # never root; and under OpenShift no fixed IDs at all (its SCC assigns them)
+        contexts = [spec["securityContext"], *[c["securityContext"] for c in [*spec.get("initContainers", []), *spec["containers"]]]]
+        for context in contexts:
+            for key in ("runAsUser", "runAsGroup", "fsGroup"):
+                assert (key not in context) if openshift else context.get(key, 1) >= 1, (where, key, context.get(key))
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
         assert spec.get("automountServiceAccountToken") is False, where
         assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
@@ -309,7 +320,7 @@ def test_triton_runs_the_official_image_with_its_named_ports():
             assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
             assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
             decoder = next(x for x in pod_spec(named(docs, "Deployment", f"{RELEASE}-decoder"))["containers"])
-            env = {e["name"]: e["value"] for e in decoder["env"]}
+            env = {e["name"]: e.get("value") for e in decoder["env"]}
             assert env["VOV_TRITON_URL"] == f"{RELEASE}-triton:8001"
 
 
@@ -356,5 +367,23 @@ def test_cert_manager_certificates_cover_every_tls_secret_the_pods_mount():
     # decoder-to-Triton mutual TLS is wired on both ends
     triton = pod_spec(workload(docs, f"{RELEASE}-triton"))["containers"][0]["args"]
     assert "--grpc-use-ssl-mutual=true" in triton and "--grpc-root-cert=/etc/triton/tls/ca.crt" in triton
-    decoder = {e["name"]: e["value"] for e in pod_spec(workload(docs, f"{RELEASE}-decoder"))["containers"][0]["env"]}
+    decoder = {e["name"]: e.get("value") for e in pod_spec(workload(docs, f"{RELEASE}-decoder"))["containers"][0]["env"]}
     assert decoder["VOV_TRITON_TLS_CERT"] == "/etc/vov/triton-client/tls.crt" and "VOV_TRITON_TLS_CA" in decoder
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_thread_pools_follow_the_containers_cpu_limit(profile):
+    """torch and ONNX Runtime would size their pools from the node's cores: the chart gives each
+    service its own CPU limit (whole cores) unless a count is set."""
+    for doc in of_kind(render(profile), "Deployment"):
+        for c in pod_spec(doc)["containers"]:
+            if not vov_service_of(c):
+                continue
+            env = {e["name"]: e for e in c["env"]}
+            for name in ("VOV_TORCH_THREADS", "VOV_ORT_THREADS"):
+                if name in env:
+                    ref = env[name]["valueFrom"]["resourceFieldRef"]
+                    assert ref == {"containerName": c["name"], "resource": "limits.cpu", "divisor": "1"}
+    docs = render(profile, "decoder.torchThreads=3")
+    (decoder,) = pod_spec(named(docs, "Deployment", f"{RELEASE}-decoder"))["containers"]
+    assert {e["name"]: e.get("value") for e in decoder["env"]}["VOV_TORCH_THREADS"] == "3"

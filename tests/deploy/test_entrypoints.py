@@ -70,7 +70,14 @@ def localise(container: dict, tiny_export: Path, triton_url: str, files: dict[st
     command[0] = sys.executable
     env, ports = {}, {}
     for item in container["env"]:
-        name, value = item["name"], item["value"]  # every variable is a literal (no Secret or field refs)
+        name = item["name"]
+        if "valueFrom" in item:  # the only reference the chart makes: a thread count from the CPU limit
+            ref = item["valueFrom"]["resourceFieldRef"]
+            assert ref["resource"] == "limits.cpu" and ref["containerName"] == container["name"]
+            cores = float(str(container["resources"]["limits"]["cpu"]).removesuffix("m")) / (
+                1000 if str(container["resources"]["limits"]["cpu"]).endswith("m") else 1)
+            item = {"name": name, "value": str(max(1, min(os.cpu_count() or 1, -int(-cores // 1))))}
+        value = item["value"]
         if name.endswith("_HOST"):
             value = "127.0.0.1"
         elif name.endswith("_PORT") and value != "0":

@@ -58,8 +58,23 @@ app.kubernetes.io/part-of: vov
 {{- end -}}
 {{- end -}}
 
+{{/*
+The pod security context. args: the root context, or dict "root" $ "user" <uid> for a pod that runs
+as a user of its own (Triton). openshift: no fixed user, group or fsGroup; OpenShift's restricted
+SCC gives each pod a UID of the namespace's range.
+*/}}
 {{- define "vov.podSecurityContext" -}}
-{{- toYaml .Values.podSecurityContext -}}
+{{- $root := .root | default . -}}
+{{- $psc := deepCopy $root.Values.podSecurityContext -}}
+{{- if .user -}}
+{{- $_ := set $psc "runAsUser" (.user | int) -}}
+{{- $_ := set $psc "runAsGroup" (.user | int) -}}
+{{- $_ := set $psc "fsGroup" (.user | int) -}}
+{{- end -}}
+{{- if $root.Values.openshift -}}
+{{- $psc = omit $psc "runAsUser" "runAsGroup" "fsGroup" -}}
+{{- end -}}
+{{- toYaml $psc -}}
 {{- end -}}
 
 {{- define "vov.containerSecurityContext" -}}

@@ -31,7 +31,7 @@ args: dict "root" $ "prefix" "VOV_ENCODER" "values" .Values.encoder
 - name: VOV_GRACE_SECONDS
   value: {{ $v.graceSeconds | int64 | quote }}
 - name: VOV_TORCH_THREADS
-  value: {{ $v.torchThreads | int64 | quote }}
+{{- include "vov.threads" (dict "threads" $v.torchThreads "container" .container) }}
 - name: VOV_LOG_LEVEL
   value: {{ $root.Values.logLevel | quote }}
 - name: VOV_METRICS_PORT
@@ -149,5 +149,22 @@ lifecycle:
 - name: {{ $name }}
   value: {{ $value | int64 | quote }}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A thread count: the value when set, else the container's CPU limit (rounded up to whole cores), so
+that torch and ONNX Runtime size their pools from the pod, not from the node's cores.
+args: dict "threads" <value> "container" <container name>
+*/}}
+{{- define "vov.threads" -}}
+{{- if .threads }}
+  value: {{ .threads | int64 | quote }}
+{{- else }}
+  valueFrom:
+    resourceFieldRef:
+      containerName: {{ .container }}
+      resource: limits.cpu
+      divisor: "1"
 {{- end }}
 {{- end -}}
