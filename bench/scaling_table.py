@@ -54,6 +54,7 @@ def run_photo(args: tuple[str, int, float, int, list[tuple[int, int]]]) -> dict:
     import torch
 
     from vov import codec
+    from vov.edit import ode_file
     from vov.format import bitstream
     from vov.metrics import ms_ssim, psnr
     from vov.options import EncodeOptions, ScalingOptions
@@ -79,12 +80,9 @@ def run_photo(args: tuple[str, int, float, int, list[tuple[int, int]]]) -> dict:
     rows = []
     for k, n in settings:
         row = measure(dataclasses.replace(base, scaling=ScalingOptions(candidates=n, steps=k)))
-        f = bitstream.load(row["data"])  # the same vector decoded by the plain ODE on the K-step grid
-        f.sampler, f.search_bits, f.sde_start, f.sde_steps, f.g_kind, f.g_cap = 0, 0, 0, 0, 0, 1.0
-        for s in f.segments:
-            s.search = b""
+        f = ode_file(bitstream.load(row["data"]))  # the same vector decoded by the plain ODE on the K-step grid
         start = time.perf_counter()
-        codec.decompress(bitstream.dump(f), backbone=backbone)
+        codec.decompress(f, backbone=backbone)
         row.update(K=k, N=n, ode_k_decode_seconds=time.perf_counter() - start,
                    gain_db=row["psnr"] - plain["psnr"], size_ratio=row["bytes"] / plain["bytes"])
         rows.append({key: v for key, v in row.items() if key != "data"})

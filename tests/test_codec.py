@@ -262,6 +262,22 @@ def test_decoders_apply_their_limits(tiny_backbone, tiny_file):
     codec.decompress(tiny_file, backbone=tiny_backbone, limits=Limits(max_pixels=40 * 56, max_sampler_steps=4))
 
 
+def test_a_decode_reads_its_header_once(tiny_backbone, tiny_file, monkeypatch):
+    """codec.decompress, decode_clips given a file already read, and an edit each read a file once."""
+    from vov import edit
+
+    reads = []
+    load = bitstream.load
+    monkeypatch.setattr(bitstream, "load", lambda data: reads.append(len(data)) or load(data))
+    codec.decompress(tiny_file, backbone=tiny_backbone)
+    assert reads == [len(tiny_file)]
+    f = codec.parse(tiny_file)
+    list(codec.decode_clips(f, backbone=tiny_backbone))
+    assert len(reads) == 2
+    edit.edit([tiny_file], edit.EditOptions(strength=0.5), backbone=tiny_backbone)
+    assert len(reads) == 3
+
+
 def test_all_zero_vector_file_decodes(tiny_backbone, smooth_picture):
     """A budget that leaves nothing for theta gives qmax = 0: an empty payload, the base model's sample."""
     import dataclasses

@@ -41,13 +41,13 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
         self.limits = limits or Limits()
         self.watch = watch  # the engine's health watch, told at once when a call finds the engine down
 
-    def stream(self, data: bytes, emit, edit=None):
-        """Decode clip by clip through the engine, one engine session per clip (the clip's adaptation
-        and caption cross to the engine once, each step sends latents and t): emit ("file", f) first,
-        ("step", i, n) as the sampler goes (throttled) and ("clip", DecodedClip) as each clip is ready.
+    def stream(self, f, emit, edit=None):
+        """Decode the file `f` (as codec.parse read it) clip by clip through the engine, one engine
+        session per clip (the clip's adaptation and caption cross to the engine once, each step sends
+        latents and t): emit ("file", f) first, ("step", i, n) as the sampler goes (throttled) and
+        ("clip", DecodedClip) as each clip is ready.
 
-        `edit` (a vov.edit.EditPlan) decodes the edit instead, whose header is `data`'s."""
-        f = codec.parse(data, self.limits) if edit is None else edit.header
+        `edit` (a vov.edit.EditPlan whose header is `f`) decodes the edit instead."""
         emit(("file", f))
         throttle = Throttle()
 
@@ -56,7 +56,7 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
                 emit(("step", i, n))
 
         if edit is None:
-            clips = codec.decode_clips(data, backbone=self.backbone, engine=self.engine, on_step=on_step,
+            clips = codec.decode_clips(f, backbone=self.backbone, engine=self.engine, on_step=on_step,
                                        limits=self.limits)
         else:
             clips = editing.decode_plan(edit, self.backbone, engine=self.engine, on_step=on_step, limits=self.limits)
@@ -66,7 +66,11 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
 
     def Decompress(self, request, context):
         data = request.bitstream
-        yield from self._respond("Decompress", len(data), lambda emit: self.stream(data, emit), context)
+
+        def work(emit):
+            return self.stream(codec.parse(data, self.limits), emit)
+
+        yield from self._respond("Decompress", len(data), work, context)
 
     def Edit(self, request, context):
         """Decompress's stream for an edit of the request's files (docs/editing.md)."""
@@ -78,7 +82,7 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
                 weights=tuple(request.weights) or None,
                 strength=request.strength if request.HasField("strength") else 1.0, replay=request.replay)
             the_plan = editing.plan(files, options, self.limits, self.max_rank())
-            return self.stream(the_plan.data, emit, the_plan)
+            return self.stream(the_plan.header, emit, the_plan)
 
         yield from self._respond("Edit", sum(len(b) for b in files), work, context)
 

@@ -305,9 +305,9 @@ def cmd_decompress(args) -> None:
         print(f"{args.output}: {f.width}x{f.height}" + (f", {f.frames} frames" if f.frames > 1 else ""))
         return
     decode_limits = limits.from_args(args)
-    codec.parse(data, decode_limits)  # refuse a bad file before any progress bar appears
+    codec.parse(f, decode_limits)  # refuse a bad file before any progress bar appears
     with DecodeBar(args.quiet) as on_step:
-        clips = codec.decode_clips(data, on_step=on_step, limits=decode_limits, model=args.model, device=args.device)
+        clips = codec.decode_clips(f, on_step=on_step, limits=decode_limits, model=args.model, device=args.device)
         write_clips((clip.frames for clip in clips), args.output, f.width, f.height, f.frames, (f.fps_num, f.fps_den),
                     f.colour == 1)  # each clip lands as soon as it is decoded
     print(f"{args.output}: {f.width}x{f.height}" + (f", {f.frames} frames" if f.frames > 1 else ""))

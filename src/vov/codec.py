@@ -33,7 +33,7 @@ from vov.format import bitstream, entropy
 from vov.limits import Limits
 from vov.media import Picture, check_size, pad_to_multiple
 from vov.method import parallel, sampler
-from vov.method.adapters import KINDS, AdaptedDenoiser, AdapterSpec, lora_entry_count
+from vov.method.adapters import AdaptedDenoiser, AdapterSpec, lora_entry_count
 from vov.method.fit import FitConfig, Progress, fit
 from vov.options import DEFAULT_BPP, EncodeOptions, ScalingOptions
 from vov.serving.engines.base import Engine
@@ -117,22 +117,18 @@ def backbone_for(f: bitstream.VovFile, model: str | None = None, device: str | N
 
 def _file(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, d: int, frames: Frames,
           segments: list[bitstream.Segment], limits: Limits = Limits()) -> bitstream.VovFile:
-    """The .vov file of `frames` with these options and coded segments."""
+    """The .vov file of `frames` with these options, the (resolved) adapter `spec` of a vector of
+    length `d`, and these coded segments."""
     schedule = backbone.schedule_for(backbone.latent_shape(1, frames.height, frames.width))
-    scaling = options.scaling
-    search = {}
-    if scaling is not None:
-        config = scaling.config()
-        search = dict(sampler=1, search_bits=config.search_bits, sde_start=config.start, sde_steps=config.scaled_steps,
-                      g_kind=config.g_kind, g_cap=float(np.float32(config.g_cap)))
+    sampling = dict(sampler_steps=options.decode_steps, schedule=schedule.id, shift=float(np.float32(schedule.shift)))
+    if options.scaling is not None:
+        sampling = options.scaling.config(schedule.id, schedule.shift).decoder_fields()
     return bitstream.VovFile(
-        backbone=backbone.name, backbone_hash=backbone.content_hash, adapter_kind=KINDS.index(spec.kind),
-        rank=spec.rank, d=d, adapter_seed=spec.seed, targets=spec.targets or backbone.default_targets,
-        sampler_steps=options.decode_steps, noise_seed=options.noise_seed, schedule=schedule.id,
-        shift=float(np.float32(schedule.shift)), frames=frames.count, height=frames.height, width=frames.width,
+        backbone=backbone.name, backbone_hash=backbone.content_hash, **dataclasses.replace(spec, d=d).decoder_fields(),
+        **sampling, noise_seed=options.noise_seed, frames=frames.count, height=frames.height, width=frames.width,
         fps_num=frames.fps[0] if frames.count > 1 else 0, fps_den=frames.fps[1] if frames.count > 1 else 1,
         colour=1 if frames.grey else 0, caption_z=bitstream.VovFile.pack_caption(options.caption),
-        clip_frames=clip_length(backbone, frames, limits), segments=segments, **search)
+        clip_frames=clip_length(backbone, frames, limits), segments=segments)
 
 
 def clip_length(backbone: Backbone, frames: Frames, limits: Limits = Limits()) -> int:
@@ -434,9 +430,10 @@ def check_supported(f: bitstream.VovFile, backbone: Backbone | None = None) -> N
                                  f"{backbone.clip_frames}")
 
 
-def parse(data: bytes, limits: Limits = Limits()) -> bitstream.VovFile:
-    """Read a file's header and check it against what this decoder implements and allows, before any work."""
-    f = bitstream.load(data)
+def parse(data: bytes | bitstream.VovFile, limits: Limits = Limits()) -> bitstream.VovFile:
+    """Read a file's header (unless `data` is a file read already) and check it against what this
+    decoder implements and allows, before any work."""
+    f = data if isinstance(data, bitstream.VovFile) else bitstream.load(data)
     check_supported(f)
     limits.check(width=f.width, height=f.height, frames=f.frames, sampler_steps=f.sampler_steps, d=f.d, rank=f.rank,
                  clip_frames=f.clip_frames)
@@ -451,7 +448,7 @@ def adapter_for(f: bitstream.VovFile, backbone: Backbone, clip: int = 0) -> Adap
             f"file was made with backbone {f.backbone!r} ({f.backbone_hash.hex()}), "
             f"this decoder has {backbone.name!r} ({backbone.content_hash.hex()})"
         )
-    spec = AdapterSpec(f.adapter_name, f.rank, f.d, f.adapter_seed, f.targets)
+    spec = AdapterSpec.from_decoder_fields(vars(f))
     try:
         spec.validate()
         entries = lora_entry_count(backbone, spec)  # resolves the targets; builds nothing yet
@@ -487,8 +484,7 @@ def scaling_config(f: bitstream.VovFile):
     from vov.method.scaling import ScalingConfig
 
     try:
-        return ScalingConfig(steps=f.sampler_steps, candidates=1 << f.search_bits, g_cap=f.g_cap, g_kind=f.g_kind,
-                             stochastic=f.sde_steps, start=f.sde_start, schedule=f.schedule, shift=f.shift)
+        return ScalingConfig.from_decoder_fields(vars(f))
     except ValueError as e:
         raise BitstreamError(f"best-of-N fields: {e}") from None
 
@@ -529,10 +525,11 @@ class Decoded:
         return self.file.fps_num, self.file.fps_den
 
 
-def decode_clips(data: bytes, *, backbone: Backbone | None = None, engine: Engine | None = None,
+def decode_clips(data: bytes | bitstream.VovFile, *, backbone: Backbone | None = None, engine: Engine | None = None,
                  on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
                  model: str | None = None, device: str | None = None) -> Iterator[DecodedClip]:
-    """Decode .vov bytes clip by clip, yielding each clip's frames as soon as they exist.
+    """Decode .vov bytes (or a file `parse` read) clip by clip, yielding each clip's frames as soon as
+    they exist.
 
     `engine` runs each clip's sampler steps (one session per clip: `engine.open(adapter, condition)`)
     and the latent decoder (default: torch in this process, `TorchEngine`); the sampling loop and the
@@ -577,11 +574,11 @@ def decode_clips(data: bytes, *, backbone: Backbone | None = None, engine: Engin
         yield DecodedClip(c, np.ascontiguousarray(frames))
 
 
-def decompress(data: bytes, *, backbone: Backbone | None = None, engine: Engine | None = None,
+def decompress(data: bytes | bitstream.VovFile, *, backbone: Backbone | None = None, engine: Engine | None = None,
                on_step: Callable[[int, int], None] | None = None, limits: Limits = Limits(),
                model: str | None = None, device: str | None = None) -> Decoded:
-    """Decode .vov bytes to all their frames (`decode_clips` streams them instead)."""
+    """Decode .vov bytes (or a file `parse` read) to all their frames (`decode_clips` streams them instead)."""
     f = parse(data, limits)
-    clips = [clip.frames for clip in decode_clips(data, backbone=backbone, engine=engine, on_step=on_step,
-                                                  limits=limits, model=model, device=device)]
+    clips = [clip.frames for clip in decode_clips(f, backbone=backbone, engine=engine, on_step=on_step, limits=limits,
+                                                  model=model, device=device)]
     return Decoded(np.concatenate(clips) if len(clips) > 1 else clips[0], grey=f.colour == 1, file=f)

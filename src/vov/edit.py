@@ -52,8 +52,8 @@ class EditPlan:
     """An edit checked against its files, before any model is loaded."""
 
     files: list[bitstream.VovFile]
-    data: bytes  # what the decode loop runs: the first file, made an ODE decode where it was best-of-N
-    header: bitstream.VovFile  # `data`'s header: the output's size, frames, rate and colour
+    header: bitstream.VovFile  # what the decode loop runs: the first file, made an ODE decode where it was
+    # best-of-N (the output's size, frames, rate and colour)
     weights: tuple[float, ...]
     strength: float
     caption: str | None
@@ -82,8 +82,8 @@ def _prefixed(e: VovError, i: int, count: int) -> VovError:
 
 def ode_file(f: bitstream.VovFile) -> bitstream.VovFile:
     """File `f` with its best-of-N replay replaced by the plain ODE on the same grid and noise."""
-    return dataclasses.replace(f, sampler=0, search_bits=0, sde_start=0, sde_steps=0, g_kind=0, g_cap=1.0,
-                               segments=[dataclasses.replace(s, search=b"") for s in f.segments])
+    segments = [dataclasses.replace(s, search=b"") for s in f.segments]
+    return dataclasses.replace(f, **bitstream.ODE_FIELDS, segments=segments)
 
 
 def plan(datas: Sequence[bytes], options: EditOptions = EditOptions(), limits: Limits = Limits(),
@@ -134,12 +134,8 @@ def plan(datas: Sequence[bytes], options: EditOptions = EditOptions(), limits: L
     ode_instead = first.sampler == 1 and not options.replay
     if options.replay and count > 1:
         raise UsageError("replaying best-of-N noises decodes one file; a merge decodes with the ODE")
-    data = datas[0]
-    header = first
-    if ode_instead:
-        header = ode_file(first)
-        data = bitstream.dump(header)
-    return EditPlan(files, data, header, weights, strength, caption, rank, ode_instead)
+    header = ode_file(first) if ode_instead else first
+    return EditPlan(files, header, weights, strength, caption, rank, ode_instead)
 
 
 def _no_captions(name: str) -> str:
@@ -206,7 +202,7 @@ def decode_plan(the_plan: EditPlan, backbone: Backbone, *, engine: Engine | None
     """Decode a planned edit clip by clip through `engine` (default: torch in this process), exactly
     as `vov.codec.decode_clips` decodes a plain file."""
     edited = EditedEngine(the_plan, backbone, engine or TorchEngine(backbone))
-    yield from codec.decode_clips(the_plan.data, backbone=backbone, engine=edited, on_step=on_step, limits=limits)
+    yield from codec.decode_clips(the_plan.header, backbone=backbone, engine=edited, on_step=on_step, limits=limits)
 
 
 def edit_clips(datas: Sequence[bytes], options: EditOptions = EditOptions(), *, backbone: Backbone | None = None,

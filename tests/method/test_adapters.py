@@ -27,6 +27,18 @@ def test_golden_indices(tiny_backbone):
     assert index_digest(adapter) == GOLDEN_ONE_VECTOR
 
 
+def test_the_files_adapter_fields_map_to_the_spec_and_back(tiny_backbone):
+    from vov.format import bitstream
+
+    spec = AdapterSpec("one-vector", rank=3, d=500, seed=9, targets="attn")
+    fields = spec.decoder_fields()
+    assert fields == {"adapter_kind": 0, "rank": 3, "d": 500, "adapter_seed": 9, "targets": "attn"}
+    assert set(fields) <= bitstream.HEADER_NAMES  # the file's own fields, by their names
+    assert AdapterSpec.from_decoder_fields(fields) == spec
+    lora = AdapterSpec("lora", rank=1, d=lora_entry_count(tiny_backbone, AdapterSpec("lora", rank=1)), seed=2)
+    assert lora.decoder_fields()["adapter_kind"] == 1 and AdapterSpec.from_decoder_fields(lora.decoder_fields()) == lora
+
+
 def test_balanced_hash_and_scales(tiny_backbone):
     adapter = AdaptedDenoiser(tiny_backbone, AdapterSpec("one-vector", rank=2, d=300, seed=1))
     counts = np.zeros(300, dtype=np.int64)

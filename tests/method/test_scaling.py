@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vov.errors import BitstreamError
+from vov.format import bitstream
 from vov.method import noise, sampler, scaling
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.method.scaling import ScalingConfig, decode_indices, encode_indices, index_bytes, replay, search
@@ -202,13 +203,16 @@ def test_config_checks():
         with pytest.raises(ValueError):
             ScalingConfig(**bad)
     fields = ScalingConfig(steps=50, candidates=1024, g_cap=2.0).decoder_fields()
-    assert fields == {"steps": 50, "schedule": 0, "shift": 1.0, "g_kind": 0, "g_cap": 2.0, "stochastic": 49,
-                      "start": 0, "search_bits": 10}
+    assert fields == {"sampler": 1, "sampler_steps": 50, "schedule": 0, "shift": 1.0, "g_kind": 0, "g_cap": 2.0,
+                      "sde_steps": 49, "sde_start": 0, "search_bits": 10}
+    assert set(fields) <= bitstream.HEADER_NAMES  # the file's own fields, by their names
     assert ScalingConfig.from_decoder_fields(fields).decoder_fields() == fields
     with pytest.raises(ValueError):
         ScalingConfig.from_decoder_fields({**fields, "search_bits": 17})
     with pytest.raises(ValueError):
-        ScalingConfig.from_decoder_fields({**fields, "stochastic": 50})
+        ScalingConfig.from_decoder_fields({**fields, "sde_steps": 50})
+    with pytest.raises(ValueError):
+        ScalingConfig.from_decoder_fields({**fields, **bitstream.ODE_FIELDS})
     assert ScalingConfig(steps=50, start=10).scaled_steps == 39
     # what the file's float32 fields hold is what the encoder searches with
     assert ScalingConfig(g_cap=0.3, schedule=1, shift=2.7).decoder_fields()["g_cap"] == float(np.float32(0.3))

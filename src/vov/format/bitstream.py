@@ -33,6 +33,8 @@ MAX_CAPTION = 16384
 MAX_THETA = 256.0  # |theta_hat| = qmax * step_size is at most this: larger vectors are not adaptations
 MAX_SHIFT = 64.0
 MAX_SEARCH_BITS = 16
+# the best-of-N fields of a file whose decode is the plain ODE (sampler 0): the format fixes them
+ODE_FIELDS = {"sampler": 0, "search_bits": 0, "sde_start": 0, "sde_steps": 0, "g_kind": 0, "g_cap": 1.0}
 
 
 class Reader:
@@ -436,7 +438,7 @@ def check_file(f: VovFile) -> None:
         raise BitstreamError("schedule: the uniform schedule has no shift (shift must be 1)")
     if not 1.0 / MAX_SHIFT <= f.shift <= MAX_SHIFT:
         raise BitstreamError(f"schedule: shift {f.shift:g} is outside [1/{MAX_SHIFT:g}, {MAX_SHIFT:g}]")
-    if f.sampler == 0 and (f.search_bits or f.sde_start or f.sde_steps or f.g_kind or f.g_cap != 1.0):
+    if f.sampler == 0 and any(getattr(f, name) != value for name, value in ODE_FIELDS.items()):
         raise BitstreamError("an ODE decode has no best-of-N fields (they must be 0, and g_cap 1)")
     if f.sampler == 1:
         if not 0 < f.g_cap <= 1e3:

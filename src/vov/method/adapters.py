@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -32,9 +33,10 @@ from torch.nn.utils import parametrize
 
 from vov.backbones.base import Backbone, set_gradient_checkpointing
 from vov.errors import UsageError
+from vov.format import bitstream
 from vov.method.lora import FactorReader, LoraLinear, adapted_tree, hashed_layers
 
-KINDS = ("one-vector", "lora")
+KINDS = bitstream.ADAPTER_KINDS  # the kinds by their number in a file
 ADAPTER_NAME = "default"
 
 
@@ -56,6 +58,18 @@ class AdapterSpec:
             raise UsageError(f"rank must be between 1 and 64, not {self.rank}")
         if self.kind == "one-vector" and self.d is not None and not 16 <= self.d <= 1 << 22:
             raise UsageError(f"d must be between 16 and {1 << 22}, not {self.d}")
+
+    def decoder_fields(self) -> dict[str, int | str]:
+        """The file's adapter fields (vov.format.bitstream.VovFile) by their names: the one mapping between
+        the two. For a resolved spec whose `d` is the coded vector's length (for "lora": the LoRA entries)."""
+        return {"adapter_kind": KINDS.index(self.kind), "rank": self.rank, "d": self.d, "adapter_seed": self.seed,
+                "targets": self.targets}
+
+    @classmethod
+    def from_decoder_fields(cls, fields: Mapping[str, int | str]) -> "AdapterSpec":
+        """The spec a file records (`decoder_fields`; a VovFile's `vars()`)."""
+        return cls(KINDS[fields["adapter_kind"]], fields["rank"], fields["d"], fields["adapter_seed"],
+                   fields["targets"])
 
     def resolved(self, backbone: Backbone) -> "AdapterSpec":
         """This spec with the backbone's defaults where it leaves a choice open."""

@@ -35,10 +35,11 @@ The indices are uniform and independent whatever the rule (the candidates of a s
 the past, and each rule treats them symmetrically), so no model codes them below log2 N bits each:
 they are packed at fixed width (`encode_indices`).
 
-What the decoder needs (`ScalingConfig.decoder_fields`): the decode's `steps`, its time grid
-(`schedule`, `shift`), the noise scale (`g_kind`, `g_cap`), which steps are stochastic (`stochastic`
-steps from step `start`; the final step is always deterministic), `log2 N`, the noise seed, and the
-packed indices. Selection rule, chunk size, threads and the Gumbel seed are the encoder's alone.
+What the decoder needs (`ScalingConfig.decoder_fields`, by the file's names): the decode's steps
+(`sampler_steps`), its time grid (`schedule`, `shift`), the noise scale (`g_kind`, `g_cap`), which
+steps are stochastic (`sde_steps` steps from step `sde_start`; the final step is always
+deterministic), `search_bits` = log2 N, the noise seed, and the packed indices. Selection rule,
+chunk size, threads and the Gumbel seed are the encoder's alone.
 
 Memory. Candidates are scored in chunks of `chunk`, split among `threads` workers; each worker draws
 one candidate at a time into its own buffers (about 40 bytes per latent number: Philox words, float64
@@ -54,7 +55,7 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -144,19 +145,23 @@ class ScalingConfig:
                          self.start)
 
     def decoder_fields(self) -> dict[str, int | float]:
-        """What a file must carry for `replay` (besides the noise seed and the indices)."""
-        return {"steps": self.steps, "schedule": self.schedule, "shift": self.shift, "g_kind": self.g_kind,
-                "g_cap": self.g_cap, "stochastic": self.scaled_steps, "start": self.start,
+        """What a file must carry for `replay` (besides the noise seed and the indices), by the names of
+        its fields (vov.format.bitstream.VovFile): the one mapping between the two."""
+        return {"sampler": 1, "sampler_steps": self.steps, "schedule": self.schedule, "shift": self.shift,
+                "g_kind": self.g_kind, "g_cap": self.g_cap, "sde_steps": self.scaled_steps, "sde_start": self.start,
                 "search_bits": self.search_bits}
 
     @classmethod
-    def from_decoder_fields(cls, fields: dict[str, int | float]) -> ScalingConfig:
-        """The decoder's config from a file's fields (`decoder_fields`); ValueError for values out of range."""
+    def from_decoder_fields(cls, fields: Mapping[str, int | float]) -> ScalingConfig:
+        """The decoder's config from a file's fields (`decoder_fields`; a VovFile's `vars()`); ValueError
+        for values out of range, or a file that asks for no search (sampler 0)."""
+        if fields["sampler"] != 1:
+            raise ValueError(f"sampler {fields['sampler']} is not the searched SDE (1)")
         bits = fields["search_bits"]
         if not (isinstance(bits, int) and 0 <= bits <= MAX_SEARCH_BITS):
             raise ValueError(f"search_bits must be in 0..{MAX_SEARCH_BITS}, got {bits}")
-        return cls(steps=fields["steps"], candidates=1 << bits, g_cap=fields["g_cap"], g_kind=fields["g_kind"],
-                   stochastic=fields["stochastic"], start=fields["start"], schedule=fields["schedule"],
+        return cls(steps=fields["sampler_steps"], candidates=1 << bits, g_cap=fields["g_cap"], g_kind=fields["g_kind"],
+                   stochastic=fields["sde_steps"], start=fields["sde_start"], schedule=fields["schedule"],
                    shift=fields["shift"])
 
 
