@@ -71,7 +71,7 @@ def run_photo(args: tuple[str, int, float, int, list[tuple[int, int]]]) -> dict:
         start = time.perf_counter()
         decoded = codec.decompress(report.data, backbone=backbone).pixels
         decode = time.perf_counter() - start
-        return {"bpp": report.bpp, "bytes": len(report.data), "index_bits": report.search_bits,
+        return {"bpp": report.bpp, "bytes": len(report.data), "index_bits": report.index_bits,
                 "psnr": psnr(picture.pixels, decoded), "ms_ssim": ms_ssim(picture.pixels, decoded),
                 "encode_seconds": encode, "decode_seconds": decode, "data": report.data}
 

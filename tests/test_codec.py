@@ -367,7 +367,7 @@ def test_a_best_of_n_file_replays_the_encoders_search(tiny_backbone, smooth_pict
     report = codec.compress(smooth_picture, options, backbone=tiny_backbone)
     f = bitstream.load(report.data)
     assert (f.sampler, f.sampler_steps, f.search_bits, f.sde_start, f.sde_steps) == (1, 6, 3, 0, 5)
-    assert report.search_bits == 8 * len(f.segments[0].search) == 8 * scaling.index_bytes(5, 8) == 16
+    assert report.index_bits == 8 * len(f.segments[0].search) == 8 * scaling.index_bytes(5, 8) == 16
     assert report.bpp <= 4.0
 
     adapter = codec.adapter_for(f, tiny_backbone)

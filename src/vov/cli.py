@@ -249,7 +249,7 @@ def _compress_here(args, frames, options, writer: bool) -> None:
     if not writer:
         return
     write_atomic(args.output, report.data)
-    extra = f", best-of-N indices {report.search_bits} bits" if report.search_bits else ""
+    extra = f", best-of-N indices {report.index_bits} bits" if report.index_bits else ""
     print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, d={report.d}, "
           f"payload {report.payload_bits} bits vs estimate {report.est_bits:.0f} "
           f"({100 * report.coding_overhead:+.2f}%){extra}, {report.seconds:.1f} s")

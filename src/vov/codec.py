@@ -267,7 +267,7 @@ class EncodeReport:
     seconds: float
     history: list[Progress] = field(default_factory=list)
     clip_bytes: list[int] = field(default_factory=list)  # each clip's segment
-    search_bits: int = 0  # bits of the best-of-N indices
+    index_bits: int = 0  # bits of the best-of-N indices, all clips together
 
     @property
     def bpp(self) -> float:
@@ -343,7 +343,7 @@ def compress(media, options: EncodeOptions = EncodeOptions(), backbone: Backbone
     condition = backbone.condition(options.caption)
     store = _ClipStore(checkpoint, _media_key(frames, options))
     adapter = AdaptedDenoiser(backbone, spec)
-    segments, history, est_bits, payload_bits, search_bits = [], [], 0.0, 0, 0
+    segments, history, est_bits, payload_bits, index_bits = [], [], 0.0, 0, 0
     clips = len(the_plan.lengths)
     previous_theta = None
     first = 0
@@ -376,7 +376,7 @@ def compress(media, options: EncodeOptions = EncodeOptions(), backbone: Backbone
         search = b""
         if options.scaling is not None:
             search = _search(adapter, backbone, latents, seed, options.scaling, condition, report)
-            search_bits += 8 * len(search)
+            index_bits += 8 * len(search)
         segment = bitstream.Segment(length, result.step_size, result.prior.weights, result.prior.log2_scale_codes,
                                     qmax, payload, search)
         segments.append(segment)
@@ -388,7 +388,7 @@ def compress(media, options: EncodeOptions = EncodeOptions(), backbone: Backbone
     store.finish()
     return EncodeReport(data=data, pixels=frames.size, parts=bitstream.part_sizes(f), est_bits=est_bits,
                         payload_bits=payload_bits, d=adapter.d, seconds=time.perf_counter() - start, history=history,
-                        clip_bytes=bitstream.segment_sizes(f), search_bits=search_bits)
+                        clip_bytes=bitstream.segment_sizes(f), index_bits=index_bits)
 
 
 def _search(adapter: AdaptedDenoiser, backbone: Backbone, latents: torch.Tensor, seed: int, scaling: ScalingOptions,
