@@ -8,6 +8,9 @@ What is measured, per process (each service is its own process, so one registry 
 - the calls a server accepts at once (`vov_grpc_server_workers`), to read the in-flight gauge against;
 - on the encoder, Compress calls waiting for a fit slot (`vov_encoder_fit_queue_length`), fits
   running (`vov_encoder_fits_running`) and the slots (`vov_encoder_fit_slots`, from --max-fits);
+- on the decoder, each request to Triton as the decoder sees it, by model and outcome
+  (`vov_decoder_triton_request_seconds`: Triton's queue and compute plus the network), and the
+  decodes whose sequence had to start again on a replica (`vov_decoder_sequence_restarts_total`);
 - the process collector's CPU, memory and file descriptors.
 
 The counting is done by a gRPC server interceptor (`Interceptor`, installed by common.Server); the
@@ -26,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 from vov import cancel
+from vov.serving.engines import triton as triton_engine
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -46,6 +50,21 @@ WORKERS = Gauge("vov_grpc_server_workers", "Calls this server serves at once (--
 FIT_QUEUE = Gauge("vov_encoder_fit_queue_length", "Compress calls waiting for a fit slot", registry=REGISTRY)
 FITS_RUNNING = Gauge("vov_encoder_fits_running", "Fits running now", registry=REGISTRY)
 FIT_SLOTS = Gauge("vov_encoder_fit_slots", "Fits that may run at once (--max-fits)", registry=REGISTRY)
+TRITON_SECONDS = Histogram("vov_decoder_triton_request_seconds", "Requests from the decoder to Triton, by model and outcome",
+                           ["model", "outcome"], buckets=SECONDS_BUCKETS, registry=REGISTRY)
+SEQUENCE_RESTARTS = Counter("vov_decoder_sequence_restarts", "Decodes whose Triton sequence was started again",
+                            registry=REGISTRY)
+
+
+def _triton_event(kind: str, *details) -> None:
+    if kind == "request":
+        model, seconds, ok = details
+        TRITON_SECONDS.labels(model, "ok" if ok else "error").observe(seconds)
+    elif kind == "restart":
+        SEQUENCE_RESTARTS.inc()
+
+
+triton_engine.observe(_triton_event)
 
 _http_lock = threading.Lock()
 _http_server = None

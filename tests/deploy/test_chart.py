@@ -321,7 +321,7 @@ def test_triton_runs_the_official_image_with_its_named_ports():
             assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 300
             decoder = next(x for x in pod_spec(named(docs, "Deployment", f"{RELEASE}-decoder"))["containers"])
             env = {e["name"]: e.get("value") for e in decoder["env"]}
-            assert env["VOV_TRITON_URL"] == f"{RELEASE}-triton:8001"
+            assert env["VOV_TRITON_URL"] == f"dns:///{RELEASE}-triton-headless.{NAMESPACE}.svc.cluster.local:8001"
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -357,6 +357,7 @@ def test_cert_manager_certificates_cover_every_tls_secret_the_pods_mount():
         assert name in services["dnsNames"]
     assert {"server auth", "client auth"} <= set(services["usages"])  # the probe presents it under mutual TLS
     assert f"{RELEASE}-triton.{NAMESPACE}.svc" in certificates["vov-triton-tls"]["dnsNames"]
+    assert f"{RELEASE}-triton-headless.{NAMESPACE}.svc.cluster.local" in certificates["vov-triton-tls"]["dnsNames"]
     assert certificates[f"{RELEASE}-triton-client-tls"]["usages"][-1] == "client auth"
     for spec in certificates.values():
         assert spec["issuerRef"]["name"] == "vov-ca" and spec["privateKey"]["rotationPolicy"] == "Always"

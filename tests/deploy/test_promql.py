@@ -90,7 +90,7 @@ def test_the_dashboard_reads_only_series_that_exist():
     docs = render(*ALERTING)
     recorded = {r["record"] for g in named(docs, "PrometheusRule", RELEASE)["spec"]["groups"] for r in g["rules"] if "record" in r}
     exported = {m.name for m in metrics.REGISTRY.collect()}
-    exported |= {f"{n}_total" for n in exported} | {f"{n}_bytes" for n in exported}  # counters, process_*
+    exported |= {f"{n}{suffix}" for n in exported for suffix in ("_total", "_bytes", "_bucket")}
     triton = {"nv_inference_request_success", "nv_inference_queue_duration_us", "nv_gpu_utilization",
               "nv_gpu_memory_used_bytes"}  # the first two are seen from a real Triton (test_triton_drain)
     kube_state = {"kube_deployment_status_replicas", "kube_statefulset_status_replicas_ready"}

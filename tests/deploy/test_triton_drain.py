@@ -4,15 +4,17 @@ Two Triton "pods" run the rendered container's arguments (triton-start.sh, from 
 ConfigMap) on loopback: the plan key comes from plan-key.sh with a stand-in `nvidia-smi`, and the
 plan directory it names holds the tiny backbone's CPU export (Python backend), which this machine's
 Triton serves in place of TensorRT plans. Readiness is the rendered readiness command; the preStop
-hook is the rendered preStop command. A TCP forwarder plays kube-proxy for the Triton Service: each
-new connection goes to a pod whose readiness command passes.
+hook is the rendered preStop command. The decoder's engine resolves the headless Service the chart
+points it at (VOV_TRITON_URL); here that name lists the pods whose readiness command passes, as
+Kubernetes' DNS lists the ready pods.
 
-Two decodes (sessions of the session model, stepping as a decoder does) run on pod A over a
-connection made before; A's preStop starts while both are in flight. Then: A's readiness fails at
-once and stays failed; a decode started through the Service afterwards lands on pod B; the preStop
-returns only after both decodes have finished, and both finish; A's own counters show no request
-beyond those two decodes; SIGTERM then ends A cleanly. Without the drain (pod B, signalled while a
-decode is in flight), the decode fails: Triton stops serving it.
+Two decodes (sessions of the session model, stepping as a decoder does) start on pod A while it is
+the only replica; a third, once B is ready, goes to B (the fewest open decodes). A's preStop starts
+while the first two are in flight. Then: A's readiness fails at once and stays failed; a decode
+started afterwards goes to B; the preStop returns only after both decodes have finished on A, and
+both finish; A's own counters show no request beyond those two decodes; SIGTERM then ends A
+cleanly. Without the drain (pod B, signalled while a decode is in flight), the decode fails: Triton
+stops serving it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from deploy_helpers import CHART, RELEASE, named, pod_spec, render
+from deploy_helpers import CHART, NAMESPACE, RELEASE, matches, named, pod_labels, pod_spec, render
 
 from vov.serving.triton import backend_directory, environment, find_tritonserver, free_port
 
@@ -142,59 +143,24 @@ class Pod:
             region.unlink(missing_ok=True)
 
 
-class Service:
-    """kube-proxy for one Service: each new connection goes to a pod whose readiness passes."""
+class HeadlessName:
+    """The headless Triton Service's name as the decoder resolves it: the addresses of the pods it
+    selects whose readiness passes (Kubernetes lists only ready pods in a headless Service's DNS)."""
 
     def __init__(self, pods: list[Pod]):
-        self.pods = pods
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.routed: list[str] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.pods = list(pods)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            endpoints = [p for p in self.pods if p.ready()]
-            if not endpoints:
-                client.close()
-                continue
-            pod = endpoints[len(self.routed) % len(endpoints)]
-            self.routed.append(pod.name)
-            upstream = socket.create_connection(("127.0.0.1", pod.ports["grpc"]))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
+    def __call__(self) -> list[str]:
+        return [f"127.0.0.1:{p.ports['grpc']}" for p in self.pods if p.ready()]
 
 
-def decode(url: str, backbone, record: dict, steps: int = STEPS, pause: float = STEP_PAUSE) -> None:
-    """One decode as the decoder runs it: a sequence of steps, the latent decoder, the release."""
+def decode(engine, record: dict, steps: int = STEPS, pause: float = STEP_PAUSE) -> None:
+    """One decode as the decoder runs it on its engine: a sequence of steps, the latent decoder, the release."""
     import torch
 
     from vov.serving import contract
-    from vov.serving.engines.triton import TritonEngine
 
     try:
-        engine = TritonEngine(url, backbone, timeout=30)
         layout = engine.current_layout()
         first = layout.slots[0]
         compact = contract.CompactAdapter(1, np.zeros(1, np.int32),
@@ -204,6 +170,7 @@ def decode(url: str, backbone, record: dict, steps: int = STEPS, pause: float = 
         with engine.open_compact(compact, embeddings, np.ones(embeddings.shape[:2], bool)) as session:
             for i in range(steps):
                 velocity = session.denoise(latents, torch.full((1,), 1.0 - i / steps))
+                record["address"] = session.address
                 latents = latents - velocity / steps
                 record["steps"] = i + 1
                 time.sleep(pause)
@@ -246,6 +213,16 @@ def test_the_chart_runs_its_drain_and_readiness_commands(pods):
     assert container["readinessProbe"]["exec"]["command"][:3] == \
         ["python3", "/opt/vov/scripts/triton-lifecycle.py", "ready"]
     assert container["readinessProbe"]["failureThreshold"] == 1  # the first failed probe takes it out
+    # the decoders resolve the headless Service, which lists the ready Triton pods only
+    docs = render("gpu")
+    (decoder,) = pod_spec(named(docs, "Deployment", f"{RELEASE}-decoder"))["containers"]
+    url = {e["name"]: e.get("value") for e in decoder["env"]}["VOV_TRITON_URL"]
+    name, port = re.fullmatch(r"dns:///([^:]+):(\d+)", url).groups()
+    service = named(docs, "Service", name.split(".")[0])
+    assert name == f"{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is False
+    assert matches({"matchLabels": service["spec"]["selector"]}, pod_labels(named(docs, "StatefulSet", f"{RELEASE}-triton")))
+    assert int(port) == service["spec"]["ports"][0]["port"] == container["ports"][1]["containerPort"]
 
 
 def test_the_chart_reads_metrics_this_triton_exports(pods):
@@ -263,64 +240,87 @@ def test_the_chart_reads_metrics_this_triton_exports(pods):
 
 def test_prestop_drains_decodes_in_flight_and_takes_no_new_sequence(pods):
     from vov import backbones
+    from vov.serving.engines.triton import TritonEngine
 
+    from vov_services import metrics
+
+    def requests_seen() -> float:  # what the decoder's metrics counted of its requests to Triton
+        return sum(s.value for m in metrics.REGISTRY.collect() if m.name == "vov_decoder_triton_request_seconds"
+                   for s in m.samples if s.name.endswith("_count") and s.labels["model"] == "denoiser_session")
+
+    seen_before = requests_seen()
     a, b = pods["a"], pods["b"]
-    backbone = backbones.load("tiny")
-    service = Service([a, b])
-    try:
-        before = a.session_requests()
-        records = [{}, {}]
-        threads = [threading.Thread(target=decode, args=(f"127.0.0.1:{a.ports['grpc']}", backbone, r)) for r in records]
-        threads[0].start()
-        time.sleep(1.2)
-        threads[1].start()
-        while records[1].get("steps", 0) < 2:
-            time.sleep(0.05)
-        assert all("error" not in r for r in records), records
-        drain_start = time.monotonic()
-        hook = a.prestop()
-        # readiness goes off at once (the chart's probe: period 5 s, one failure) and stays off
-        while a.ready():
-            assert time.monotonic() - drain_start < 3, "readiness did not go off"
-            time.sleep(0.1)
-        off = time.monotonic()
-        in_flight_at_off = [r.get("steps", 0) for r in records]
-        assert all(0 < s < STEPS for s in in_flight_at_off), in_flight_at_off
-        # a decode started now, through the Service, reaches the other replica
-        routed_before = len(service.routed)
-        late = {}
-        decode(service.address, backbone, late, steps=3, pause=0.0)
-        assert "error" not in late and late["finite"], late
-        assert service.routed[routed_before:] == ["b"]
-        assert not a.ready()
-        out, err = hook.communicate(timeout=90)
-        drain_end = time.monotonic()
-        for t in threads:
-            t.join(30)
-        assert hook.returncode == 0, out + err
-        # both decodes finished, every step, before the hook returned
-        for r in records:
-            assert "error" not in r and r["steps"] == STEPS and r["finite"], r
-            assert r["end"] <= drain_end
-        assert drain_end - max(r["end"] for r in records) < 10
-        # pod A served the two decodes and nothing else after its readiness went off: each is STEPS
-        # requests of the session model and a release
-        assert a.session_requests() - before == 2 * (STEPS + 1)
-        assert off - drain_start < 3
-        # then kubelet's SIGTERM: nothing is in flight, Triton exits cleanly
-        a.process.send_signal(signal.SIGTERM)
-        assert a.process.wait(30) == 0, a.log.read_text()[-2000:]
-    finally:
-        service.close()
+    name = HeadlessName([a])  # pod B joins the Service below
+    engine = TritonEngine("dns:///vov-triton-headless.vov.svc.cluster.local:8001", backbones.load("tiny"),
+                          timeout=30, resolve_every=0.2, resolve=name)
+    address = {p: f"127.0.0.1:{p.ports['grpc']}" for p in (a, b)}
+    before = a.session_requests()
+    records = [{}, {}]
+    threads = [threading.Thread(target=decode, args=(engine, r)) for r in records]
+    threads[0].start()
+    time.sleep(1.2)
+    threads[1].start()
+    while records[1].get("steps", 0) < 2:
+        time.sleep(0.05)
+    assert [r["address"] for r in records] == [address[a]] * 2, records
+    # B is ready now: the decoder spreads the next decode to the replica with fewer open decodes
+    name.pods.append(b)
+    time.sleep(0.3)
+    spread = {}
+    third = threading.Thread(target=decode, args=(engine, spread), kwargs={"steps": 6, "pause": 0.2})
+    third.start()
+    while "address" not in spread and "error" not in spread:
+        time.sleep(0.05)
+    assert spread.get("address") == address[b], spread
+    assert all("error" not in r for r in records), records
+    drain_start = time.monotonic()
+    hook = a.prestop()
+    # readiness goes off at once (the chart's probe: period 5 s, one failure) and stays off
+    while a.ready():
+        assert time.monotonic() - drain_start < 3, "readiness did not go off"
+        time.sleep(0.1)
+    off = time.monotonic()
+    in_flight_at_off = [r.get("steps", 0) for r in records]
+    assert all(0 < s < STEPS for s in in_flight_at_off), in_flight_at_off
+    # a decode started now, by the same decoder, goes to the replica still listed
+    time.sleep(0.3)
+    late = {}
+    decode(engine, late, steps=3, pause=0.0)
+    assert "error" not in late and late["finite"] and late["address"] == address[b], late
+    assert not a.ready()
+    out, err = hook.communicate(timeout=90)
+    drain_end = time.monotonic()
+    for t in (*threads, third):
+        t.join(30)
+    assert hook.returncode == 0, out + err
+    # both decodes finished on A, every step, before the hook returned
+    for r in records:
+        assert "error" not in r and r["steps"] == STEPS and r["finite"] and r["address"] == address[a], r
+        assert r["end"] <= drain_end
+    assert "error" not in spread and spread["finite"], spread
+    assert drain_end - max(r["end"] for r in records) < 10
+    # pod A served the two decodes and nothing else: each is STEPS requests of the session model and
+    # a release; no sequence started on it after its readiness went off
+    assert a.session_requests() - before == 2 * (STEPS + 1)
+    assert off - drain_start < 3
+    assert engine.open_decodes() == {}
+    # the decoder's metrics saw every request of the four decodes (two on A, two on B)
+    assert requests_seen() - seen_before == 2 * (STEPS + 1) + (6 + 1) + (3 + 1)
+    # then kubelet's SIGTERM: nothing is in flight, Triton exits cleanly
+    a.process.send_signal(signal.SIGTERM)
+    assert a.process.wait(30) == 0, a.log.read_text()[-2000:]
 
 
 def test_without_the_drain_a_signal_fails_the_decode_in_flight(pods):
     """The reason for the drain: Triton, signalled with a decode in flight, stops serving it."""
     from vov import backbones
 
+    from vov.serving.engines.triton import TritonEngine
+
     b = pods["b"]
     record = {}
-    thread = threading.Thread(target=decode, args=(f"127.0.0.1:{b.ports['grpc']}", backbones.load("tiny"), record))
+    engine = TritonEngine(f"127.0.0.1:{b.ports['grpc']}", backbones.load("tiny"), timeout=30)
+    thread = threading.Thread(target=decode, args=(engine, record))
     thread.start()
     while record.get("steps", 0) < 2 and "error" not in record:
         time.sleep(0.05)
