@@ -81,17 +81,46 @@ def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) ->
 
 
 def server_credentials(args: argparse.Namespace):
-    """gRPC server credentials from --tls-cert/--tls-key(/--tls-client-ca), or None for plaintext."""
+    """gRPC server credentials from --tls-cert/--tls-key(/--tls-client-ca), or None for plaintext.
+
+    The files are read again when one of them changes (a renewed certificate in a mounted Secret):
+    every new connection's handshake asks, so a renewal takes effect without a restart, and the
+    connections already open keep the certificate they began with. Files that cannot be read or used
+    at that moment (half-replaced) leave the current certificate in place until the next handshake.
+    """
     if not (args.tls_cert or args.tls_key or args.tls_client_ca):
         return None
     if not (args.tls_cert and args.tls_key):
         raise UsageError("TLS needs both --tls-cert and --tls-key (VOV_TLS_CERT, VOV_TLS_KEY)")
-    client_ca = read_bytes(args.tls_client_ca) if args.tls_client_ca else None
+    files = [args.tls_key, args.tls_cert, *([args.tls_client_ca] if args.tls_client_ca else [])]
+
+    def stamp() -> tuple:
+        return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in map(os.stat, files))
+
+    def configuration():
+        pair = (read_bytes(args.tls_key), read_bytes(args.tls_cert))
+        client_ca = read_bytes(args.tls_client_ca) if args.tls_client_ca else None
+        # grpc raises plain errors for malformed PEM here, not at the handshake
+        grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+        return grpc.ssl_server_certificate_configuration([pair], root_certificates=client_ca)
+
     try:
-        return grpc.ssl_server_credentials([(read_bytes(args.tls_key), read_bytes(args.tls_cert))],
-                                           root_certificates=client_ca, require_client_auth=client_ca is not None)
-    except Exception as e:  # grpc raises plain errors for malformed PEM
+        current = {"stamp": stamp(), "configuration": configuration()}
+    except Exception as e:
         raise UsageError(f"TLS: cannot use the certificate or key ({e})") from None
+
+    def fetch():
+        try:
+            seen = stamp()
+            if seen == current["stamp"]:
+                return None
+            current.update(stamp=seen, configuration=configuration())
+        except Exception:
+            return None
+        return current["configuration"]
+
+    return grpc.dynamic_ssl_server_credentials(current["configuration"], fetch,
+                                               require_client_authentication=bool(args.tls_client_ca))
 
 
 def load_backbone(args: argparse.Namespace, log: logging.Logger):
