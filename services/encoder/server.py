@@ -21,6 +21,7 @@ from vov.v1 import codec_pb2, codec_pb2_grpc
 from .. import common, metrics
 from ..common import (MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments, env_default, event,
                       logger, stream_worker)
+from .device import DeviceWatch, cuda_check, is_device_failure
 
 SERVICE = "vov.v1.Encoder"
 STAGES = {1: "fit", 2: "rate", 3: "search"}
@@ -63,6 +64,7 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
         self.backbone, self.max_image_bytes, self.log = backbone, max_image_bytes, log
         self.limits = limits or Limits()
         self.slots = threading.BoundedSemaphore(max_fits)
+        self.watch: DeviceWatch | None = None  # the GPU's health watch, told at once when a fit fails on it
         metrics.set_fit_slots(max_fits)
 
     def _receive(self, request_iterator) -> tuple[codec_pb2.CompressOptions, bytes]:
@@ -123,6 +125,8 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
                 else:
                     report = item
         except Exception as e:
+            if self.watch is not None and is_device_failure(e):
+                self.watch.report_failure()
             abort_with(context, self.log, "Compress", e, bytes=size)
             return
         from vov.format import bitstream
@@ -148,6 +152,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest image upload accepted (env VOV_MAX_IMAGE_BYTES, default 64 MiB)")
     parser.add_argument("--max-fits", type=int, default=env_default("VOV_MAX_FITS", 1, int),
                         help="fits that run at once; others wait (env VOV_MAX_FITS, default 1)")
+    parser.add_argument("--health-interval", type=float, default=env_default("VOV_HEALTH_INTERVAL_SECONDS", 15.0, float),
+                        help="seconds between checks of the GPU behind health (env VOV_HEALTH_INTERVAL_SECONDS, "
+                             "default 15); a failed check stops the server for a restart")
 
 
 def serve(args: argparse.Namespace) -> Server:
@@ -159,6 +166,10 @@ def serve(args: argparse.Namespace) -> Server:
     server = Server([SERVICE], lambda s: codec_pb2_grpc.add_EncoderServicer_to_server(servicer, s), args.host,
                     args.port, args.workers, 4 * MIB + MESSAGE_SLACK, log, common.server_credentials(args))
     server.start()
+    if backbone.device.type == "cuda":
+        servicer.watch = DeviceWatch(cuda_check(backbone.device), server.set_serving,
+                                     lambda: server.stop(min(args.grace, 30.0)), log, args.health_interval,
+                                     str(backbone.device)).start()
     event(log, "serving", address=server.address, tls=server.tls, max_image_bytes=args.max_image_bytes,
           max_fits=args.max_fits)
     return server
