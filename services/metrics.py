@@ -11,6 +11,9 @@ What is measured, per process (each service is its own process, so one registry 
 - on the decoder, each request to Triton as the decoder sees it, by model and outcome
   (`vov_decoder_triton_request_seconds`: Triton's queue and compute plus the network), and the
   decodes whose sequence had to start again on a replica (`vov_decoder_sequence_restarts_total`);
+  the time from a decode call's start to its first picture out, an image or a clip's first frame
+  (`vov_decoder_time_to_first_frame_seconds`), whether its engine passes its health checks
+  (`vov_decoder_engine_up`) and the canary inferences that failed (`vov_decoder_canary_failures_total`);
 - the process collector's CPU, memory and file descriptors.
 
 The counting is done by a gRPC server interceptor (`Interceptor`, installed by common.Server); the
@@ -54,6 +57,25 @@ TRITON_SECONDS = Histogram("vov_decoder_triton_request_seconds", "Requests from 
                            ["model", "outcome"], buckets=SECONDS_BUCKETS, registry=REGISTRY)
 SEQUENCE_RESTARTS = Counter("vov_decoder_sequence_restarts", "Decodes whose Triton sequence was started again",
                             registry=REGISTRY)
+
+
+FIRST_FRAME = Histogram("vov_decoder_time_to_first_frame_seconds",
+                        "From a decode call's start to its first picture out (an image, or a clip's first frame)",
+                        ["grpc_method"], buckets=SECONDS_BUCKETS, registry=REGISTRY)
+ENGINE_UP = Gauge("vov_decoder_engine_up", "1 while the decoder's engine passes its health checks", registry=REGISTRY)
+CANARY_FAILURES = Counter("vov_decoder_canary_failures", "Canary inferences through the engine that failed",
+                          registry=REGISTRY)
+
+
+def first_frame(method: str, seconds: float) -> None:
+    FIRST_FRAME.labels(method).observe(seconds)
+
+
+def engine_checked(up: bool, canary: bool) -> None:
+    """One health check of the decoder's engine: `canary` when it ran a canary inference."""
+    ENGINE_UP.set(1 if up else 0)
+    if canary and not up:
+        CANARY_FAILURES.inc()
 
 
 def _triton_event(kind: str, *details) -> None:

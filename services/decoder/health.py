@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 
+from .. import metrics
 from ..common import event
 
 
@@ -52,6 +53,7 @@ class EngineWatch:
             ok, reason = True, ""
         except Exception as e:  # every failure of the engine means "cannot serve"; the reason is logged
             ok, reason = False, str(e).splitlines()[0][:300] if str(e) else e.__class__.__name__
+        metrics.engine_checked(ok, canary)
         if ok != self.serving:
             self.set_serving(ok)
             event(self.log, "engine serving" if ok else "engine not serving", level=logging.INFO if ok else logging.WARNING,

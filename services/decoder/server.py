@@ -22,7 +22,7 @@ from vov import codec, limits
 from vov import edit as editing
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
-from .. import common
+from .. import common, metrics
 from ..common import (CHUNK, MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments,
                       env_default, event, logger, stream_worker)
 from vov.serving.engines.base import EngineUnavailable
@@ -96,6 +96,11 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
         then an image's PNG in chunks, or a clip's description and its frames as each clip is ready."""
         start = time.perf_counter()
         image, frames_sent, f = None, 0, None
+
+        def first_picture() -> None:
+            if not frames_sent and image is None:
+                metrics.first_frame(rpc, time.perf_counter() - start)
+
         try:
             if size > self.max_file_bytes:
                 raise TooLarge(f"the file is {size} bytes; this decoder accepts at most {self.max_file_bytes}"
@@ -114,9 +119,11 @@ class DecoderServicer(codec_pb2_grpc.DecoderServicer):
                             width=f.width, height=f.height, frames=f.frames, fps_num=f.fps_num, fps_den=f.fps_den,
                             grey=f.colour == 1, clips=len(f.segments)))
                 elif f.frames == 1:
+                    first_picture()
                     image = _png(item[1].frames[0], f.colour == 1)
                 else:  # a clip's frames, streamed as soon as the clip is decoded
                     for frame in item[1].frames:
+                        first_picture()
                         yield codec_pb2.DecompressResponse(frame=codec_pb2.Frame(
                             index=frames_sent, clip=item[1].index, png=_png(frame, f.colour == 1)))
                         frames_sent += 1

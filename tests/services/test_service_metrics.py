@@ -184,3 +184,16 @@ def test_metrics_port_zero_serves_no_endpoint(stack):
     from vov_services import metrics
 
     assert metrics.serve_http(0, "127.0.0.1") == 0
+
+
+def test_a_decode_reports_its_first_picture_and_the_engine_is_up(stack, tiny_backbone):
+    data = client.remote_compress(stack.encoder_address, png_bytes(1), tiny_options(1), quiet=True)
+    before = scrape(stack, "decoder")
+    client.remote_decompress_png(stack.decoder_address, data)
+    after = wait_for(stack, "decoder", lambda s: value(s, "vov_decoder_time_to_first_frame_seconds_count",
+                                                       grpc_method="Decompress")
+                     > value(before, "vov_decoder_time_to_first_frame_seconds_count", grpc_method="Decompress"))
+    first = value(after, "vov_decoder_time_to_first_frame_seconds_sum", grpc_method="Decompress") - \
+        value(before, "vov_decoder_time_to_first_frame_seconds_sum", grpc_method="Decompress")
+    assert 0 < first
+    assert value(after, "vov_decoder_engine_up") == 1 and value(after, "vov_decoder_canary_failures_total") == 0
