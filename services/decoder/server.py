@@ -174,7 +174,8 @@ def _png(pixels, grey: bool) -> bytes:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common_arguments(parser, "VOV_DECODER", 50052)
     parser.add_argument("--triton-url", default=env_default("VOV_TRITON_URL", ""),
-                        help="Triton gRPC address HOST:PORT (env VOV_TRITON_URL); empty: ONNX Runtime in-process")
+                        help="Triton gRPC address HOST:PORT, or dns:///NAME:PORT: every Triton NAME lists, each decode "
+                             "on the least busy (env VOV_TRITON_URL); empty: ONNX Runtime in-process")
     parser.add_argument("--repository", default=env_default("VOV_MODEL_REPOSITORY", ""),
                         help="exported model repository for the in-process engine (env VOV_MODEL_REPOSITORY; "
                              "default ~/.cache/vov/triton/BACKBONE-ENV, exported on first use)")
