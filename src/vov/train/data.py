@@ -41,6 +41,14 @@ SKIMAGE_PHOTOS = (
     "gravel", "hubble_deep_field",
 )
 
+# scikit-image's bundled photos with a clear licence (its docstrings): NASA and SpaceX photos are public
+# domain, the Brooklyn Museum's coins carry no known restrictions, the rest were dedicated to CC0
+SKIMAGE_LICENCES = {
+    "astronaut": "public-domain", "rocket": "public-domain", "hubble_deep_field": "public-domain",
+    "coins": "public-domain", "chelsea": "CC0-1.0", "coffee": "CC0-1.0", "camera": "CC0-1.0", "brick": "CC0-1.0",
+    "grass": "CC0-1.0", "gravel": "CC0-1.0",
+}
+
 # Held out for evaluation: never trained on. Names are file stems (or wallpaper folder names).
 HELD_OUT = (
     "EveningGlow", "FallenLeaf", "aitzgorri_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi",
