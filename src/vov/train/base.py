@@ -1,17 +1,25 @@
-"""`vov train-base`: make the embedded backbone's weights from the allowed photos.
+"""`vov train-base`: train the embedded backbone's denoiser on a photo pack.
 
-1. The latent space: PCA of 8x8 RGB patches of the training photos (closed form).
-2. The denoiser: flow matching (rectified flow, logit-normal t) on random crops and on synthetic
-   camera moves, AdamW, bf16 autocast, an exponential moving average of the weights kept for shipping.
-Checkpoints go to the run folder every few hundred steps (`checkpoint.safetensors`: tensors and a
-JSON header, never a pickle, vov.checkpoints); running the same command again resumes.
+The latent space is the shipped tiny autoencoder (TAEF2, pretrained, frozen); only the denoiser
+learns: flow matching (rectified flow, logit-normal t) on random latent crops of several sizes
+(from 256x256 pixels to whole 768x512 scenes) and on synthetic camera moves, AdamW, bf16
+autocast, gradient clipping, an exponential moving average of the weights kept for shipping.
+
+A run lives in one folder: `checkpoint.safetensors` (tensors and a JSON header, never a pickle),
+`train.log` (step, smoothed loss, device, seconds) and the latent cache. Running the same command
+again resumes where the last run stopped, on the same device or another: runs can be short
+(`--minutes`, e.g. 9 on a lent GPU) or last for hours at low priority on a CPU. The learning rate
+is constant after a warm-up, and decays linearly over the last `--cooldown` steps of `--steps`, so
+a run can be extended by asking for more steps.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,123 +27,193 @@ import torch
 from tqdm import tqdm
 
 from vov import checkpoints
-from vov.backbones.embedded import FlowConfig, FlowDenoiser, LatentFlowBackbone
-from vov.backbones.patch_autoencoder import PatchAutoencoder, sample_patches
+from vov.backbones.embedded import SECOND_GENERATION, FlowConfig, FlowDenoiser, LatentFlowBackbone, shipped_autoencoder
+from vov.backbones.base import resolve_device
 from vov.errors import UsageError
-from vov.train import data
+from vov.train import latents as latent_cache
+from vov.train.pack import PhotoPack
 
-CHECKPOINT_KIND = "training checkpoint"
+CHECKPOINT_KIND = "embedded training checkpoint"
+BASE_CROP = 32  # latent cells a side of the smallest crop (256 pixels)
+# (height, width) in latent cells and how often each is drawn: crops of photos up to whole scenes
+CROPS = ((32, 32, 0.45), (32, 48, 0.2), (48, 64, 0.2), (64, 96, 0.15))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 60000
+    batch: int = 8  # crops of BASE_CROP cells per step; larger crops take proportionally fewer
+    peak_lr: float = 3e-4
+    warmup: int = 500
+    cooldown: int = 5000
+    ema_decay: float = 0.9995
+    clip_every: int = 4  # every n-th step is a batch of camera moves
+    scales: tuple[int, ...] = (1152, 768, 512)  # long sides the cache holds each photo at
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.peak_lr * (step + 1) / cfg.warmup
+    start = cfg.steps - cfg.cooldown
+    if step < start:
+        return cfg.peak_lr
+    return cfg.peak_lr * (1.0 - 0.9 * min(1.0, (step - start) / max(1, cfg.cooldown)))
 
 
 def flow_matching_loss(denoiser, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     b = latents.shape[0]
-    t = torch.sigmoid(torch.randn(b, generator=generator))
-    eps = torch.randn(latents.shape, generator=generator)
+    t = torch.sigmoid(torch.randn(b, generator=generator)).to(latents.device)
+    eps = torch.randn(latents.shape, generator=generator).to(latents.device)
     tt = t.view(b, 1, 1, 1, 1)
-    noisy = (1 - tt) * latents + tt * eps
     with torch.autocast(latents.device.type, dtype=torch.bfloat16):
-        pred = denoiser(noisy, t)
+        pred = denoiser((1 - tt) * latents + tt * eps, t)
     return (pred.float() - (eps - latents)).pow(2).mean()
 
 
-def fit_autoencoder(images: list[np.ndarray], channels: int, seed: int = 0) -> PatchAutoencoder:
-    ae = PatchAutoencoder(channels)
-    ae.fit(sample_patches(images, 400_000, np.random.default_rng(seed)))
-    return ae
+class Batches:
+    """Whitened latent batches cropped from the cache: images of several sizes, and camera moves."""
+
+    def __init__(self, cache: latent_cache.LatentCache, mean: torch.Tensor, std: torch.Tensor, cfg: TrainConfig):
+        self.cache, self.cfg = cache, cfg
+        self.mean, self.std = mean.view(-1, 1, 1), std.view(-1, 1, 1)
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def _whiten(self, q: torch.Tensor) -> torch.Tensor:
+        z = latent_cache.dequantise(q)
+        return (z - self.mean.view(-1, *([1] * (z.dim() - 1)))) / self.std.view(-1, *([1] * (z.dim() - 1)))
+
+    def images(self) -> torch.Tensor:
+        choice = self.rng.choice(len(CROPS), p=[c[2] for c in CROPS])
+        h, w, _ = CROPS[choice]
+        if self.rng.random() < 0.5:
+            h, w = w, h  # portrait as often as landscape
+        count = max(1, round(self.cfg.batch * BASE_CROP ** 2 / (h * w)))
+        fitting = [q for q in self.cache.images if q.shape[1] >= h and q.shape[2] >= w]
+        if not fitting:
+            h = w = BASE_CROP
+            fitting = [q for q in self.cache.images if q.shape[1] >= h and q.shape[2] >= w] or self.cache.images
+            h, w = min(h, min(q.shape[1] for q in fitting)), min(w, min(q.shape[2] for q in fitting))
+        out = []
+        for _ in range(count):
+            q = fitting[self.rng.integers(len(fitting))]
+            y = self.rng.integers(q.shape[1] - h + 1)
+            x = self.rng.integers(q.shape[2] - w + 1)
+            out.append(self._whiten(q[:, y:y + h, x:x + w]))
+        return torch.stack(out).unsqueeze(2)  # (B, C, 1, h, w)
+
+    def clips(self) -> torch.Tensor:
+        count = max(1, self.cfg.batch // 4)
+        picks = self.rng.integers(len(self.cache.clips), size=count)
+        return torch.stack([self._whiten(self.cache.clips[i]) for i in picks])  # (B, C, F, h, w)
+
+    def next(self, step: int) -> torch.Tensor:
+        if self.cache.clips and self.cfg.clip_every and step % self.cfg.clip_every == self.cfg.clip_every - 1:
+            return self.clips()
+        return self.images()
 
 
-def _lr(step: int, peak: float, warmup: int, total: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+def _state(denoiser, ema, optimiser, generator, mean, std) -> dict[str, torch.Tensor]:
+    return {**{f"denoiser.{k}": v for k, v in denoiser.state_dict().items()},
+            **{f"ema.{k}": v for k, v in ema.state_dict().items()},
+            "latent_mean": mean, "latent_std": std, "generator": generator.get_state(),
+            **checkpoints.optimiser_tensors(optimiser)}
 
 
-def train(run_dir: str | Path, steps: int = 12000, config: FlowConfig = FlowConfig(), seed: int = 0,
-          out: str | Path | None = None, batch: int = 8, crop: int = 256, clip_every: int = 4,
-          peak_lr: float = 4e-4, checkpoint_every: int = 250, photos: list[data.Photo] | None = None) -> Path:
-    """Train (or resume) the embedded backbone in `run_dir`; returns the weights file.
+def train(run_dir: str | Path, pack_path: str | Path, cfg: TrainConfig = TrainConfig(),
+          model: FlowConfig = SECOND_GENERATION, device: str | None = None, minutes: float | None = None,
+          out: str | Path | None = None, stop_at: int | None = None, progress: bool = True) -> Path | None:
+    """Train (or resume) in `run_dir`; returns the weights file once `cfg.steps` are done, else None.
 
-    `photos` defaults to every allowed training photo (the Debian packages are installed if missing).
+    A run also stops, with a checkpoint, after `minutes` of training or at step `stop_at`.
     """
+    device = resolve_device(device)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if photos is None:
-        data.ensure_debian_photos()
-        photos = data.training_photos()
-    originals = [data.load_rgb(p) for p in tqdm(photos, desc="loading photos", leave=False)]
-    images = [scaled for img in originals for scaled in data.pyramid(img)]
-    print(f"{len(photos)} training photos, {len(images)} scaled copies")
+    deadline = time.monotonic() + minutes * 60 if minutes else None
+    pack = PhotoPack(pack_path)
+    pack.verify()
+    licences = {}
+    for e in pack.entries:
+        licences[e.licence] = licences.get(e.licence, 0) + 1
+    print(f"photo pack {pack.path}: {len(pack)} photos ({', '.join(f'{k} {v}' for k, v in sorted(licences.items()))})")
 
-    torch.manual_seed(seed)
-    ckpt_path = run_dir / "checkpoint.safetensors"
-    autoencoder = PatchAutoencoder(config.latent_channels)
-    denoiser = FlowDenoiser(config)
+    autoencoder, ae_identity = shipped_autoencoder()
+    autoencoder = autoencoder.to(device)
+    cache = latent_cache.build(pack, autoencoder, ae_identity, run_dir / "latents", cfg.scales, device, cfg.seed,
+                               progress)
+    mean, std = cache.statistics()
+    print(f"latent cache: {len(cache.images)} images, {len(cache.clips)} camera moves, {cache.nbytes / 2**20:.0f} MiB")
+
+    torch.manual_seed(cfg.seed)
+    denoiser = FlowDenoiser(model).to(device)
     ema = copy.deepcopy(denoiser).requires_grad_(False)
-    optimiser = torch.optim.AdamW(denoiser.parameters(), lr=peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
-    sampler = data.CropSampler(images, seed)
-    generator = torch.Generator().manual_seed(seed)
-    start = 0
-
-    def state_tensors() -> dict[str, torch.Tensor]:
-        return {**{f"autoencoder.{k}": v for k, v in autoencoder.state_dict().items()},
-                **{f"denoiser.{k}": v for k, v in denoiser.state_dict().items()},
-                **{f"ema.{k}": v for k, v in ema.state_dict().items()},
-                "generator": generator.get_state(), **checkpoints.optimiser_tensors(optimiser)}
-
+    optimiser = torch.optim.AdamW(denoiser.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
+    generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: a checkpoint resumes on any device
+    batches = Batches(cache, mean, std, cfg)
+    ckpt_path = run_dir / "checkpoint.safetensors"
+    start, spent = 0, {}
     if ckpt_path.exists():
-        saved, meta = checkpoints.load(ckpt_path, CHECKPOINT_KIND, {**state_tensors(), **checkpoints.adam_shapes(optimiser)},
+        expected = {**_state(denoiser, ema, optimiser, generator, mean, std), **checkpoints.adam_shapes(optimiser)}
+        saved, meta = checkpoints.load(ckpt_path, CHECKPOINT_KIND, {k: v.cpu() for k, v in expected.items()},
                                        optional_prefixes=("optimiser.",))
         try:
-            for prefix, module in (("autoencoder.", autoencoder), ("denoiser.", denoiser), ("ema.", ema)):
-                module.load_state_dict({k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)})
+            if meta["model"] != asdict(model) or meta["pack"] != pack.digest:
+                raise ValueError("it was made with another model shape or photo pack")
+            denoiser.load_state_dict({k[9:]: v for k, v in saved.items() if k.startswith("denoiser.")})
+            ema.load_state_dict({k[4:]: v for k, v in saved.items() if k.startswith("ema.")})
             checkpoints.restore_optimiser(optimiser, saved)
+            batches.rng.bit_generator.state = meta["batch_rng"]
+            start, spent = int(meta["step"]), dict(meta.get("seconds", {}))
             generator.set_state(saved["generator"])
-            sampler.rng.bit_generator.state = meta["sampler_rng"]
-            start = int(meta["step"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise UsageError(f"{ckpt_path} is not a usable {CHECKPOINT_KIND} ({e}); delete it to start afresh") from None
         print(f"resuming from step {start}")
-    else:
-        autoencoder = fit_autoencoder(images, config.latent_channels, seed)
 
-    def save_checkpoint(step: int) -> None:
-        checkpoints.save(ckpt_path, CHECKPOINT_KIND, state_tensors(),
-                         {"step": step, "sampler_rng": sampler.rng.bit_generator.state})
+    def save(step: int) -> None:
+        checkpoints.save(ckpt_path, CHECKPOINT_KIND, _state(denoiser, ema, optimiser, generator, mean, std),
+                         {"step": step, "batch_rng": batches.rng.bit_generator.state, "model": asdict(model),
+                          "train": asdict(cfg), "pack": pack.digest, "seconds": spent})
 
     log = open(run_dir / "train.log", "a")
     denoiser.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="training denoiser")
-    smooth = None
-    t0 = time.time()
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"training denoiser ({kind})",
+               disable=not progress)
+    smooth, step, tick = None, start, time.monotonic()
     for step in bar:
         for group in optimiser.param_groups:
-            group["lr"] = _lr(step, peak_lr, 300, steps)
-        if clip_every and step % clip_every == clip_every - 1:
-            pixels = sampler.clips(2, 9, 128, 128)
-        else:
-            pixels = sampler.crops(batch, crop)
-        with torch.no_grad():
-            latents = autoencoder.encode(torch.from_numpy(pixels))
-        loss = flow_matching_loss(denoiser, latents, generator)
+            group["lr"] = learning_rate(step, cfg)
+        loss = flow_matching_loss(denoiser, batches.next(step).to(device, non_blocking=True), generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
         optimiser.step()
-        decay = min(0.999, (1 + step) / (10 + step))
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), denoiser.parameters()):
-                e.lerp_(p, 1 - decay)
-        smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+            torch._foreach_lerp_(list(ema.parameters()), list(denoiser.parameters()), 1 - decay)
+        value = loss.item()
+        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
         bar.set_postfix(loss=f"{smooth:.4f}")
-        if (step + 1) % 50 == 0:
-            log.write(f"{step + 1} {smooth:.5f} {time.time() - t0:.1f}\n")
+        now = time.monotonic()
+        spent[kind] = spent.get(kind, 0.0) + now - tick
+        tick = now
+        stopping = (deadline is not None and now > deadline) or step + 1 == stop_at
+        if (step + 1) % 50 == 0 or stopping or step + 1 == cfg.steps:
+            log.write(f"{step + 1} {smooth:.5f} {kind} {spent[kind]:.1f}\n")
             log.flush()
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            save_checkpoint(step + 1)
-
-    backbone = LatentFlowBackbone("embedded", config, autoencoder, ema)
+        if (step + 1) % cfg.checkpoint_every == 0 or stopping:
+            save(step + 1)
+        if stopping:
+            bar.close()
+            print(f"stopped at step {step + 1} of {cfg.steps}; run again to continue")
+            return None
+    bar.close()
+    save(cfg.steps)
+    backbone = LatentFlowBackbone.second_generation(model, autoencoder.cpu(), ema.cpu(), mean, std)
     out = Path(out) if out else run_dir / "embedded.safetensors"
     backbone.save(out)
-    print(f"wrote {out}")
+    print(f"wrote {out} after {cfg.steps} steps ({', '.join(f'{k} {v / 3600:.2f} h' for k, v in spent.items())})")
     return out
+
