@@ -109,7 +109,8 @@ def backbone_for(f: bitstream.VovFile, model: str | None = None, device: str | N
     """The backbone a file names, or BackboneMismatch when this installation lacks it."""
     if f.backbone not in backbones.NAMES:
         raise BackboneMismatch(f"file needs backbone {f.backbone!r}, which this decoder does not have")
-    return get_backbone(f.backbone, model, device)
+    name = f.backbone if model else backbones.registry_name_for(f.backbone, f.backbone_hash)
+    return get_backbone(name, model, device)
 
 
 # ---------------------------------------------------------------------------------- the rate

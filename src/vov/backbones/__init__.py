@@ -36,6 +36,20 @@ def _embedded_defaults():
     return backbone.adapter_defaults, backbone.fit_defaults, tuple(backbone.target_presets)
 
 
+def registry_name_for(name: str, content_hash: bytes) -> str:
+    """The registry entry that decodes a file naming backbone `name` with weights of `content_hash`.
+
+    Every generation of the embedded backbone is "embedded" in the files it makes; the hash picks the
+    shipped generation (an unknown hash stays "embedded", whose newest weights then refuse the file).
+    """
+    if name != "embedded":
+        return name
+    from vov.backbones.embedded import generation_for_hash
+
+    found = generation_for_hash(content_hash)
+    return found.registry_name if found else name
+
+
 def _make_registry() -> dict[str, BackboneInfo]:
     # class attributes only: nothing heavy is imported to list the backbones
     from vov.backbones import image, wan
@@ -43,11 +57,18 @@ def _make_registry() -> dict[str, BackboneInfo]:
     embedded_adapter, embedded_fit, embedded_presets = _embedded_defaults()
     return {
         "embedded": BackboneInfo(
-            "embedded", "vov's own 2.7M-parameter latent flow model (patch-PCA latent, Wan-class transformer)",
+            "embedded", "vov's own latent flow model, second generation: the pretrained TAEF2 autoencoder and a "
+                        "5.9M-parameter Wan-class transformer trained on 886 openly licensed photos",
             "vov.backbones.embedded:from_registry", None, True,
             "nothing: its weights ship with vov (--model may name another file made by `vov train-base`)",
             "2 CPU cores; bf16 autocast on CPU", embedded_adapter, embedded_fit, False, "images and 17-frame clips",
             embedded_presets),
+        "embedded-1": BackboneInfo(
+            "embedded-1", "the first generation of the embedded model (patch-PCA latent, 2.7M-parameter transformer, "
+                          "49 photos); its files decode on it automatically",
+            "vov.backbones.embedded:first_generation_from_registry", None, False,
+            "nothing: its weights ship with vov", "2 CPU cores; bf16 autocast on CPU", embedded_adapter, embedded_fit,
+            False, "images and 17-frame clips", embedded_presets),
         "tiny": BackboneInfo(
             "tiny", "a randomly initialised, smaller embedded model for tests (seeded, portable)",
             "vov.backbones.embedded:tiny_from_registry", None, False, "nothing", "CPU, milliseconds",

@@ -1,8 +1,17 @@
-"""The embedded backbone: a patch-PCA latent space and a small Wan-class flow transformer.
+"""The embedded backbone: a small latent flow transformer that vov trains and ships.
 
-It runs on two CPU cores and ships with vov (`vov/weights/embedded.safetensors`). The same classes,
-randomly initialised from a smaller config, make the `tiny` backbone that tests use so that the
-suite never depends on trained weights.
+It runs on two CPU cores and ships with vov in two generations, both named `embedded` in the files
+they make and told apart by the content hash every file records:
+
+- the second (the default): the pretrained tiny autoencoder TAEF2 (32 latent channels at 1/8 of
+  the resolution, `tiny_autoencoder.py`) and a 5-block transformer trained on a thousand photos
+  (`vov/weights/embedded-2.safetensors`);
+- the first: a patch-PCA latent (16 channels, `patch_autoencoder.py`) and a 4-block transformer
+  trained on 49 photos (`vov/weights/embedded-1.safetensors`), kept so that its files decode as
+  they always did (`--backbone embedded-1` makes more of them).
+
+The same classes, randomly initialised from a smaller config, make the `tiny` backbone that tests
+use so that the suite never depends on trained weights.
 
 The denoiser is diffusers' `WanTransformer3DModel`, the class of the Wan2.1 video models, so the
 embedded and the real backbones share one path for adaptation, export and serving. Wan positions
@@ -24,7 +33,9 @@ from torch import nn
 
 from vov.backbones.base import (AdapterDefaults, Backbone, Condition, ExportSignature, FitDefaults, Schedule,
                                 hash_state, resolve_device, resolve_dtype, structural_copy)
+from vov.backbones.base import file_digest as base_file_digest
 from vov.backbones.patch_autoencoder import PatchAutoencoder
+from vov.backbones.tiny_autoencoder import TinyAutoencoder
 from vov.errors import UsageError
 from vov.method import noise
 
@@ -33,6 +44,11 @@ warnings.filterwarnings("ignore", message="Mismatch dtype between input and weig
 
 COORDINATE_CHANNELS = 3
 TIME_SCALE = 1000.0  # Wan's timestep embedding expects t in [0, 1000]
+
+
+PATCH_PCA = "patch-pca"
+TAEF2 = "taef2"
+AUTOENCODERS = (PATCH_PCA, TAEF2)
 
 
 @dataclass(frozen=True)
@@ -44,9 +60,22 @@ class FlowConfig:
     ffn_dim: int = 768
     text_dim: int = 32
     freq_dim: int = 128
+    autoencoder: str = PATCH_PCA  # the first generation's files name no autoencoder: theirs is the patch PCA
 
 
+FIRST_GENERATION = FlowConfig()
+# sized by measurement (MODEL_CARD.md): the widest transformer whose 768x512 fitting step and decode
+# stay within 2x of the first generation's on two CPU cores
+SECOND_GENERATION = FlowConfig(latent_channels=32, heads=2, head_dim=128, layers=5, ffn_dim=1024, autoencoder=TAEF2)
 TINY = FlowConfig(latent_channels=16, heads=2, head_dim=16, layers=2, ffn_dim=64, text_dim=8, freq_dim=32)
+
+
+def make_autoencoder(config: FlowConfig) -> nn.Module:
+    if config.autoencoder == PATCH_PCA:
+        return PatchAutoencoder(config.latent_channels)
+    if config.autoencoder == TAEF2:
+        return TinyAutoencoder(config.latent_channels)
+    raise UsageError(f"unknown autoencoder {config.autoencoder[:20]!r}; known: {', '.join(AUTOENCODERS)}")
 
 
 def coordinate_grid(frames: int, height: int, width: int) -> torch.Tensor:
@@ -169,10 +198,10 @@ class ExportedFlowDenoiser(nn.Module):
         return out.to(latents.dtype)
 
 
-class ExportedPatchDecoder(nn.Module):
-    """latents -> pixels in [0, 1] (the patch autoencoder maps frames one to one)."""
+class ExportedLatentDecoder(nn.Module):
+    """latents -> pixels in [0, 1] (both autoencoders map frames one to one)."""
 
-    def __init__(self, autoencoder: PatchAutoencoder):
+    def __init__(self, autoencoder: nn.Module):
         super().__init__()
         self.autoencoder = autoencoder
 
@@ -195,7 +224,7 @@ CLIP_FRAMES = 17
 class LatentFlowBackbone(Backbone):
     latent_factor = 8
     pixel_multiple = 16  # latent cell 8 x transformer patch 2
-    temporal_factor = 1  # the patch autoencoder maps frames one to one
+    temporal_factor = 1  # both autoencoders map frames one to one
     pixel_range = (0.0, 1.0)
     time_scale = TIME_SCALE
     target_presets = {"attn": ATTENTION, "self-attn": SELF_ATTENTION, "attn+ffn": ATTENTION_AND_FFN}
@@ -209,7 +238,7 @@ class LatentFlowBackbone(Backbone):
     schedule = Schedule()
     max_caption_tokens = 0
 
-    def __init__(self, name: str, config: FlowConfig, autoencoder: PatchAutoencoder, denoiser: FlowDenoiser,
+    def __init__(self, name: str, config: FlowConfig, autoencoder: nn.Module, denoiser: FlowDenoiser,
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
         self.name = name
         self.config = config
@@ -222,7 +251,7 @@ class LatentFlowBackbone(Backbone):
         self.denoiser = denoiser.eval().requires_grad_(False)
         if self.device.type != "cpu" or self.dtype != torch.float32:
             self.content_hash  # the identity is the weights' as loaded, before any conversion
-            self.autoencoder.to(self.device)  # the latent basis stays fp32
+            self.autoencoder.to(self.device)  # the autoencoder stays fp32
             self.denoiser.to(self.device, self.dtype)
 
     @property
@@ -250,9 +279,11 @@ class LatentFlowBackbone(Backbone):
         return ExportedFlowDenoiser(structural_copy(self.denoiser.transformer)).eval()
 
     def export_latent_decoder(self, latent_frames: int = 1) -> nn.Module:
-        return ExportedPatchDecoder(self.autoencoder).eval()
+        return ExportedLatentDecoder(self.autoencoder).eval()
 
     def distortion_weights(self) -> torch.Tensor:
+        if self.config.autoencoder != PATCH_PCA:
+            return super().distortion_weights()
         # the latent is an orthogonal transform whitened per channel: un-whitening weights give pixel MSE
         weights = self.autoencoder.scale.detach().float() ** 2
         return weights / weights.mean()
@@ -273,13 +304,25 @@ class LatentFlowBackbone(Backbone):
         }
 
     def save(self, path: str | Path, dtype: torch.dtype = torch.bfloat16) -> None:
+        """The denoiser in `dtype`; the autoencoder as it came (the PCA basis in fp32, TAEF2 in fp16, both exact)."""
         from safetensors.torch import save_file
 
         tensors = {}
         for key, value in self.state_dict().items():
-            # the latent basis stays fp32: its error would add to every reconstruction
-            tensors[key] = value.contiguous() if key.startswith("autoencoder.") else value.to(dtype).contiguous()
+            if key.startswith("autoencoder."):
+                exact = self.config.autoencoder == TAEF2 and key.startswith(("autoencoder.encoder.", "autoencoder.decoder."))
+                tensors[key] = value.to(torch.float16 if exact else torch.float32).contiguous()
+            else:
+                tensors[key] = value.to(dtype).contiguous()
         save_file(tensors, str(path), metadata={"name": self.name, "config": json.dumps(asdict(self.config))})
+
+    @classmethod
+    def second_generation(cls, config: FlowConfig, autoencoder: TinyAutoencoder, denoiser: FlowDenoiser,
+                          mean: torch.Tensor, std: torch.Tensor) -> "LatentFlowBackbone":
+        """A trained denoiser and the tiny autoencoder, whitened by the training latents' statistics."""
+        autoencoder.latent_mean.copy_(mean)
+        autoencoder.latent_std.copy_(std)
+        return cls("embedded", config, autoencoder, denoiser)
 
 
 @torch.no_grad()
@@ -300,6 +343,9 @@ def build(name: str, config: FlowConfig, seed: int = 0) -> LatentFlowBackbone:
     """A randomly initialised backbone; the autoencoder gets a random orthonormal basis."""
     denoiser = FlowDenoiser(config)
     portable_init(denoiser, seed)
+    if config.autoencoder != PATCH_PCA:
+        autoencoder, _ = shipped_autoencoder()
+        return LatentFlowBackbone(name, config, autoencoder, denoiser)
     autoencoder = PatchAutoencoder(config.latent_channels)
     draws = noise.normal_tensor((autoencoder._dim, config.latent_channels), seed, noise.INIT, step=1 << 20)
     basis, r = torch.linalg.qr(draws.double())
@@ -318,15 +364,61 @@ def load_file(path: str | Path, device: str | torch.device | None = None,
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     config = FlowConfig(**json.loads(meta["config"]))
-    autoencoder = PatchAutoencoder(config.latent_channels)
+    autoencoder = make_autoencoder(config)
     autoencoder.load_state_dict({k[len("autoencoder."):]: v.float() for k, v in tensors.items() if k.startswith("autoencoder.")})
     denoiser = FlowDenoiser(config)
     denoiser.transformer.load_state_dict({k[len("denoiser."):]: v.float() for k, v in tensors.items() if k.startswith("denoiser.")})
     return LatentFlowBackbone(meta["name"], config, autoencoder, denoiser, device, dtype)
 
 
-def shipped_weights() -> Path:
-    return Path(str(resources.files("vov") / "weights" / "embedded.safetensors"))
+def _weights(name: str) -> Path:
+    return Path(str(resources.files("vov") / "weights" / name))
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    registry_name: str  # what `--backbone` calls it; files name every generation "embedded"
+    file: str
+    content_hash: str  # what files made with it record (tests check it against the file)
+
+
+# newest first; a file made with any of them decodes on the weights its hash names
+GENERATIONS = (
+    Generation(2, "embedded", "embedded-2.safetensors", "0000000000000000"),
+    Generation(1, "embedded-1", "embedded-1.safetensors", "32aae21cac20b917"),
+)
+NEWEST = GENERATIONS[0].number
+
+
+def generation(number: int) -> Generation:
+    return next(g for g in GENERATIONS if g.number == number)
+
+
+def generation_for_hash(content_hash: bytes) -> Generation | None:
+    """The shipped generation whose weights have this content hash, if any."""
+    return next((g for g in GENERATIONS if g.content_hash == content_hash.hex()), None)
+
+
+def shipped_weights(number: int = NEWEST) -> Path:
+    return _weights(generation(number).file)
+
+
+def shipped_autoencoder() -> tuple[TinyAutoencoder, str]:
+    """TAEF2 as converted from its author's checkpoints (`scripts/convert_taef2.py`), and its identity.
+
+    The statistics that whiten its latents are the model's, not the autoencoder's: they stay 0 and 1
+    here until a trained backbone brings its own.
+    """
+    from safetensors.torch import load_file as load_tensors
+
+    path = _weights("taef2.safetensors")
+    tensors = load_tensors(str(path))
+    autoencoder = TinyAutoencoder(32)
+    missing, unexpected = autoencoder.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    if unexpected or set(missing) != {"latent_mean", "latent_std"}:
+        raise UsageError(f"{path}: not the tiny autoencoder's weights")
+    return autoencoder.eval().requires_grad_(False), "taef2:" + base_file_digest(path)[:16]
 
 
 def tiny(device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> LatentFlowBackbone:
@@ -336,9 +428,9 @@ def tiny(device: str | torch.device | None = None, dtype: str | torch.dtype | No
     return LatentFlowBackbone("tiny", TINY, backbone.autoencoder, backbone.denoiser, device, dtype)
 
 
-def from_registry(model: str | None = None, device=None, dtype=None) -> LatentFlowBackbone:
+def from_registry(model: str | None = None, device=None, dtype=None, number: int = NEWEST) -> LatentFlowBackbone:
     """`backbones.load("embedded", model)`: the shipped weights, or a file made by `vov train-base`."""
-    path = Path(model).expanduser() if model else shipped_weights()
+    path = Path(model).expanduser() if model else shipped_weights(number)
     if not path.is_file():
         if model:
             raise UsageError(f"embedded weights {model}: no such file")
@@ -351,6 +443,11 @@ def from_registry(model: str | None = None, device=None, dtype=None) -> LatentFl
         raise
     except Exception as e:  # a foreign or corrupt file
         raise UsageError(f"embedded weights {path}: not a vov embedded model ({type(e).__name__})") from None
+
+
+def first_generation_from_registry(model: str | None = None, device=None, dtype=None) -> LatentFlowBackbone:
+    """`backbones.load("embedded-1")`: the first generation's shipped weights (files record it as "embedded")."""
+    return from_registry(None, device, dtype, number=1)
 
 
 def tiny_from_registry(model: str | None = None, device=None, dtype=None) -> LatentFlowBackbone:
