@@ -20,6 +20,7 @@ INITIAL = 0  # the starting noise x_1 of the sampler
 CANDIDATE = 1  # best-of-N candidate noises
 FIT = 2  # noise used while fitting (repeatable encodes, not needed for decoding)
 INIT = 3  # weights of seeded test models
+TILE_CANDIDATE = 4  # best-of-N candidate noises of one tile (candidate field: tile << 16 | candidate)
 
 _MAX_STEP = 1 << 32
 _MAX_CANDIDATE = 1 << 24
