@@ -75,9 +75,12 @@ def flow_matching_loss(denoiser, latents: torch.Tensor, generator: torch.Generat
 class Batches:
     """Whitened latent batches cropped from the cache: images of several sizes, and camera moves."""
 
-    def __init__(self, cache: latent_cache.LatentCache, mean: torch.Tensor, std: torch.Tensor, cfg: TrainConfig):
-        self.cache, self.cfg = cache, cfg
-        self.mean, self.std = mean.view(-1, 1, 1), std.view(-1, 1, 1)
+    def __init__(self, cache: latent_cache.LatentCache, mean: torch.Tensor, std: torch.Tensor, cfg: TrainConfig,
+                 device: torch.device = torch.device("cpu")):
+        # on a GPU the 8-bit cache moves there once, so that a step's crops never cross the bus
+        self.cache = latent_cache.LatentCache([q.to(device) for q in cache.images], [q.to(device) for q in cache.clips])
+        self.cfg = cfg
+        self.mean, self.std = mean.to(device).view(-1, 1, 1), std.to(device).view(-1, 1, 1)
         self.rng = np.random.default_rng(cfg.seed)
 
     def _whiten(self, q: torch.Tensor) -> torch.Tensor:
@@ -151,7 +154,7 @@ def train(run_dir: str | Path, pack_path: str | Path, cfg: TrainConfig = TrainCo
     ema = copy.deepcopy(denoiser).requires_grad_(False)
     optimiser = torch.optim.AdamW(denoiser.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
     generator = torch.Generator().manual_seed(cfg.seed)  # on the CPU: a checkpoint resumes on any device
-    batches = Batches(cache, mean, std, cfg)
+    batches = Batches(cache, mean, std, cfg, device)
     ckpt_path = run_dir / "checkpoint.safetensors"
     start, spent = 0, {}
     if ckpt_path.exists():
@@ -185,7 +188,7 @@ def train(run_dir: str | Path, pack_path: str | Path, cfg: TrainConfig = TrainCo
     for step in bar:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, cfg)
-        loss = flow_matching_loss(denoiser, batches.next(step).to(device, non_blocking=True), generator)
+        loss = flow_matching_loss(denoiser, batches.next(step), generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
