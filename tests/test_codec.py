@@ -381,3 +381,37 @@ def test_a_best_of_n_file_replays_the_encoders_search(tiny_backbone, smooth_pict
     with torch.no_grad():
         expected = tiny_backbone.decode(searched)[0].float().clamp(0, 1).numpy().transpose(1, 2, 3, 0)[0, :40, :56]
     np.testing.assert_array_equal(codec.decompress(report.data, backbone=tiny_backbone).pixels, expected)
+
+
+def test_a_file_searched_per_tile_replays_the_encoders_search(tiny_backbone, smooth_picture):
+    """Best-of-N per tile: the file (format 2.1) records the grid; its indices, one per step and tile,
+    are counted in its size; the decoder's replay gives exactly the searched latents."""
+    import dataclasses
+
+    from vov.method import sampler, scaling
+    from vov.options import ScalingOptions
+
+    options = dataclasses.replace(fast_options(target_bpp=4.0), scaling=ScalingOptions(candidates=4, steps=5, tile=2))
+    report = codec.compress(smooth_picture, options, backbone=tiny_backbone)
+    f = bitstream.load(report.data)
+    assert f.version == (2, 1) and (f.search_tile, f.tile_rows, f.tile_cols) == (2, 3, 4)  # a 6 x 7 latent
+    assert f.index_count == 4 * 12 and report.index_bits == 8 * len(f.segments[0].search) == 96
+    assert report.bpp <= 4.0
+    adapter = codec.adapter_for(f, tiny_backbone)
+    latents = codec.latents_of(tiny_backbone, smooth_picture)
+    velocity = sampler.torch_velocity(adapter, codec.condition_for(f, tiny_backbone))
+    config = codec.scaling_config(f)
+    with adapter.frozen():
+        indices, searched = scaling.search(velocity, latents.float(), tuple(latents.shape),
+                                           codec.clip_seed(f.noise_seed, 0), config,
+                                           weights=tiny_backbone.distortion_weights())
+    assert scaling.encode_indices(indices, 4) == f.segments[0].search
+    with torch.no_grad():
+        expected = tiny_backbone.decode(searched)[0].float().clamp(0, 1).numpy().transpose(1, 2, 3, 0)[0, :40, :56]
+    np.testing.assert_array_equal(codec.decompress(report.data, backbone=tiny_backbone).pixels, expected)
+
+    # a grid that the tile side does not make on the file's latents is refused before sampling
+    f.tile_cols = 3
+    f.segments[0].search = bytes(scaling.index_bytes(4 * 9, 4))
+    with pytest.raises(BitstreamError, match="tiles"):
+        codec.decompress(bitstream.dump(f), backbone=tiny_backbone)

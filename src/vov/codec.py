@@ -123,13 +123,32 @@ def _file(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, d: int,
     schedule = backbone.schedule_for(backbone.latent_shape(1, frames.height, frames.width))
     sampling = dict(sampler_steps=options.decode_steps, schedule=schedule.id, shift=float(np.float32(schedule.shift)))
     if options.scaling is not None:
-        sampling = options.scaling.config(schedule.id, schedule.shift).decoder_fields()
+        config = options.scaling.config(schedule.id, schedule.shift)
+        sampling = {**config.decoder_fields(), **tile_grid(config, _padded_latent_shape(backbone, frames))}
     return bitstream.VovFile(
         backbone=backbone.name, backbone_hash=backbone.content_hash, **dataclasses.replace(spec, d=d).decoder_fields(),
         **sampling, noise_seed=options.noise_seed, frames=frames.count, height=frames.height, width=frames.width,
         fps_num=frames.fps[0] if frames.count > 1 else 0, fps_den=frames.fps[1] if frames.count > 1 else 1,
         colour=1 if frames.grey else 0, caption_z=bitstream.VovFile.pack_caption(options.caption),
         clip_frames=clip_length(backbone, frames, limits), segments=segments)
+
+
+def _padded_latent_shape(backbone: Backbone, frames: Frames) -> tuple[int, ...]:
+    m = backbone.pixel_multiple
+    return (1, *backbone.latent_shape(1, -(-frames.height // m) * m, -(-frames.width // m) * m))
+
+
+def tile_grid(config, shape: tuple[int, ...]) -> dict[str, int]:
+    """The file's tile-grid fields of a best-of-N search on latents of `shape`."""
+    from vov.method.tiles import TileGrid
+
+    if not config.tile:
+        return dict(bitstream.UNTILED)
+    try:
+        grid = TileGrid.for_shape(shape, config.tile)
+    except ValueError as e:
+        raise UsageError(f"best-of-N tiles: {e}") from None
+    return {"search_tile": config.tile, "tile_rows": grid.rows, "tile_cols": grid.cols}
 
 
 def clip_length(backbone: Backbone, frames: Frames, limits: Limits = Limits()) -> int:
@@ -143,15 +162,13 @@ def clip_length(backbone: Backbone, frames: Frames, limits: Limits = Limits()) -
     return 1 + (n - 1) // step * step
 
 
-def _worst_segments(options: EncodeOptions, lengths: list[int]) -> list[bitstream.Segment]:
-    """Segments as large as coding can make them, with empty payloads: the overhead's upper bound."""
+def _worst_segments(options: EncodeOptions, lengths: list[int], shape: tuple[int, ...]) -> list[bitstream.Segment]:
+    """Segments as large as coding can make them, with empty payloads: the overhead's upper bound
+    (`shape`: the latents' shape, which sets the number of best-of-N tiles)."""
     k = (options.fit or FitConfig()).components
     search = b""
     if options.scaling is not None:
-        from vov.method.scaling import index_bytes
-
-        config = options.scaling.config()
-        search = bytes(index_bytes(config.scaled_steps, config.candidates))
+        search = bytes(options.scaling.config().index_bytes(shape))
     return [bitstream.Segment(n, 1e-3, (255,) * k, (0,) * k, 1 << 15, b"", search) for n in lengths]
 
 
@@ -159,7 +176,8 @@ def overhead_bytes(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec
                    limits: Limits = Limits()) -> int:
     """Bytes of the file outside its payloads (header, priors, indices, lengths, checksum), at most."""
     lengths = bitstream.clip_lengths(frames.count, clip_length(backbone, frames, limits))
-    worst = _file(options, backbone, spec, bitstream.MAX_D, frames, _worst_segments(options, lengths), limits)
+    worst = _file(options, backbone, spec, bitstream.MAX_D, frames,
+                  _worst_segments(options, lengths, _padded_latent_shape(backbone, frames)), limits)
     return len(bitstream.dump(worst)) + 4 * len(lengths)  # a payload's and a segment's lengths grow by <= 2 bytes each
 
 
@@ -497,11 +515,22 @@ def check_indices(f: bitstream.VovFile) -> None:
         return
     from vov.method.scaling import index_bytes
 
-    expected = index_bytes(config.scaled_steps, config.candidates)
+    expected = index_bytes(f.index_count, config.candidates)
     for i, s in enumerate(f.segments):
         if len(s.search) != expected:
-            raise BitstreamError(f"segment {i}: {len(s.search)} bytes of best-of-N indices, {config.scaled_steps} "
+            raise BitstreamError(f"segment {i}: {len(s.search)} bytes of best-of-N indices, {f.index_count} "
                                  f"indices of {f.search_bits} bits take {expected}")
+
+
+def check_tile_grid(f: bitstream.VovFile, shape: tuple[int, ...]) -> None:
+    """The file's tile grid is the one its tile side makes on the latents the backbone gives it."""
+    config = scaling_config(f)
+    if config is None or not config.tile:
+        return
+    fields = tile_grid(config, shape)
+    if (fields["tile_rows"], fields["tile_cols"]) != (f.tile_rows, f.tile_cols):
+        raise BitstreamError(f"best-of-N tiles: the file declares {f.tile_rows} x {f.tile_cols} tiles; tiles of "
+                             f"{f.search_tile} cells make {fields['tile_rows']} x {fields['tile_cols']} on its latents")
 
 
 @dataclass
@@ -552,6 +581,7 @@ def decode_clips(data: bytes | bitstream.VovFile, *, backbone: Backbone | None =
         else:
             set_clip(adapter, f, c)
         shape = latent_shape(f, backbone, segment.frames)
+        check_tile_grid(f, shape)
         seed = clip_seed(f.noise_seed, c)
 
         def step_done(i: int, n: int) -> None:
@@ -565,8 +595,9 @@ def decode_clips(data: bytes | bitstream.VovFile, *, backbone: Backbone | None =
             else:
                 from vov.method.scaling import decode_indices, replay
 
-                indices = decode_indices(segment.search, config.scaled_steps, config.candidates)
-                latents = replay(velocity, shape, seed, config, indices, on_step=step_done)
+                indices = decode_indices(segment.search, f.index_count, config.candidates)
+                latents = replay(velocity, shape, seed, config, indices.reshape(config.index_shape(shape)),
+                                 on_step=step_done)
         done += f.sampler_steps
         if not torch.isfinite(latents).all():
             raise BitstreamError("the file's adaptation drives the model to non-finite values; it cannot be decoded")

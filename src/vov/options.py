@@ -46,6 +46,7 @@ class ScalingOptions:
     g_cap: float = ScalingConfig.g_cap
     g_kind: int = ScalingConfig.g_kind
     selection: str = ScalingConfig.selection
+    tile: int = ScalingConfig.tile
     fit_path_share: float = 0.5
 
     def validate(self) -> None:
@@ -61,6 +62,9 @@ class ScalingOptions:
             raise UsageError(f"the stochastic steps must start before the last of {self.steps}, not at {self.start}")
         if not (math.isfinite(self.g_cap) and 0 < self.g_cap <= 1000):
             raise UsageError(f"the noise-scale cap must be in (0, 1000], not {self.g_cap}")
+        if not 0 <= self.tile <= 255:
+            raise UsageError(f"--best-of-tile must be 0 (one index a step) or a side of 1..255 latent cells, not "
+                             f"{self.tile}")
         if not 0.0 <= self.fit_path_share <= 1.0:
             raise UsageError(f"the fit's share of decoder-path noise must be in [0, 1], not {self.fit_path_share}")
 
@@ -70,7 +74,7 @@ class ScalingOptions:
 
         return ScalingConfig(steps=self.steps, candidates=self.candidates, g_cap=self.g_cap, g_kind=self.g_kind,
                              stochastic=self.stochastic, start=self.start, selection=self.selection,
-                             schedule=schedule, shift=shift)
+                             schedule=schedule, shift=shift, tile=self.tile)
 
 
 @dataclass(frozen=True)

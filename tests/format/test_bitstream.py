@@ -178,10 +178,12 @@ def test_inconsistent_fields_refused(change, match):
         load(dump_unchecked(f))
 
 
-def dump_unchecked(f: VovFile) -> bytes:
-    """What a hostile writer makes: the fields as given, the checksum fixed."""
-    parts = [bitstream.MAGIC + bytes([bitstream.MAJOR, bitstream.MINOR])]
-    for name, (write, _), _, _ in bitstream.HEADER_FIELDS:
+def dump_unchecked(f: VovFile, layout: tuple[int, list] | None = None) -> bytes:
+    """What a hostile writer makes: the fields as given (in `layout`: minor version and header fields),
+    the checksum fixed."""
+    minor, fields = layout or f.layout
+    parts = [bitstream.MAGIC + bytes([bitstream.MAJOR, minor])]
+    for name, (write, _), _, _ in fields:
         parts.append(write(getattr(f, name)))
     parts.append(bitstream.varint(len(f.segments)))
     for s in f.segments:
@@ -196,3 +198,46 @@ def test_a_hostile_segment_count_is_refused_before_allocating():
     count_at = data.index(bitstream.varint(3) + bitstream.varint(len(bitstream.dump_segment(f.segments[0]))))
     with pytest.raises(BitstreamError, match="segment table"):
         load(with_crc(data[:count_at] + bitstream.varint((1 << 35) - 1) + data[count_at + 1:]))
+
+
+# ---- format 2.1: the tile grid of best-of-N per tile
+
+def tiled_file(**changes) -> VovFile:
+    searched = dict(sampler=1, search_bits=2, sde_start=0, sde_steps=9, g_cap=1.0, sampler_steps=10,
+                    search_tile=8, tile_rows=2, tile_cols=3)
+    searched.update(changes)
+    return sample_file(segment=dict(search=bytes(-(-9 * 6 * 2 // 8))), **searched)
+
+
+def test_a_tiled_file_is_format_2_1_and_an_untiled_one_stays_2_0():
+    tiled = dump(tiled_file())
+    assert tiled[4:6] == bytes([2, 1])
+    g = load(tiled)
+    assert g.version == (2, 1) and (g.search_tile, g.tile_rows, g.tile_cols) == (8, 2, 3)
+    assert g.tiles == 6 and g.index_count == 54
+    plain = dump(sample_file())
+    assert plain[4:6] == bytes([2, 0]) and load(plain).version == (2, 0) and load(plain).search_tile == 0
+    untiled = tiled_file(search_tile=0, tile_rows=1, tile_cols=1)
+    assert dump(untiled)[4:6] == bytes([2, 0])
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(search_tile=0), "search_tile = 0 is outside"),
+    (dict(tile_rows=20, tile_cols=20), "at most 256"),
+    (dict(tile_rows=0), "tile_rows = 0 is outside"),
+])
+def test_inconsistent_tile_grids_refused(change, match):
+    f = tiled_file()
+    for name, value in change.items():
+        setattr(f, name, value)
+    with pytest.raises(BitstreamError, match=match):
+        load(dump_unchecked(f, (1, bitstream.HEADER_FIELDS_2_1)))
+    with pytest.raises(BitstreamError):
+        dump(f)
+
+
+def test_a_newer_minor_version_is_refused():
+    data = bytearray(dump(tiled_file())[:-4])
+    data[5] = 2
+    with pytest.raises(BitstreamError, match="newer than this decoder"):
+        load(with_crc(bytes(data)))

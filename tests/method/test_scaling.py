@@ -93,7 +93,7 @@ def test_one_candidate_is_plain_sde_sampling(problem):
     config = ScalingConfig(steps=5, candidates=1, g_cap=5.0, selection="gumbel")
     indices, latents = search(velocity, x0, shape, SEED, config)
     assert not indices.any()
-    assert encode_indices(indices, 1) == b"" and config.index_bits == 0
+    assert encode_indices(indices, 1) == b"" and config.index_bits(shape) == 0
     assert torch.equal(latents, scaling.sample_sde(velocity, shape, SEED, config))
     # written out from the SDE itself: candidate 0's noise at every step but the last
     x = noise.normal_tensor(shape, SEED, noise.INITIAL)
@@ -181,8 +181,8 @@ def test_index_coding_and_byte_accounting():
             with pytest.raises(BitstreamError):
                 decode_indices(data + b"\0", count, n)
     config = ScalingConfig(steps=250, candidates=256)
-    assert config.index_bits == 249 * 8 and config.index_bytes == 249
-    assert ScalingConfig(steps=50, candidates=16, stochastic=7).index_bytes == 4  # 28 bits
+    assert config.index_bits((1, 4, 1, 8, 8)) == 249 * 8 and config.index_bytes((1, 4, 1, 8, 8)) == 249
+    assert ScalingConfig(steps=50, candidates=16, stochastic=7).index_bytes((1, 4, 1, 8, 8)) == 4  # 28 bits
     # the padding of the last byte must be zero
     data = bytearray(encode_indices([1, 2, 3], 8))  # 9 bits
     data[-1] |= 1
@@ -199,12 +199,12 @@ def test_index_coding_and_byte_accounting():
 def test_config_checks():
     for bad in (dict(candidates=3), dict(candidates=1 << 17), dict(g_cap=0.0), dict(selection="best"),
                 dict(steps=10, stochastic=10), dict(steps=10, start=9, stochastic=1), dict(schedule=5),
-                dict(chunk=0), dict(steps=0)):
+                dict(chunk=0), dict(steps=0), dict(tile=-1), dict(tile=256)):
         with pytest.raises(ValueError):
             ScalingConfig(**bad)
     fields = ScalingConfig(steps=50, candidates=1024, g_cap=2.0).decoder_fields()
     assert fields == {"sampler": 1, "sampler_steps": 50, "schedule": 0, "shift": 1.0, "g_kind": 0, "g_cap": 2.0,
-                      "sde_steps": 49, "sde_start": 0, "search_bits": 10}
+                      "sde_steps": 49, "sde_start": 0, "search_bits": 10, "search_tile": 0}
     assert set(fields) <= bitstream.HEADER_NAMES  # the file's own fields, by their names
     assert ScalingConfig.from_decoder_fields(fields).decoder_fields() == fields
     with pytest.raises(ValueError):

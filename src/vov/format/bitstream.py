@@ -10,6 +10,11 @@ Format 2.0 holds an image (one frame, one segment) or a video cut into clips of 
 frames (the last may be shorter), each clip one segment with its own coded vector, prior and
 best-of-N indices, so each clip decodes on its own. File-level fields (the backbone, the adapter's
 hash, the sampler, the media's size and rate, the caption) are shared by every clip.
+
+Format 2.1 adds the tile grid of best-of-N per tile (`search_tile`, `tile_rows`, `tile_cols`: a
+tile's side in latent cells and the grid it makes on the clip's latent), so a clip's search
+section holds `sde_steps x tile_rows x tile_cols` indices. A file without tiles is written as 2.0,
+byte for byte what earlier versions wrote.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from dataclasses import dataclass, field
 from vov.errors import BitstreamError
 
 MAGIC = b"\x89VOV"
-MAJOR, MINOR = 2, 0
+MAJOR, MINOR = 2, 1
 READS = (1, 2)  # the major versions this decoder reads
+MINORS = {1: 0, 2: 1}  # the newest minor version of each major that this decoder reads
 ADAPTER_KINDS = ("one-vector", "lora")
 SAMPLERS = ("ode", "sde")  # 0: Euler steps of the flow ODE; 1: SDE steps, the chosen best-of-N noise replayed
 MAX_SIDE = 16384
@@ -34,7 +40,11 @@ MAX_THETA = 256.0  # |theta_hat| = qmax * step_size is at most this: larger vect
 MAX_SHIFT = 64.0
 MAX_SEARCH_BITS = 16
 # the best-of-N fields of a file whose decode is the plain ODE (sampler 0): the format fixes them
-ODE_FIELDS = {"sampler": 0, "search_bits": 0, "sde_start": 0, "sde_steps": 0, "g_kind": 0, "g_cap": 1.0}
+ODE_FIELDS = {"sampler": 0, "search_bits": 0, "sde_start": 0, "sde_steps": 0, "g_kind": 0, "g_cap": 1.0,
+              "search_tile": 0, "tile_rows": 1, "tile_cols": 1}
+# best-of-N with one index a step (format 2.0): no tile grid
+UNTILED = {"search_tile": 0, "tile_rows": 1, "tile_cols": 1}
+MAX_TILES = 256
 
 
 class Reader:
@@ -160,6 +170,14 @@ HEADER_FIELDS = [
     ("caption_z", _blob(4096), "header", None),
     ("clip_frames", VARINT, "header", (1, MAX_FRAMES)),
 ]
+# format 2.1: the tile grid of best-of-N per tile, after the other search fields
+_TILE_FIELDS = [
+    ("search_tile", U8, "search", (1, 255)),
+    ("tile_rows", U8, "search", (1, 255)),
+    ("tile_cols", U8, "search", (1, 255)),
+]
+_AFTER_G_CAP = [name for name, *_ in HEADER_FIELDS].index("g_cap") + 1
+HEADER_FIELDS_2_1 = HEADER_FIELDS[:_AFTER_G_CAP] + _TILE_FIELDS + HEADER_FIELDS[_AFTER_G_CAP:]
 SEGMENT_FIELDS = [
     ("frames", VARINT, "header", (1, MAX_FRAMES)),
     ("step_size", F32, "prior", None),
@@ -223,12 +241,15 @@ class VovFile:
     sde_steps: int = 0
     g_kind: int = 0
     g_cap: float = 1.0
+    search_tile: int = 0  # 0: one index a step (format 2.0); else a tile's side in latent cells (2.1)
+    tile_rows: int = 1
+    tile_cols: int = 1
     fps_num: int = 0
     fps_den: int = 1
     colour: int = 0
     caption_z: bytes = b""
     clip_frames: int = 1
-    version: tuple[int, int] = field(default=(MAJOR, MINOR))
+    version: tuple[int, int] = field(default=(MAJOR, 0))  # what `load` read; `dump` writes `layout`'s
 
     @property
     def caption(self) -> str:
@@ -261,6 +282,21 @@ class VovFile:
     @property
     def pixels(self) -> int:
         return self.frames * self.height * self.width
+
+    @property
+    def tiles(self) -> int:
+        """Indices a searched step holds: one, or one per tile."""
+        return self.tile_rows * self.tile_cols
+
+    @property
+    def index_count(self) -> int:
+        """Indices of each clip's search section."""
+        return self.sde_steps * self.tiles if self.sampler == 1 else 0
+
+    @property
+    def layout(self) -> tuple[int, list]:
+        """The minor version and the header fields this file is written with: 2.1 only with tiles."""
+        return (1, HEADER_FIELDS_2_1) if self.search_tile else (0, HEADER_FIELDS)
 
     @property
     def is_image(self) -> bool:
@@ -306,8 +342,9 @@ def dump_parts(f: VovFile, check: bool = True) -> list[tuple[str, bytes]]:
     """The file as (part, bytes) pieces, in order: what `vov info` adds up. Always format 2.0."""
     if check:
         check_file(f)
-    parts = [("header", MAGIC + bytes([MAJOR, MINOR]))]
-    for name, (write, _), part, bounds in HEADER_FIELDS:
+    minor, fields_ = f.layout
+    parts = [("header", MAGIC + bytes([MAJOR, minor]))]
+    for name, (write, _), part, bounds in fields_:
         value = getattr(f, name)
         if check:
             _check_range(name, value, bounds)
@@ -382,6 +419,9 @@ def load(data: bytes) -> VovFile:
     if major not in READS:
         raise BitstreamError(f"format version {major}.{minor} is not supported by this decoder "
                              f"(reads {', '.join(f'{m}.x' for m in READS)})")
+    if minor > MINORS[major]:
+        raise BitstreamError(f"format version {major}.{minor} is newer than this decoder, which reads up to "
+                             f"{major}.{MINORS[major]}: its new fields cannot be honoured")
     (crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) != crc:
         raise BitstreamError("checksum mismatch: the file is corrupted")
@@ -400,7 +440,7 @@ def load(data: bytes) -> VovFile:
         header = {k: v for k, v in values.items() if k in HEADER_NAMES and k != "search_bits"}
         header["clip_frames"] = values["frames"]
     else:
-        _read_fields(r, HEADER_FIELDS, values)
+        _read_fields(r, HEADER_FIELDS_2_1 if minor >= 1 else HEADER_FIELDS, values)
         count = r.varint("segment count")
         expected = clip_count(values["frames"], values["clip_frames"])
         if count != expected:
@@ -421,7 +461,7 @@ def load(data: bytes) -> VovFile:
     return f
 
 
-HEADER_NAMES = {name for name, *_ in HEADER_FIELDS}
+HEADER_NAMES = {name for name, *_ in HEADER_FIELDS_2_1}
 
 
 def _finite(name: str, value: float) -> None:
@@ -440,6 +480,10 @@ def check_file(f: VovFile) -> None:
         raise BitstreamError(f"schedule: shift {f.shift:g} is outside [1/{MAX_SHIFT:g}, {MAX_SHIFT:g}]")
     if f.sampler == 0 and any(getattr(f, name) != value for name, value in ODE_FIELDS.items()):
         raise BitstreamError("an ODE decode has no best-of-N fields (they must be 0, and g_cap 1)")
+    if f.search_tile == 0 and (f.tile_rows, f.tile_cols) != (1, 1):
+        raise BitstreamError("a tile grid without tiles: search_tile 0 has one tile")
+    if f.tiles > MAX_TILES:
+        raise BitstreamError(f"tile grid: {f.tile_rows} x {f.tile_cols} tiles, at most {MAX_TILES}")
     if f.sampler == 1:
         if not 0 < f.g_cap <= 1e3:
             raise BitstreamError(f"g_cap = {f.g_cap:g} is outside (0, 1000]")

@@ -64,6 +64,7 @@ from vov.errors import BitstreamError
 from vov.method import noise
 from vov.method.sampler import Velocity, initial_noise
 from vov.method.scheduler import NOISE_SCALES, SCHEDULES, NoiseScale, Scheduler
+from vov.method.tiles import TileGrid, TileScorer, patchwork
 
 SELECTIONS = ("greedy", "gumbel", "nearest", "distance", "outcome")
 WEIGHTED_SELECTIONS = ("nearest", "distance", "outcome")
@@ -99,6 +100,7 @@ class ScalingConfig:
     schedule: int = 0
     shift: float = 1.0
     selection: str = "outcome"  # with the backbone's distortion_weights() as `search`'s weights
+    tile: int = 0  # latent cells a tile side, each tile choosing its own candidate (vov.method.tiles); 0: one index a step
     chunk: int = 256
     threads: int | None = None  # noise workers of the search; None: torch's intra-op thread count
     gumbel_seed: int = 0
@@ -120,6 +122,8 @@ class ScalingConfig:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if self.chunk < 1 or (self.threads is not None and self.threads < 1):
             raise ValueError("chunk and threads must be at least 1")
+        if not (isinstance(self.tile, int) and 0 <= self.tile <= 255):
+            raise ValueError(f"tile must be 0 (one index a step) or a side of 1..255 latent cells, got {self.tile}")
         self.scheduler()  # checks steps, shift and stochastic
 
     @property
@@ -132,13 +136,22 @@ class ScalingConfig:
         """How many steps are stochastic, each with one index."""
         return self.steps - 1 - self.start if self.stochastic is None else self.stochastic
 
-    @property
-    def index_bits(self) -> int:
-        return self.scaled_steps * self.search_bits
+    def tiles(self, shape: tuple[int, ...]) -> int:
+        """Indices a searched step takes on latents of `shape` (its last two axes are rows and columns)."""
+        return TileGrid.for_shape(shape, self.tile).count if self.tile else 1
 
-    @property
-    def index_bytes(self) -> int:
-        return index_bytes(self.scaled_steps, self.candidates)
+    def index_count(self, shape: tuple[int, ...]) -> int:
+        return self.scaled_steps * self.tiles(shape)
+
+    def index_bits(self, shape: tuple[int, ...]) -> int:
+        return self.index_count(shape) * self.search_bits
+
+    def index_bytes(self, shape: tuple[int, ...]) -> int:
+        return index_bytes(self.index_count(shape), self.candidates)
+
+    def index_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of a search's indices: one per stochastic step, or one per step and tile."""
+        return (self.scaled_steps, self.tiles(shape)) if self.tile else (self.scaled_steps,)
 
     def scheduler(self) -> Scheduler:
         return Scheduler(self.steps, self.schedule, self.shift, NoiseScale(self.g_cap, self.g_kind), self.scaled_steps,
@@ -149,7 +162,7 @@ class ScalingConfig:
         its fields (vov.format.bitstream.VovFile): the one mapping between the two."""
         return {"sampler": 1, "sampler_steps": self.steps, "schedule": self.schedule, "shift": self.shift,
                 "g_kind": self.g_kind, "g_cap": self.g_cap, "sde_steps": self.scaled_steps, "sde_start": self.start,
-                "search_bits": self.search_bits}
+                "search_bits": self.search_bits, "search_tile": self.tile}
 
     @classmethod
     def from_decoder_fields(cls, fields: Mapping[str, int | float]) -> ScalingConfig:
@@ -162,7 +175,7 @@ class ScalingConfig:
             raise ValueError(f"search_bits must be in 0..{MAX_SEARCH_BITS}, got {bits}")
         return cls(steps=fields["sampler_steps"], candidates=1 << bits, g_cap=fields["g_cap"], g_kind=fields["g_kind"],
                    stochastic=fields["sde_steps"], start=fields["sde_start"], schedule=fields["schedule"],
-                   shift=fields["shift"])
+                   shift=fields["shift"], tile=fields.get("search_tile", 0))
 
 
 # ---- candidate noises ---------------------------------------------------------------------------
@@ -293,7 +306,7 @@ class StepRecord:
     g: float
     kl_nats: float  # KL(p || q) = |mu_p - mu_q|^2 / (2 sigma^2): what a perfect choice would remove
     log_ratio: float  # log q - log p of the chosen candidate (nats)
-    index: int
+    index: int | list[int]  # per tile when the search is tiled
 
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -346,12 +359,14 @@ def search(velocity: Velocity, x0: torch.Tensor, shape: tuple[int, ...], seed: i
     x0 = x0.detach().float()
     device = x0.device
     n = config.candidates
-    count = int(np.prod(shape))
     rng = _gumbel_rng(config, seed)
-    indices = np.zeros(config.scaled_steps, dtype=np.uint32)
+    indices = np.zeros(config.index_shape(shape), dtype=np.uint32)
     threads = config.threads or torch.get_num_threads()
+    grid = TileGrid.for_shape(shape, config.tile) if config.tile else None
+    scorer = TileScorer(grid, shape, threads, config.chunk) if grid else CandidateScorer(int(np.prod(shape)), threads,
+                                                                                        config.chunk)
     x = initial_noise(shape, seed, device)
-    with CandidateScorer(count, threads, config.chunk) as scorer:
+    with scorer:
         for i in range(scheduler.steps):
             v = velocity(x, scheduler.time_tensor(i, shape[0], device)).float()
             z = None
@@ -359,11 +374,10 @@ def search(velocity: Velocity, x0: torch.Tensor, shape: tuple[int, ...], seed: i
                 sigma = scheduler.std(i)
                 gap = (scheduler.mean_gap(x, v, x0, i).double() / sigma).cpu().numpy().ravel()  # delta / sigma
                 half_sq = 0.5 * float(np.dot(gap, gap))
+                # scores per candidate (and per tile: rows are candidates, columns tiles); the best along axis 0
                 if config.selection in ("greedy", "gumbel"):
                     dots, _ = scorer.scores(seed, i, n, -gap)
-                    ranked = dots + rng.gumbel(size=n) if config.selection == "gumbel" else dots
-                    best = int(np.argmax(ranked))
-                    chosen = float(dots[best]) - half_sq
+                    best = (dots + rng.gumbel(size=dots.shape) if config.selection == "gumbel" else dots).argmax(axis=0)
                 else:  # argmin_j |x_j - target|_W^2 / sigma^2 = |o|_W^2 + 2 y_j.sqrt(W) o + |y_j|^2, y = sqrt(W) z
                     if config.selection == "nearest":
                         offset = gap
@@ -373,13 +387,15 @@ def search(velocity: Velocity, x0: torch.Tensor, shape: tuple[int, ...], seed: i
                     if root is not None:
                         offset = root * offset
                     dots, squares = scorer.scores(seed, i, n, offset, squares=True, scale=root)
-                    best = int(np.argmin(2.0 * dots + squares))
-                    chosen = -float(np.dot(scorer.normals(seed, i, best).astype(np.float64), gap)) - half_sq
+                    best = (2.0 * dots + squares).argmin(axis=0)
                 k = i - scheduler.first_stochastic
                 indices[k] = best
+                z = (patchwork(seed, i, best, grid, shape, device) if grid
+                     else candidate_noise(seed, i, int(best), shape, device))
                 if records is not None:
-                    records.append(StepRecord(i, scheduler.t(i), scheduler.g(i), half_sq, chosen, best))
-                z = candidate_noise(seed, i, best, shape, device)
+                    chosen = -float(np.dot(z.double().cpu().numpy().ravel(), gap)) - half_sq
+                    records.append(StepRecord(i, scheduler.t(i), scheduler.g(i), half_sq, chosen,
+                                              best.tolist() if grid else int(best)))
             x = scheduler.step(x, v, i, z)
             if on_step:
                 on_step(i + 1, scheduler.steps)
@@ -397,8 +413,9 @@ def replay(velocity: Velocity, shape: tuple[int, ...], seed: int, config: Scalin
     shape = _check_shape(shape)
     scheduler = config.scheduler()
     indices = np.asarray(indices)
-    if indices.shape != (config.scaled_steps,):
-        raise ValueError(f"expected {config.scaled_steps} indices, got shape {indices.shape}")
+    if indices.shape != config.index_shape(shape):
+        raise ValueError(f"expected indices of shape {config.index_shape(shape)}, got {indices.shape}")
+    grid = TileGrid.for_shape(shape, config.tile) if config.tile else None
     if indices.size and (indices.min() < 0 or indices.max() >= config.candidates):
         raise ValueError(f"indices must lie in 0..{config.candidates - 1}")
     x = initial_noise(shape, seed, device)
@@ -406,7 +423,9 @@ def replay(velocity: Velocity, shape: tuple[int, ...], seed: int, config: Scalin
         v = velocity(x, scheduler.time_tensor(i, shape[0], x.device)).float()
         z = None
         if scheduler.is_stochastic(i):
-            z = candidate_noise(seed, i, int(indices[i - scheduler.first_stochastic]), shape, x.device)
+            chosen = indices[i - scheduler.first_stochastic]
+            z = (patchwork(seed, i, chosen, grid, shape, x.device) if grid
+                 else candidate_noise(seed, i, int(chosen), shape, x.device))
         x = scheduler.step(x, v, i, z)
         if on_step:
             on_step(i + 1, scheduler.steps)
@@ -417,7 +436,7 @@ def sample_sde(velocity: Velocity, shape: tuple[int, ...], seed: int, config: Sc
                on_step: Callable[[int, int], None] | None = None,
                device: torch.device | str | None = None) -> torch.Tensor:
     """Plain SDE sampling on the config's steps: every stochastic step takes candidate 0 (N = 1)."""
-    return replay(velocity, shape, seed, config, np.zeros(config.scaled_steps, dtype=np.uint32), on_step, device)
+    return replay(velocity, shape, seed, config, np.zeros(config.index_shape(shape), dtype=np.uint32), on_step, device)
 
 
 # ---- index coding -------------------------------------------------------------------------------

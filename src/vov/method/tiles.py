@@ -114,8 +114,8 @@ class TileScorer:
         full = np.asarray(vector, dtype=np.float64).reshape(self.shape[1:])
         return [np.ascontiguousarray(full[:, :, ys, xs]).ravel() for ys, xs in map(self.grid.slices, range(self.grid.count))]
 
-    def scores(self, seed: int, step: int, n: int, w: np.ndarray, scale: np.ndarray | None = None,
-               squares: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def scores(self, seed: int, step: int, n: int, w: np.ndarray, squares: bool = False,
+               scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         ws, scales = self._tiles(w), self._tiles(scale)
         shapes = [(self.shape[1], self.shape[2], ys.stop - ys.start, xs.stop - xs.start)
                   for ys, xs in map(self.grid.slices, range(self.grid.count))]
