@@ -1,12 +1,13 @@
 """Best-of-N files against plain files of the same total size, through the codec, on the held-out photos.
 
     python bench/scaling_table.py [--crop 256] [--bpp 0.25] [--steps 400] [--workers 2] \
-        [--out bench/results/scaling_table.json] [--resume] [--markdown]
+        [--settings K:N[:T],...] [--out bench/results/scaling_table.json] [--resume] [--markdown]
 
 For each of the eight held-out photos (a centred crop of --crop pixels a side, embedded backbone):
 
 - a plain file at --bpp (`vov.codec.compress`, 50 Euler steps to decode);
-- for K in {50, 250, 1000} and N in {16, 256, 1024}, a best-of-N file at the same --bpp
+- for K in {50, 250, 1000} and N in {16, 256, 1024} (or the --settings given: K steps, N candidates and,
+  with a third number T, a choice per tile of T x T latent cells), a best-of-N file at the same --bpp
   (`EncodeOptions.scaling`): the codec counts the indices in the file, so both files have the same
   total size and the vector of the best-of-N file gets what the indices leave;
 - every file decoded by `vov.codec.decompress` (the decoder replays the chosen noises), and the
@@ -50,7 +51,7 @@ def crops(side: int) -> list[tuple[str, "object"]]:
     return out
 
 
-def run_photo(args: tuple[str, int, float, int, list[tuple[int, int]]]) -> dict:
+def run_photo(args: tuple[str, int, float, int, list[tuple[int, ...]]]) -> dict:
     import torch
 
     from vov import codec
@@ -83,7 +84,7 @@ def run_photo(args: tuple[str, int, float, int, list[tuple[int, int]]]) -> dict:
         f = ode_file(bitstream.load(row["data"]))  # the same vector decoded by the plain ODE on the K-step grid
         start = time.perf_counter()
         codec.decompress(f, backbone=backbone)
-        row.update(K=k, N=n, ode_k_decode_seconds=time.perf_counter() - start,
+        row.update(K=k, N=n, T=tile, ode_k_decode_seconds=time.perf_counter() - start,
                    gain_db=row["psnr"] - plain["psnr"], size_ratio=row["bytes"] / plain["bytes"])
         rows.append({key: v for key, v in row.items() if key != "data"})
     return {"photo": name, "plain": {key: v for key, v in plain.items() if key != "data"}, "rows": rows}
@@ -95,12 +96,12 @@ def summarise(photos: list[dict]) -> list[dict]:
     table = []
     keys = ("bpp", "psnr", "ms_ssim", "encode_seconds", "decode_seconds", "ode_k_decode_seconds", "gain_db",
             "index_bits", "size_ratio")
-    settings = sorted({(r["K"], r["N"]) for p in photos for r in p["rows"]})
+    settings = sorted({(r["K"], r["N"], r.get("T", 0)) for p in photos for r in p["rows"]})
     table.append({"setting": "plain", **{k: float(np.mean([p["plain"][k] for p in photos]))
                                           for k in ("bpp", "psnr", "ms_ssim", "encode_seconds", "decode_seconds")}})
-    for k, n in settings:
-        rows = [r for p in photos for r in p["rows"] if (r["K"], r["N"]) == (k, n)]
-        table.append({"setting": f"K={k} N={n}", "photos": len(rows),
+    for k, n, t in settings:
+        rows = [r for p in photos for r in p["rows"] if (r["K"], r["N"], r.get("T", 0)) == (k, n, t)]
+        table.append({"setting": f"K={k} N={n}" + (f" T={t}" if t else ""), "photos": len(rows),
                       **{key: float(np.mean([r[key] for r in rows])) for key in keys}})
     return table
 
@@ -113,8 +114,9 @@ def markdown(summary: list[dict]) -> str:
              f"| plain, 50 ODE steps | {plain['bpp']:.4f} | {plain['psnr']:.2f} dB | | {plain['ms_ssim']:.3f} | | "
              f"{plain['encode_seconds']:.0f} | {plain['decode_seconds']:.1f} |"]
     for row in summary[1:]:
-        k, n = (int(part.split("=")[1]) for part in row["setting"].split())
-        lines.append(f"| K = {k}, N = {n} | {row['bpp']:.4f} | {row['psnr']:.2f} dB | {row['gain_db']:+.2f} dB | "
+        values = dict(part.split("=") for part in row["setting"].split())
+        name = f"K = {values['K']}, N = {values['N']}" + (f", tiles of {values['T']}" if "T" in values else "")
+        lines.append(f"| {name} | {row['bpp']:.4f} | {row['psnr']:.2f} dB | {row['gain_db']:+.2f} dB | "
                      f"{row['ms_ssim']:.3f} | {row['index_bits']:.0f} | {row['encode_seconds']:.0f} | "
                      f"{row['decode_seconds']:.1f} ({row['ode_k_decode_seconds']:.1f}) |")
     return "\n".join(lines)
@@ -137,13 +139,16 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown(json.load(f)["summary"]))
         return 0
     settings = [tuple(int(x) for x in s.split(":")) for s in args.settings.split(",")]
+    if any(len(s) not in (2, 3) for s in settings):
+        parser.error("--settings takes K:N or K:N:T items")
     names = [name for name, _ in crops(args.crop)][: args.photos]
     photos, started, before = [], time.perf_counter(), 0.0
     if args.resume and os.path.exists(args.out):
         with open(args.out) as f:
             done = json.load(f)
         same = (done["crop"], done["target_bpp"], done["fit_steps"]) == (args.crop, args.bpp, args.steps)
-        if not same or any(sorted((r["K"], r["N"]) for r in p["rows"]) != sorted(settings) for p in done["photos"]):
+        if not same or any(sorted((r["K"], r["N"], r.get("T", 0)) for r in p["rows"])
+                           != sorted((*s[:2], s[2] if len(s) > 2 else 0) for s in settings) for p in done["photos"]):
             parser.error(f"{args.out} was made with other settings; give another --out")
         photos, before = [p for p in done["photos"] if p["photo"] in names], done["seconds"]
         names = [name for name in names if name not in {p["photo"] for p in photos}]
