@@ -109,3 +109,55 @@ def test_concurrent_decodes_give_the_sequential_pixels(triton, wan_backbone, wan
         concurrent = list(pool.map(lambda f: codec.decompress(f, engine=engine, backbone=wan_backbone).pixels, files))
     for a, b in zip(concurrent, sequential):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_releases_canaries_and_odd_shapes_cross_triton_cleanly(triton, wan_backbone, wan_repository):
+    """Every reply of the session model crosses Triton's Python-backend stub (by DLPack): steps whose
+    latents have axes of length 1, the empty reply to a release (of a held decode and of one never
+    held), the canary; hostile shapes are refused alone; and Triton's log holds no traceback."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import np_to_triton_dtype
+
+    from vov.limits import LimitExceeded
+    from vov.method.adapters import AdaptedDenoiser
+
+    engine = TritonEngine(triton.triton_url, wan_backbone)
+    local = OrtEngine(wan_repository, backbone=wan_backbone)
+    adapter = AdaptedDenoiser(wan_backbone, AdapterSpec(rank=2, d=300, seed=3))
+    adapter.set_theta(torch.randn(adapter.d, generator=torch.Generator().manual_seed(3)) * 0.3)
+    condition = wan_backbone.condition("a red cat")
+    t = torch.full((1,), 0.4)
+    for shape in ((1, 4, 1, 2, 2), (1, 4, 2, 2, 4), (1, 4, 1, 6, 2)):  # axes of length 1; Wan's patch is 2 x 2
+        latents = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+        with engine.open(adapter, condition) as session:
+            got = session.denoise(latents, t)
+        with local.open(adapter, condition) as session:
+            np.testing.assert_array_equal(got.numpy(), session.denoise(latents, t).numpy())
+    for hostile in (torch.zeros(1, 4, 0, 4, 4), torch.zeros(1, 4, 1, 3, 3)):  # no frames; not whole patches
+        with engine.open(adapter, condition) as session:
+            with pytest.raises(LimitExceeded):
+                session.denoise(hostile, t)
+    engine.probe(canary=True)
+
+    def request(corrid, start=False, end=False, **inputs):
+        tensors = []
+        for name, value in inputs.items():
+            tensors.append(tc.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype)))
+            tensors[-1].set_data_from_numpy(value)
+        reply = raw.infer(contract.SESSION_MODEL, tensors, outputs=[tc.InferRequestedOutput("velocity")],
+                          sequence_id=corrid, sequence_start=start, sequence_end=end, client_timeout=30)
+        return reply.as_numpy("velocity")
+
+    with engine.open(adapter, condition) as session:
+        constants = session.constants
+    raw = tc.InferenceServerClient(triton.triton_url)
+    try:
+        step = {"latents": np.zeros((1, 4, 1, 4, 6), np.float32), "t": np.full((1, 1), 0.5, np.float32)}
+        assert request(4242, start=True, **step, **constants).shape == (1, 4, 1, 4, 6)
+        release = {"t": np.zeros((1, 1), np.float32)}
+        assert request(4242, end=True, **release).shape == (1, 4, 0, 0, 0)  # a held decode's release
+        assert request(4343, start=True, end=True, **release, **constants).shape == (1, 4, 0, 0, 0)
+    finally:
+        raw.close()
+    log = triton.triton.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and "DLPack" not in log, log[-3000:]

@@ -188,3 +188,56 @@ def test_the_runner_checks_its_inputs(models):
                             (dict(latents=np.zeros((1, 4, 22, 4, 4), np.float32)), "at most 21"),
                             (dict(t=np.zeros((2, 1), np.float32)), "same batch axis")):
         assert message in error(run(backend, runner, Request({**good, **change}))[0])
+
+
+def test_the_stubs_dlpack_refuses_the_strides_numpy_gives_empty_and_length_one_axes():
+    """The fake stub holds the real one's rule, so the tests below can fail: these arrays are
+    contiguous to numpy and not to the stub."""
+    from python_backend import TritonModelException, take_capsule
+
+    for array in (np.zeros((1, 16, 0, 0, 0), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)[:, None, :]):
+        assert array.flags.c_contiguous
+        capsule = array.__dlpack__()
+        with pytest.raises(TritonModelException, match="not contiguous"):
+            take_capsule(capsule)
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((1, 16, 0, 0, 0), np.float32),  # the reply to a release
+    np.zeros((0, 4), np.float32),
+    np.arange(6, dtype=np.float32).reshape(2, 3)[:, None, :],  # a length-1 axis of stride 0
+    np.arange(24, dtype=np.float32).reshape(4, 6)[1:2],  # a row of a batch
+    np.arange(24, dtype=np.float32).reshape(2, 3, 4).transpose(2, 0, 1),  # not C order: copied
+    np.arange(5, dtype=np.int32)[None, :, None],
+    np.float32(3.5) * np.ones((1, 1, 1, 1, 1), np.float32),
+    np.array([[True, False]]),  # a caption mask
+])
+def test_every_array_crosses_to_triton_with_its_values(models, array):
+    from python_backend import noisy_capsules
+    from vov_triton_tensors import to_triton
+
+    backend, _, _ = models
+    tensor = to_triton(backend.module, "x", array)
+    assert tensor.as_numpy().shape == array.shape and tensor.as_numpy().dtype == array.dtype
+    np.testing.assert_array_equal(tensor.as_numpy(), array)
+    assert noisy_capsules() == 0  # each capsule the stub took carries DLPack's name: no traceback in the log
+
+
+def test_releases_and_steps_of_every_shape_cross_the_stub(models, wan_backbone):
+    """The session model's replies, the empty one to a release among them, and its calls to the
+    denoiser, under the stub's DLPack rules: latents with axes of length 1 and a release of a decode
+    that was never held, of one dropped and of one alive."""
+    backend, session, _ = models
+    noisy = backend.noisy
+    _, _, first = constants(wan_backbone)
+    for corrid, shape in ((31, (1, 4, 1, 2, 2)), (32, (1, 4, 2, 2, 6)), (33, (1, 4, 1, 8, 2))):  # Wan's patch: 2 x 2
+        latents = np.random.default_rng(corrid).standard_normal(shape).astype(np.float32)
+        step = run(backend, session, sequence_request(corrid, start=True, latents=latents,
+                                                      t=np.array([[0.5]], np.float32), **first))[0]
+        assert output(step).shape == shape
+    session.sequences.pop(32)  # dropped (idle, or a full table)
+    for corrid in (31, 32, 33, 999):
+        released = run(backend, session, sequence_request(corrid, end=True, t=np.zeros((1, 1), np.float32)))[0]
+        assert output(released).shape == (1, 4, 0, 0, 0)
+    assert not {31, 33} & set(session.sequences)
+    assert backend.noisy == noisy

@@ -32,6 +32,7 @@ from vov.serving.graphs import OPSET, Axes, latent_decoder_frames, write_denoise
 
 EXPORT_VERSION = 3  # raised whenever the repository's files change meaning; older exports are redone
 PLAN_SCRIPT = "build_plans.sh"
+TENSORS_MODULE = "vov_triton_tensors.py"  # beside every Python-backend script (model_repository/cpu/)
 MAX_BATCH = 16  # Triton's max_batch_size: rows of concurrent decodes batched per model call
 DEFAULT_MAX_SEQUENCES = 32  # decodes whose adaptation Triton holds at once (per session-model instance)
 DEFAULT_IDLE_SECONDS = 60  # a held adaptation whose decode sends nothing for this long is dropped
@@ -61,6 +62,23 @@ def graph_files(info: dict) -> list[str]:
     return [f"{m}/1/model.onnx" for m in models] + [f"{SESSION_MODEL}/1/model.py", f"{SESSION_MODEL}/1/{LAYOUT_FILE}"]
 
 
+def scripts_current(repository: str | Path, variant: str = "cpu") -> bool:
+    """Whether every Python-backend script of the repository (and the tensor module beside it) is the
+    one this vov ships: an export made with older scripts is not current, so a fixed script reaches
+    it at its next use."""
+    repo = Path(repository)
+    source = templates_dir(variant)
+    for model in sorted(p.parent.parent.name for p in repo.glob("*/1/model.py")):
+        script = _python_model(source, _template_of(model))
+        if script is None:
+            return False
+        for copy, original in ((repo / model / "1" / "model.py", script),
+                               (repo / model / "1" / TENSORS_MODULE, source.parent / "cpu" / TENSORS_MODULE)):
+            if not copy.exists() or copy.read_bytes() != original.read_bytes():
+                return False
+    return True
+
+
 def is_current(repository: str | Path, backbone, max_rank: int, variant: str = "cpu") -> bool:
     info = read_engine(repository)
     repo = Path(repository)
@@ -69,6 +87,7 @@ def is_current(repository: str | Path, backbone, max_rank: int, variant: str = "
         and info.get("content_hash") == backbone.content_hash.hex()
         and info.get("layout", {}).get("max_rank") == max_rank and info.get("variant", "cpu") == variant
         and all((repo / f).exists() for f in graph_files(info))
+        and scripts_current(repo, variant)
     )
 
 
@@ -90,14 +109,25 @@ def _python_model(variant_dir: Path, model: str) -> Path | None:
     return None
 
 
+def _template_of(model: str) -> str:
+    """The template a repository's model was made from (every latent decoder's is the decoder's)."""
+    return DECODER_MODEL if model.startswith(f"{DECODER_MODEL}_f") else model
+
+
+def _copy_script(source: Path, template: str, version_dir: Path) -> None:
+    """The Python-backend script of `template`, if it has one, and the tensor module beside it."""
+    script = _python_model(source, template)
+    if script is not None:
+        shutil.copyfile(script, version_dir / "model.py")
+        shutil.copyfile(source.parent / "cpu" / TENSORS_MODULE, version_dir / TENSORS_MODULE)
+
+
 def _write_model(source: Path, repo: Path, template: str, name: str, values: dict[str, str]) -> None:
     """config.pbtxt of `template` (as model `name`) and its Python-backend script, if it has one."""
     (repo / name / "1").mkdir(parents=True, exist_ok=True)
     config = _fill((source / template / "config.pbtxt").read_text(), {**values, "MODEL_NAME": name})
     (repo / name / "config.pbtxt").write_text(config)
-    script = _python_model(source, template)
-    if script is not None:
-        shutil.copyfile(script, repo / name / "1" / "model.py")
+    _copy_script(source, template, repo / name / "1")
 
 
 def export_repository(backbone, repository: str | Path, max_rank: int = DEFAULT_MAX_RANK,

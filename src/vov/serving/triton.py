@@ -7,7 +7,11 @@ launch (docs/services.md):
   first on LD_LIBRARY_PATH (else: `'_thread.RLock' object has no attribute '_recursion_count'`),
   followed by the wheel's bundled libraries (`nvidia_pytriton.libs`);
 - the backend looks for its stub beside `libtriton_python.so`, while the wheel keeps one stub per
-  Python version elsewhere, so a backend directory is assembled (symlinks) in the work directory.
+  Python version elsewhere, so a backend directory is assembled (symlinks) in the work directory;
+- the stub's embedded interpreter finds its environment as `python3` on PATH (a virtual
+  environment only when it is activated; otherwise the base interpreter's own site-packages come
+  before the config's `python_path`, with whatever numpy they hold), so PATH starts with this
+  interpreter's directory: the models always run on the environment vov runs in.
 Readiness is polled over Triton's HTTP endpoint with the standard library: no gRPC in here.
 
 Cleanup. Triton starts one Python-backend stub process per model instance and shares memory with
@@ -78,6 +82,7 @@ def backend_directory(work: Path) -> Path:
 
 def environment() -> dict[str, str]:
     env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), env.get("PATH")) if p)
     paths = [sysconfig.get_config_var("LIBDIR") or ""]
     root = _pytriton_root()
     if root is not None:

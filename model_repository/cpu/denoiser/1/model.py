@@ -66,15 +66,12 @@ class TritonPythonModel:
         self.text_dim = _int(params, "vov_text_dim")
         self.lora_total = _int(params, "vov_lora_total")
         self.has_mask = any(name == "mask" for name, _ in self.inputs)
-        # The stub's numpy bridge (pb_utils.Tensor(name, array)) was built against numpy 1 and returns
-        # empty tensors under numpy 2, while numpy 1's DLPack capsules are refused by the stub: pick
-        # the path that works with the numpy installed.
-        self.numpy2 = int(np.__version__.split(".")[0]) >= 2
+        from vov_triton_tensors import to_triton  # beside this file (vov export); numpy 1 and 2 alike
+
+        self._to_triton = to_triton
 
     def to_triton(self, pb_utils, array):
-        if self.numpy2:
-            return pb_utils.Tensor.from_dlpack(self.output, array)
-        return pb_utils.Tensor(self.output, array)
+        return self._to_triton(pb_utils, self.output, array)
 
     def check(self, row) -> str | None:
         """Why this request's inputs are out of bounds, or None."""
@@ -141,9 +138,9 @@ class TritonPythonModel:
             feed = {name: np.concatenate([arrays[i][k] for i in members]) for k, (name, _) in enumerate(self.inputs)}
             try:
                 out = self.session.run(None, feed)[0]
-            except Exception as e:  # a bad request fails alone, the model stays up
+            except Exception as e:  # a request the graph cannot take fails alone (refused), the model stays up
                 for i in members:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {e}"))
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"vov: onnxruntime: {e}"))
                 continue
             start = 0
             for i in members:

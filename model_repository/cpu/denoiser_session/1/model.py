@@ -19,10 +19,17 @@ Memory is bounded: at most `vov_max_sequences` decodes are held per instance, ea
 4 * (lora total + L * D) + L bytes; Triton keeps further decodes waiting (max_candidate_sequences)
 and a full table drops its least recently used decode. A decode idle for `vov_idle_seconds` is
 dropped. A request whose decode is no longer held fails with "no adaptation held"; the decoder then
-sends its constants again with START.
+sends its constants again with START. Errors: a request outside the protocol or the bounds fails
+with a message starting "vov:" (the decoder does not send it again); anything else that fails (this
+model, or the denoiser it calls, e.g. while Triton stops) fails with another message, and the
+decoder sends the request again once Triton serves. Each request's reply is made on its own, so a
+failure touches no other decode of the batch.
 
-Nothing of vov is imported here (numpy and Triton's own module only), so the model runs unchanged
-in NVIDIA's Triton image on GPU nodes, in front of the TensorRT plan.
+Nothing of vov is imported here (numpy, Triton's own module, and `vov_triton_tensors`, which `vov
+export` puts beside this file), so the model runs unchanged in NVIDIA's Triton image on GPU nodes,
+in front of the TensorRT plan. Every array handed to Triton, the empty reply to a release
+included, goes through `vov_triton_tensors.to_triton` (the stub refuses the strides numpy gives
+empty arrays and axes of length 1).
 """
 
 import json
@@ -32,6 +39,7 @@ import time
 from collections import OrderedDict
 
 HELD = "no adaptation held"  # the decoder recognises this and starts the sequence again
+SESSION_FAULT = "the session model failed"  # a fault of this model: the decoder retries the request
 
 
 class Refused(Exception):
@@ -106,15 +114,14 @@ class TritonPythonModel:
         self.idle = max(1, number("vov_idle_seconds"))
         self.target = params.get("vov_denoiser_model") or "denoiser"
         self.sequences = OrderedDict()  # correlation id -> Sequence, least recently used first
-        self.numpy2 = int(np.__version__.split(".")[0]) >= 2
+        from vov_triton_tensors import to_triton
+
+        self.to_triton = to_triton
 
     # ---- tensors
 
     def tensor(self, pb_utils, name, array):
-        array = self.np.ascontiguousarray(array)
-        if self.numpy2:  # the stub's numpy bridge predates numpy 2 (see the runner's note)
-            return pb_utils.Tensor.from_dlpack(name, array)
-        return pb_utils.Tensor(name, array)
+        return self.to_triton(pb_utils, name, array)
 
     def get(self, pb_utils, request, name):
         tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -187,6 +194,8 @@ class TritonPythonModel:
     # ---- requests
 
     def execute(self, requests):
+        """One response per request, each built on its own: a request that is refused, or whose reply
+        cannot be made, fails alone (an exception out of here would fail every decode of the batch)."""
         import triton_python_backend_utils as pb_utils
 
         np = self.np
@@ -196,46 +205,62 @@ class TritonPythonModel:
         steps = []  # (request index, correlation id, latents, t, sequence, ends)
         for i, request in enumerate(requests):
             try:
-                start = self.get(pb_utils, request, "START")
-                end = self.get(pb_utils, request, "END")
-                corrid = int(self.get(pb_utils, request, "CORRID").reshape(-1)[0])
-                starts, ends = bool(start.reshape(-1)[0]), bool(end.reshape(-1)[0])
-                if starts:
-                    self.sequences.pop(corrid, None)
-                    self.begin(pb_utils, request, corrid, now)
-                latents, t = self.get(pb_utils, request, "latents"), self.get(pb_utils, request, "t")
-                if latents is None:
-                    if not ends:
-                        raise Refused("only the request that ends a decode may come without latents")
-                    self.sequences.pop(corrid, None)
+                step = self.accept(pb_utils, request, now)
+                if step is None:  # a release: its reply is empty
                     empty = np.zeros((1, self.channels, 0, 0, 0), dtype=np.float32)
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[self.tensor(pb_utils, "velocity", empty)])
-                    continue
-                sequence = self.sequences.get(corrid)
-                if sequence is None:
-                    raise Refused(f"{HELD} for this decode (dropped after {self.idle} s idle, or by a full "
-                                  f"table of {self.capacity}); send it again with START")
-                self.check_latents(latents, t)
-                sequence.used = now
-                self.sequences.move_to_end(corrid)
-                steps.append((i, corrid, latents, t.reshape(1, 1).astype(np.float32), sequence, ends))
+                    responses[i] = self.reply(pb_utils, empty)
+                else:
+                    steps.append((i, *step))
             except Refused as e:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"vov: {e}"))
+                responses[i] = self.failure(pb_utils, f"vov: {e}")
+            except Exception as e:  # a fault of this model, not of the request: worth a retry
+                responses[i] = self.failure(pb_utils, f"{SESSION_FAULT}: {e}")
         groups = {}
         for step in steps:
             groups.setdefault((step[2].shape, step[4].embeddings.shape), []).append(step)
         for members in groups.values():
             error, out = self.denoise(pb_utils, members)
             for k, (i, _, _, _, _, _) in enumerate(members):
-                if error is not None:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(error))
-                else:
-                    velocity = self.tensor(pb_utils, "velocity", out[k: k + 1])
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[velocity])
+                try:
+                    responses[i] = self.failure(pb_utils, error) if error is not None else self.reply(pb_utils, out[k: k + 1])
+                except Exception as e:
+                    responses[i] = self.failure(pb_utils, f"{SESSION_FAULT}: {e}")
         for _, corrid, _, _, _, ends in steps:
             if ends:
                 self.sequences.pop(corrid, None)
         return responses
+
+    def accept(self, pb_utils, request, now):
+        """A request's step (correlation id, latents, t, sequence, ends), or None for a release;
+        Refused if it is outside the protocol or the bounds."""
+        np = self.np
+        start = self.get(pb_utils, request, "START")
+        end = self.get(pb_utils, request, "END")
+        corrid = int(self.get(pb_utils, request, "CORRID").reshape(-1)[0])
+        starts, ends = bool(start.reshape(-1)[0]), bool(end.reshape(-1)[0])
+        if starts:
+            self.sequences.pop(corrid, None)
+            self.begin(pb_utils, request, corrid, now)
+        latents, t = self.get(pb_utils, request, "latents"), self.get(pb_utils, request, "t")
+        if latents is None:
+            if not ends:
+                raise Refused("only the request that ends a decode may come without latents")
+            self.sequences.pop(corrid, None)
+            return None
+        sequence = self.sequences.get(corrid)
+        if sequence is None:
+            raise Refused(f"{HELD} for this decode (dropped after {self.idle} s idle, or by a full "
+                          f"table of {self.capacity}); send it again with START")
+        self.check_latents(latents, t)
+        sequence.used = now
+        self.sequences.move_to_end(corrid)
+        return corrid, latents, t.reshape(1, 1).astype(np.float32), sequence, ends
+
+    def reply(self, pb_utils, velocity):
+        return pb_utils.InferenceResponse(output_tensors=[self.tensor(pb_utils, "velocity", velocity)])
+
+    def failure(self, pb_utils, message):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
 
     def denoise(self, pb_utils, members):
         """One call of the stateless denoiser for these rows: (error message, None) or (None, velocity)."""
@@ -253,8 +278,8 @@ class TritonPythonModel:
             request = pb_utils.InferenceRequest(model_name=self.target, inputs=inputs,
                                                 requested_output_names=["velocity"], **options)
             response = request.exec()
-        except Exception as e:  # the denoiser model is gone or refused the call
-            return f"vov: the {self.target} model failed: {e}", None
+        except Exception as e:  # the denoiser model is gone or stopping: not the request's fault
+            return f"the {self.target} model failed: {e}", None
         if response.has_error():
             return response.error().message(), None
         return None, np.array(np.from_dlpack(pb_utils.get_output_tensor_by_name(response, "velocity")))
