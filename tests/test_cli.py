@@ -81,6 +81,23 @@ def test_not_an_image(tmp_path):
     assert_clean_error(vov("compress", bad, "-o", tmp_path / "x.vov", *FAST), "neither an image nor a video")
 
 
+def test_a_clip_file_with_a_cut_last_payload_is_refused_at_once(tmp_path):
+    """The second clip's payload, cut by 4 bytes, is found before the first clip is sampled."""
+    import time
+
+    from vov.format import bitstream
+
+    f = bitstream.load((GOLDEN.parent / "tiny-v2-clip.vov").read_bytes())
+    f.segments[1].payload = f.segments[1].payload[:-4]
+    bad = tmp_path / "cut.vov"
+    bad.write_bytes(bitstream.dump(f, check=False))
+    start = time.perf_counter()
+    r = vov("decompress", bad, "-o", tmp_path / "x.y4m")
+    assert time.perf_counter() - start < 5.0
+    assert_clean_error(r, "segment 1", "payload")
+    assert not (tmp_path / "x.y4m").exists()
+
+
 def test_corrupt_file(tmp_path):
     data = bytearray(GOLDEN.read_bytes())
     data[30] ^= 0xFF

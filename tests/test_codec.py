@@ -237,6 +237,7 @@ def crafted(data: bytes, **changes) -> bytes:
     (dict(sampler_steps=10000), LimitExceeded, "VOV_MAX_SAMPLER_STEPS"),
     (dict(targets="(.*.*)*X"), BitstreamError, "targets"),
     (dict(targets=".*"), BitstreamError, "targets"),
+    (dict(targets=""), BitstreamError, "targets is empty"),
     (dict(guidance=7.5), BitstreamError, "guidance"),
     (dict(search_bits=4), BitstreamError, "best-of-N"),
     (dict(sampler=1, search_bits=4, sde_steps=2), BitstreamError, "indices"),
@@ -254,6 +255,34 @@ def test_crafted_files_are_refused_at_once(tiny_backbone, tiny_file, changes, er
     with pytest.raises(error, match=match):
         codec.decompress(crafted(tiny_file, **changes), backbone=tiny_backbone)
     assert time.perf_counter() - start < 2.0
+
+
+GOLDEN_CLIP = os.path.join(os.path.dirname(__file__), "golden", "tiny-v2-clip.vov")
+
+
+@pytest.mark.parametrize("change", [
+    dict(payload=lambda s: s.payload[:-4]),
+    dict(payload=lambda s: s.payload + b"\0\0\0\0"),
+    dict(prior_weights=lambda s: (0,) * len(s.prior_weights)),
+    dict(qmax=lambda s: s.qmax + 1),
+])
+def test_a_bad_last_clip_is_refused_before_the_first_is_sampled(tiny_backbone, change):
+    """Every clip's payload and prior are entropy-decoded before any sampling: no step, no session."""
+    f = bitstream.load(open(GOLDEN_CLIP, "rb").read())
+    (name, make), = change.items()
+    setattr(f.segments[1], name, make(f.segments[1]))
+    opened, steps = [], []
+
+    class Spy(codec.TorchEngine):
+        def open(self, *args, **kwargs):
+            opened.append(1)
+            return super().open(*args, **kwargs)
+
+    with pytest.raises(BitstreamError, match="segment 1"):
+        for _ in codec.decode_clips(bitstream.dump(f, check=False), backbone=tiny_backbone,
+                                    engine=Spy(tiny_backbone), on_step=lambda i, n: steps.append(i)):
+            pass
+    assert not opened and not steps
 
 
 def test_decoders_apply_their_limits(tiny_backbone, tiny_file):

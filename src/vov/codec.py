@@ -441,6 +441,9 @@ def check_supported(f: bitstream.VovFile, backbone: Backbone | None = None) -> N
         raise BitstreamError("a clip must declare its frame rate")
     if f.frames == 1 and (f.fps_num, f.fps_den) != (0, 1):
         raise BitstreamError("an image file must declare no frame rate (fps 0/1)")
+    if not f.targets:
+        raise BitstreamError("the file names no adapted layers (targets is empty); a file names a preset id of "
+                             "its backbone or exact layer names")
     if backbone is not None:
         if f.caption_z and not backbone.max_caption_tokens:
             raise BitstreamError(f"the file has a caption, and backbone {backbone.name!r} takes none")
@@ -481,12 +484,38 @@ def adapter_for(f: bitstream.VovFile, backbone: Backbone, clip: int = 0) -> Adap
     return adapter
 
 
+def clip_vector(f: bitstream.VovFile, clip: int) -> np.ndarray:
+    """Clip `clip`'s quantised vector, entropy-decoded (BitstreamError unless its payload codes exactly
+    `d` integers under its prior)."""
+    s = f.segments[clip]
+    try:
+        return entropy.decode(s.payload, entropy.PriorParams(s.prior_weights, s.prior_scale_codes), s.qmax, f.d)
+    except BitstreamError as e:
+        raise BitstreamError(f"segment {clip}: {e}") from None
+
+
 def set_clip(adapter: AdaptedDenoiser, f: bitstream.VovFile, clip: int) -> None:
     """Entropy-decode clip `clip`'s vector into `adapter` (whose spec is the file's)."""
-    s = f.segments[clip]
-    prior = entropy.PriorParams(s.prior_weights, s.prior_scale_codes)
-    q = entropy.decode(s.payload, prior, s.qmax, f.d)
-    adapter.set_theta(torch.from_numpy(q.astype(np.float32)) * torch.tensor(s.step_size, dtype=torch.float32))
+    q = clip_vector(f, clip)
+    step = f.segments[clip].step_size
+    adapter.set_theta(torch.from_numpy(q.astype(np.float32)) * torch.tensor(step, dtype=torch.float32))
+
+
+def check_clips(f: bitstream.VovFile) -> None:
+    """Every clip decodes before any clip is sampled: each segment's prior and payload (entropy-decoded
+    to exactly `d` integers) and its best-of-N indices. A file with a bad last clip is refused before
+    its first clip costs anything."""
+    check_indices(f)
+    config = scaling_config(f)
+    for c, segment in enumerate(f.segments):
+        clip_vector(f, c)
+        if config is not None:
+            from vov.method.scaling import decode_indices
+
+            try:
+                decode_indices(segment.search, f.index_count, config.candidates)
+            except BitstreamError as e:
+                raise BitstreamError(f"segment {c}: {e}") from None
 
 
 def condition_for(f: bitstream.VovFile, backbone: Backbone) -> Condition:
@@ -563,25 +592,25 @@ def decode_clips(data: bytes | bitstream.VovFile, *, backbone: Backbone | None =
 
     `engine` runs each clip's sampler steps (one session per clip: `engine.open(adapter, condition)`)
     and the latent decoder (default: torch in this process, `TorchEngine`); the sampling loop and the
-    cropping stay here. `on_step(step, total)` counts sampler steps over the whole file.
+    cropping stay here. `on_step(step, total)` counts sampler steps over the whole file. Every clip
+    is checked (`check_clips`, the tile grids, the adapter's fields) before the first is sampled.
     """
     f = parse(data, limits)
+    check_clips(f)
     backbone = backbone or backbone_for(f, model, device)
     check_supported(f, backbone)
-    check_indices(f)
+    for segment in f.segments:
+        check_tile_grid(f, latent_shape(f, backbone, segment.frames))
+    adapter = adapter_for(f, backbone, 0)  # the adapter's fields checked against the backbone, then built
     condition = condition_for(f, backbone)
     config = scaling_config(f)
     engine = engine or TorchEngine(backbone)
-    adapter = None
     total = f.sampler_steps * len(f.segments)
     done = 0
     for c, segment in enumerate(f.segments):
-        if adapter is None:
-            adapter = adapter_for(f, backbone, c)
-        else:
+        if c:
             set_clip(adapter, f, c)
         shape = latent_shape(f, backbone, segment.frames)
-        check_tile_grid(f, shape)
         seed = clip_seed(f.noise_seed, c)
 
         def step_done(i: int, n: int) -> None:
