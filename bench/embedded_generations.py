@@ -1,6 +1,7 @@
 """The embedded model's two generations side by side, in one run, on the eight held-out photos.
 
     python bench/embedded_generations.py codec [--rates 0.02,0.05,0.1] [--steps 600] [--workers 2] [--resume]
+        [--generations first,second] [--modes plain,best-of-n] [--photos 8]
     python bench/embedded_generations.py speed [--repeats 8]
     python bench/embedded_generations.py latents
     python bench/embedded_generations.py samples
@@ -99,7 +100,7 @@ def codec_job(job: tuple[str, str, float, str, int]) -> dict:
     decode = time.perf_counter() - start
     return {"photo": photo, "generation": generation, "target_bpp": bpp, "mode": mode, "bpp": report.bpp,
             "psnr": psnr(pixels, decoded), "ms_ssim": ms_ssim(pixels, decoded), "blockiness": blockiness(decoded),
-            "original_blockiness": blockiness(pixels), "index_bits": report.search_bits,
+            "original_blockiness": blockiness(pixels), "index_bits": report.index_bits,
             "encode_seconds": encode, "decode_seconds": decode}
 
 
@@ -119,8 +120,13 @@ def codec_summary(rows: list[dict]) -> list[dict]:
 def run_codec(args) -> None:
     rates = [float(r) for r in args.rates.split(",")]
     out = RESULTS / "codec.json"
-    jobs = [(name, g, bpp, mode, args.steps) for name, _ in held_out()[: args.photos] for g in GENERATIONS
-            for bpp in rates for mode in ("plain", "best-of-n")]
+    generations = args.generations.split(",")
+    modes = args.modes.split(",")
+    unknown = sorted(set(generations) - set(GENERATIONS)) + sorted(set(modes) - {"plain", "best-of-n"})
+    if unknown:
+        sys.exit(f"unknown generation or mode: {', '.join(unknown)}")
+    jobs = [(name, g, bpp, mode, args.steps) for name, _ in held_out()[: args.photos] for g in generations
+            for bpp in rates for mode in modes]
     rows, before = [], 0.0
     if args.resume and out.exists():
         done = json.loads(out.read_text())
@@ -321,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="0.02,0.05,0.1")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--photos", type=int, default=8)
+    p.add_argument("--generations", default="first,second", help="which generations (first, second)")
+    p.add_argument("--modes", default="plain,best-of-n", help="which files (plain, best-of-n)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--resume", action="store_true")
     p = sub.add_parser("speed")

@@ -45,13 +45,23 @@ def test_the_default_targets_are_the_self_attention_projections(tiny_backbone):
 
 # ---- interface v2 on the embedded backbone
 
-EMBEDDED_HASH = "32aae21cac20b917"  # files made with the shipped weights record it: it must never change
+FIRST_GENERATION_HASH = "32aae21cac20b917"  # files made with the first weights record it: it must never change
 
 
-def test_the_embedded_identity_is_unchanged():
+@pytest.mark.parametrize("generation", embedded.GENERATIONS, ids=lambda g: g.registry_name)
+def test_every_shipped_generation_has_the_hash_its_files_record(generation):
     from vov import backbones
 
-    assert backbones.load("embedded").content_hash.hex() == EMBEDDED_HASH
+    assert backbones.load(generation.registry_name).content_hash.hex() == generation.content_hash
+
+
+def test_the_first_generation_keeps_its_identity_and_the_newest_is_the_default():
+    from vov import backbones
+
+    assert embedded.generation(1).content_hash == FIRST_GENERATION_HASH
+    assert backbones.load("embedded-1").content_hash.hex() == FIRST_GENERATION_HASH
+    assert embedded.GENERATIONS[0].registry_name == "embedded" and embedded.NEWEST == 2
+    assert backbones.load("embedded").config == embedded.SECOND_GENERATION
 
 
 def test_only_the_null_caption_exists(tiny_backbone):
@@ -104,7 +114,7 @@ def test_the_registry_lists_every_backbone_without_loading_one():
     from vov.errors import UsageError
 
     rows = backbones.listing()
-    assert [r["name"] for r in rows] == list(backbones.NAMES) == ["embedded", "tiny", "wan", "image"]
+    assert [r["name"] for r in rows] == list(backbones.NAMES) == ["embedded", "embedded-1", "tiny", "wan", "image"]
     text = backbones.format_listing()
     assert all(name in text for name in backbones.NAMES) and "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in text
     wan = next(r for r in rows if r["name"] == "wan")

@@ -124,6 +124,32 @@ def _state(denoiser, ema, optimiser, generator, mean, std) -> dict[str, torch.Te
             **checkpoints.optimiser_tensors(optimiser)}
 
 
+def export_weights(run_dir: str | Path, out: str | Path, model: FlowConfig = SECOND_GENERATION) -> int:
+    """Write the averaged weights of a run's last checkpoint as a backbone file; returns its step.
+
+    Reads only the checkpoint, so it can run beside a training run that is still going.
+    """
+    ckpt_path = Path(run_dir) / "checkpoint.safetensors"
+    if not ckpt_path.is_file():
+        raise UsageError(f"{run_dir}: no checkpoint to export (train first)")
+    ema = FlowDenoiser(model)
+    optimiser = torch.optim.AdamW(ema.parameters())
+    whitening = torch.zeros(model.latent_channels)
+    expected = {**_state(ema, ema, optimiser, torch.Generator(), whitening, whitening),
+                **checkpoints.adam_shapes(optimiser)}
+    try:
+        saved, meta = checkpoints.load(ckpt_path, CHECKPOINT_KIND, expected, optional_prefixes=("optimiser.",))
+        if meta["model"] != asdict(model):
+            raise ValueError("it was made with another model shape")
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise UsageError(f"{ckpt_path} is not a usable {CHECKPOINT_KIND} ({e})") from None
+    ema.load_state_dict({k[4:]: v for k, v in saved.items() if k.startswith("ema.")})
+    autoencoder, _ = shipped_autoencoder()
+    LatentFlowBackbone.second_generation(model, autoencoder, ema.requires_grad_(False), saved["latent_mean"],
+                                         saved["latent_std"]).save(out)
+    return int(meta["step"])
+
+
 def train(run_dir: str | Path, pack_path: str | Path, cfg: TrainConfig = TrainConfig(),
           model: FlowConfig = SECOND_GENERATION, device: str | None = None, minutes: float | None = None,
           out: str | Path | None = None, stop_at: int | None = None, progress: bool = True) -> Path | None:
