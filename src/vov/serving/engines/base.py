@@ -68,18 +68,18 @@ class BaseSession:
         self.close()
 
 
-def run_canary(engine) -> None:
+def run_canary(engine, open_compact=None, decode=None) -> None:
     """One tiny decode step and latent decode through a served engine (`current_layout`,
-    `open_compact`); EngineUnavailable if it fails or gives non-finite values. The adaptation is
-    rank 1 and zero on the first slot layer."""
+    `open_compact`, `decode`, or the callables given in their place); EngineUnavailable if it fails
+    or gives non-finite values. The adaptation is rank 1 and zero on the first slot layer."""
     layout = engine.current_layout()
     first = layout.slots[0]
     compact = CompactAdapter(1, np.zeros(1, np.int32), np.zeros(first.in_features + first.out_features, np.float32))
     embeddings = np.zeros((1, 1 if engine.takes_mask else engine.text_tokens, engine.text_dim), np.float32)
     mask = np.ones(embeddings.shape[:2], bool)
     latents = torch.zeros(1, engine.channels, 1, 4, 4)
-    with engine.open_compact(compact, embeddings, mask) as session:
+    with (open_compact or engine.open_compact)(compact, embeddings, mask) as session:
         velocity = session.denoise(latents, torch.full((1,), 0.5))
-    pixels = engine.decode(latents)
+    pixels = (decode or engine.decode)(latents)
     if not (torch.isfinite(velocity).all() and torch.isfinite(pixels).all()):
         raise EngineUnavailable("the canary inference gave non-finite values")

@@ -50,8 +50,9 @@ class LocalEngine:
 
 
 def make_engine(backbone, triton_url: str | None, repository: str | Path | None, threads: int | None = None,
-                triton_tls: dict | None = None):
+                triton_tls: dict | None = None, **triton_options):
+    """`triton_options` go to TritonEngine (retry_seconds, max_attempts, on_unavailable)."""
     if triton_url:
-        return TritonEngine(triton_url, backbone, tls=triton_tls)
+        return TritonEngine(triton_url, backbone, tls=triton_tls, **triton_options)
     repo = Path(repository) if repository else default_repository(backbone.name)
     return LocalEngine(repo, backbone, threads)
