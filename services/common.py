@@ -28,6 +28,8 @@ from vov.limits import LimitExceeded
 from vov.serving.engines.base import EngineUnavailable
 
 from . import metrics
+from .admission import RESERVED_THREADS, RETRY_PUSHBACK, Admission
+from .admission import Interceptor as AdmissionInterceptor
 
 MIB = 1 << 20
 CHUNK = MIB  # payloads travel in chunks of at most this size
@@ -65,7 +67,10 @@ def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) ->
     parser.add_argument("--device", default=env_default("VOV_DEVICE", ""),
                         help="cpu, cuda or cuda:N (env VOV_DEVICE; default: the backbone's)")
     parser.add_argument("--workers", type=int, default=env_default(f"{prefix}_WORKERS", 8, int),
-                        help=f"concurrent calls (env {prefix}_WORKERS, default 8)")
+                        help=f"work calls served at once (env {prefix}_WORKERS, default 8)")
+    parser.add_argument("--max-queued", type=int, default=env_default(f"{prefix}_MAX_QUEUED", -1, int),
+                        help=f"work calls that may wait for a worker; more are refused with UNAVAILABLE "
+                             f"(env {prefix}_MAX_QUEUED, default 3 x --workers)")
     parser.add_argument("--grace", type=float, default=env_default("VOV_GRACE_SECONDS", 30.0, float),
                         help="seconds in-flight calls get to finish on shutdown (env VOV_GRACE_SECONDS, default 30)")
     parser.add_argument("--torch-threads", type=int, default=env_default("VOV_TORCH_THREADS", 0, int),
@@ -187,11 +192,14 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def abort_with(context: grpc.ServicerContext, log: logging.Logger, rpc: str, error: BaseException, **fields):
+    """End the call with `error`'s status; UNAVAILABLE carries gRPC's retry hint (retry pushback)."""
     code, message = status_for(error)
     internal = code == grpc.StatusCode.INTERNAL
     log.log(logging.ERROR if internal else logging.INFO, f"{rpc} failed",
             exc_info=error if internal else None,
             extra={"fields": {"rpc": rpc, "code": code.name, "detail": message, **fields}})
+    if code == grpc.StatusCode.UNAVAILABLE:
+        context.set_trailing_metadata(RETRY_PUSHBACK)
     context.abort(code, message)
 
 
@@ -271,14 +279,29 @@ def connection_age_options() -> list[tuple[str, int]]:
 
 
 class Server:
-    """A gRPC server with health checking, reflection and graceful shutdown."""
+    """A gRPC server with health checking, reflection and graceful shutdown.
+
+    The methods `capped` (names of the services' methods, e.g. "Decompress") are work calls: at most
+    `workers` run at once and `max_queued` (default 3 x workers) wait, in arrival order; more are
+    refused with UNAVAILABLE (services/admission.py). The thread pool holds a thread for each of
+    those and RESERVED_THREADS more, so health checks never wait behind work. Beyond all of them,
+    gRPC itself refuses calls (a flood's backstop).
+    """
 
     def __init__(self, service_names: list[str], add_servicers: Callable[[grpc.Server], None], host: str, port: int,
-                 workers: int, max_message: int, log: logging.Logger, credentials=None):
+                 workers: int, max_message: int, log: logging.Logger, credentials=None, capped: tuple[str, ...] = (),
+                 max_queued: int | None = None):
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1, not {workers}")
+        max_queued = 3 * workers if max_queued is None or max_queued < 0 else max_queued
         options = [("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message),
                    ("grpc.so_reuseport", 0), *connection_age_options()]
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers + 4), options=options,
-                                  maximum_concurrent_rpcs=workers * 4, interceptors=[metrics.Interceptor(workers)])
+        methods = {f"/{name}/{method}" for name in service_names for method in capped}
+        threads = workers + max_queued + RESERVED_THREADS
+        interceptors = [metrics.Interceptor(workers, max_queued, methods),
+                        AdmissionInterceptor(Admission(workers, max_queued), methods)]
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+                                  options=options, maximum_concurrent_rpcs=4 * threads, interceptors=interceptors)
         add_servicers(self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -4,8 +4,12 @@ What is measured, per process (each service is its own process, so one registry 
 - every gRPC call, by gRPC service, method and status code (`vov_grpc_server_handled_total`), and
   how long it took (`vov_grpc_server_handling_seconds`, a histogram reaching the minutes of a fit);
 - the calls being served right now (`vov_grpc_server_in_flight`): for `Decompress` this is the count
-  of open decode streams, the signal the decoder is autoscaled on (helm/vov);
-- the calls a server accepts at once (`vov_grpc_server_workers`), to read the in-flight gauge against;
+  of decode streams a worker serves, at most `--workers` (services/admission.py);
+- the work calls waiting for a worker (`vov_grpc_server_queued`), and those refused because the
+  queue was full (`vov_grpc_server_refused_total`): in flight + queued + refused = calls sent. The
+  open decode streams, the signal the decoder is autoscaled on (helm/vov), are in flight + queued;
+- the calls a server serves at once (`vov_grpc_server_workers`) and may keep waiting
+  (`vov_grpc_server_queue_limit`), to read the gauges against;
 - on the encoder, Compress calls waiting for a fit slot (`vov_encoder_fit_queue_length`), fits
   running (`vov_encoder_fits_running`) and the slots (`vov_encoder_fit_slots`, from --max-fits);
 - on the decoder, each request to Triton as the decoder sees it, by model and outcome
@@ -50,6 +54,12 @@ HANDLING = Histogram("vov_grpc_server_handling_seconds", "Time from a call's sta
 IN_FLIGHT = Gauge("vov_grpc_server_in_flight", "gRPC calls being served now (open streams for streaming calls)",
                   ["grpc_service", "grpc_method"], registry=REGISTRY)
 WORKERS = Gauge("vov_grpc_server_workers", "Calls this server serves at once (--workers)", registry=REGISTRY)
+QUEUED = Gauge("vov_grpc_server_queued", "Work calls waiting for a worker", ["grpc_service", "grpc_method"],
+               registry=REGISTRY)
+REFUSED = Counter("vov_grpc_server_refused", "Work calls refused at once: every worker busy and the queue full",
+                  ["grpc_service", "grpc_method"], registry=REGISTRY)
+QUEUE_LIMIT = Gauge("vov_grpc_server_queue_limit", "Work calls that may wait for a worker (--max-queued)",
+                    registry=REGISTRY)
 FIT_QUEUE = Gauge("vov_encoder_fit_queue_length", "Compress calls waiting for a fit slot", registry=REGISTRY)
 FITS_RUNNING = Gauge("vov_encoder_fits_running", "Fits running now", registry=REGISTRY)
 FIT_SLOTS = Gauge("vov_encoder_fit_slots", "Fits that may run at once (--max-fits)", registry=REGISTRY)
@@ -115,7 +125,7 @@ def serve_http(port: int, host: str) -> int:
         return _http_server.server_address[1]
 
 
-def _split(full_method: str) -> tuple[str, str]:
+def split_method(full_method: str) -> tuple[str, str]:
     """'/vov.v1.Decoder/Decompress' -> ('vov.v1.Decoder', 'Decompress')."""
     service, _, method = full_method.lstrip("/").rpartition("/")
     return service or "unknown", method or "unknown"
@@ -133,26 +143,30 @@ def _code(context, raised: bool, finished: bool) -> str:
 
 
 class _Call:
-    """One call's accounting: in flight from start() until finish(), counted once."""
+    """One call's accounting, counted once: handled and its time, and, unless a worker slot counts
+    it (`in_flight` False: services/admission.py), in flight from start until finish()."""
 
-    def __init__(self, service: str, method: str):
+    def __init__(self, service: str, method: str, in_flight: bool = True):
         self.labels = (service, method)
         self.start = time.perf_counter()
         self.done = False
-        IN_FLIGHT.labels(*self.labels).inc()
+        self.in_flight = in_flight
+        if in_flight:
+            IN_FLIGHT.labels(*self.labels).inc()
 
     def finish(self, context, raised: bool, finished: bool) -> None:
         if self.done:
             return
         self.done = True
-        IN_FLIGHT.labels(*self.labels).dec()
+        if self.in_flight:
+            IN_FLIGHT.labels(*self.labels).dec()
         HANDLING.labels(*self.labels).observe(time.perf_counter() - self.start)
         HANDLED.labels(*self.labels, _code(context, raised, finished)).inc()
 
 
-def _unary_response(behavior, service: str, method: str):
+def _unary_response(behavior, service: str, method: str, in_flight: bool):
     def wrapped(request, context):
-        call = _Call(service, method)
+        call = _Call(service, method, in_flight)
         try:
             response = behavior(request, context)
         except BaseException:
@@ -164,9 +178,9 @@ def _unary_response(behavior, service: str, method: str):
     return wrapped
 
 
-def _stream_response(behavior, service: str, method: str):
+def _stream_response(behavior, service: str, method: str, in_flight: bool):
     def wrapped(request, context):
-        call = _Call(service, method)
+        call = _Call(service, method, in_flight)
         raised = finished = False
         try:
             yield from behavior(request, context)
@@ -183,25 +197,34 @@ def _stream_response(behavior, service: str, method: str):
 
 
 class Interceptor(grpc.ServerInterceptor):
-    """Counts every call of the server it is installed on (see the module's docstring)."""
+    """Counts every call of the server it is installed on (see the module's docstring); the methods
+    in `capped` (full names) are counted in flight by their worker slot instead."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, max_queued: int | None = None, capped: set[str] = frozenset()):
         if workers:
             WORKERS.set(workers)
+        if max_queued is not None:
+            QUEUE_LIMIT.set(max_queued)
+        self.capped = capped
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        service, method = _split(handler_call_details.method)
+        service, method = split_method(handler_call_details.method)
+        counts = handler_call_details.method not in self.capped
         if handler.unary_unary:
-            make, behavior = grpc.unary_unary_rpc_method_handler, _unary_response(handler.unary_unary, service, method)
+            make, behavior = grpc.unary_unary_rpc_method_handler, _unary_response(handler.unary_unary, service,
+                                                                                   method, counts)
         elif handler.stream_unary:
-            make, behavior = grpc.stream_unary_rpc_method_handler, _unary_response(handler.stream_unary, service, method)
+            make, behavior = grpc.stream_unary_rpc_method_handler, _unary_response(handler.stream_unary, service,
+                                                                                    method, counts)
         elif handler.unary_stream:
-            make, behavior = grpc.unary_stream_rpc_method_handler, _stream_response(handler.unary_stream, service, method)
+            make, behavior = grpc.unary_stream_rpc_method_handler, _stream_response(handler.unary_stream, service,
+                                                                                     method, counts)
         else:
-            make, behavior = grpc.stream_stream_rpc_method_handler, _stream_response(handler.stream_stream, service, method)
+            make, behavior = grpc.stream_stream_rpc_method_handler, _stream_response(handler.stream_stream, service,
+                                                                                      method, counts)
         return make(behavior, request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer)
 

@@ -192,6 +192,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-interval", type=float, default=env_default("VOV_HEALTH_INTERVAL_SECONDS", 1.0, float),
                         help="seconds between checks of the engine behind health (env VOV_HEALTH_INTERVAL_SECONDS, "
                              "default 1)")
+    parser.add_argument("--triton-retry-seconds", type=float,
+                        default=env_default("VOV_TRITON_RETRY_SECONDS", 120.0, float),
+                        help="how long a decode that lost Triton waits for one to serve again before it fails "
+                             "with UNAVAILABLE (env VOV_TRITON_RETRY_SECONDS, default 120)")
+    parser.add_argument("--triton-retry-attempts", type=int, default=env_default("VOV_TRITON_RETRY_ATTEMPTS", 20, int),
+                        help="attempts a decode makes to start its sequence again on Triton, at most "
+                             "(env VOV_TRITON_RETRY_ATTEMPTS, default 20)")
 
 
 def triton_tls(args: argparse.Namespace) -> dict | None:
@@ -214,12 +221,16 @@ def serve(args: argparse.Namespace) -> Server:
     log = logger("decoder")
     backbone = common.load_backbone(args, log)
     engine = make_engine(backbone, args.triton_url or None, args.repository or None, args.ort_threads or None,
-                         triton_tls(args))
+                         triton_tls(args), retry_seconds=args.triton_retry_seconds,
+                         max_attempts=args.triton_retry_attempts)
     servicer = DecoderServicer(backbone, engine, args.max_file_bytes, log, limits.from_args(args))
     server = Server([SERVICE], lambda s: codec_pb2_grpc.add_DecoderServicer_to_server(servicer, s), args.host,
-                    args.port, args.workers, args.max_file_bytes + MESSAGE_SLACK, log, common.server_credentials(args))
+                    args.port, args.workers, args.max_file_bytes + MESSAGE_SLACK, log, common.server_credentials(args),
+                    capped=("Decompress", "Edit"), max_queued=args.max_queued)
     server.start(serving=False)  # SERVING once the engine's first check passes
     servicer.watch = EngineWatch(engine, server.set_serving, log, interval=args.health_interval).start()
+    if hasattr(engine, "on_unavailable"):  # Triton: a call that finds it unavailable has health check at once
+        engine.on_unavailable = servicer.watch.report_failure
     event(log, "serving", address=server.address, tls=server.tls, engine=engine.describe(),
           max_file_bytes=args.max_file_bytes)
     return server

@@ -164,7 +164,8 @@ def serve(args: argparse.Namespace) -> Server:
     servicer = EncoderServicer(backbone, args.max_image_bytes, max(1, args.max_fits), log, limits.from_args(args))
     # the image arrives in chunks of at most 1 MiB, so messages stay small; the limit is generous anyway
     server = Server([SERVICE], lambda s: codec_pb2_grpc.add_EncoderServicer_to_server(servicer, s), args.host,
-                    args.port, args.workers, 4 * MIB + MESSAGE_SLACK, log, common.server_credentials(args))
+                    args.port, args.workers, 4 * MIB + MESSAGE_SLACK, log, common.server_credentials(args),
+                    capped=("Compress",), max_queued=args.max_queued)
     server.start()
     if backbone.device.type == "cuda":
         servicer.watch = DeviceWatch(cuda_check(backbone.device), server.set_serving,

@@ -29,6 +29,7 @@ from vov.v1 import codec_pb2, codec_pb2_grpc
 pytestmark = pytest.mark.slow
 
 DECODER_WORKERS = 3
+DECODER_QUEUE = 4
 ENCODER_FITS = 1
 
 
@@ -41,7 +42,8 @@ def stack(tiny_repository, tmp_path_factory):
     s = Stack("tiny", repository=tiny_repository, work=tmp_path_factory.mktemp("metrics-stack"), max_rank=4,
               torch_threads=1, with_triton=False,
               extra_decoder_args=["--metrics-port", str(ports["decoder"]), "--workers", str(DECODER_WORKERS),
-                                  "--grace", "5", "--max-sampler-steps", str(LONG_DECODE_STEPS)],
+                                  "--max-queued", str(DECODER_QUEUE), "--grace", "5",
+                                  "--max-sampler-steps", str(LONG_DECODE_STEPS)],
               extra_encoder_args=["--metrics-port", str(ports["encoder"]), "--max-fits", str(ENCODER_FITS),
                                   "--grace", "5"])
     s.start()
@@ -197,3 +199,50 @@ def test_a_decode_reports_its_first_picture_and_the_engine_is_up(stack, tiny_bac
         value(before, "vov_decoder_time_to_first_frame_seconds_sum", grpc_method="Decompress")
     assert 0 < first
     assert value(after, "vov_decoder_engine_up") == 1 and value(after, "vov_decoder_canary_failures_total") == 0
+
+
+def test_a_saturated_decoder_counts_every_call_and_still_answers_health(stack, tiny_backbone):
+    """workers + 8 decode streams: `workers` decode, `--max-queued` wait for a worker, the rest are
+    refused at once with UNAVAILABLE; the gauges and the counter add up to the calls sent, and health
+    checks answer within a second meanwhile. Cancelled, the queue empties and the next call decodes."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    data = codec.compress(picture(2), tiny_options(2, sampler_steps=LONG_DECODE_STEPS), backbone=tiny_backbone,
+                          limits=Limits(max_sampler_steps=LONG_DECODE_STEPS)).data
+    sent = DECODER_WORKERS + 8
+    labels = {"grpc_service": "vov.v1.Decoder", "grpc_method": "Decompress"}
+    before = scrape(stack, "decoder")
+    with client.channel(stack.decoder_address) as ch:
+        stub = codec_pb2_grpc.DecoderStub(ch)
+        calls = [stub.Decompress(codec_pb2.DecompressRequest(bitstream=data), timeout=120) for _ in range(sent)]
+        refused = sent - DECODER_WORKERS - DECODER_QUEUE
+        busy = wait_for(stack, "decoder", lambda s: value(s, "vov_grpc_server_refused_total", **labels)
+                        - value(before, "vov_grpc_server_refused_total", **labels) == refused
+                        and value(s, "vov_grpc_server_queued", **labels) == DECODER_QUEUE
+                        and in_flight(s, "vov.v1.Decoder", "Decompress") == DECODER_WORKERS)
+        counted = (in_flight(busy, "vov.v1.Decoder", "Decompress") + value(busy, "vov_grpc_server_queued", **labels)
+                   + value(busy, "vov_grpc_server_refused_total", **labels)
+                   - value(before, "vov_grpc_server_refused_total", **labels))
+        assert counted == sent
+        assert value(busy, "vov_grpc_server_queue_limit") == DECODER_QUEUE
+        health = health_pb2_grpc.HealthStub(ch)
+        for _ in range(5):
+            start = time.perf_counter()
+            reply = health.Check(health_pb2.HealthCheckRequest(service="vov.v1.Decoder"), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING and time.perf_counter() - start < 1.0
+        deadline = time.monotonic() + 10
+        while len([c for c in calls if c.done()]) < refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ended = [c for c in calls if c.done()]
+        assert len(ended) == refused  # the refused calls end at once, with gRPC's retry hint
+        for call in ended:
+            assert call.code() == grpc.StatusCode.UNAVAILABLE and "busy" in call.details()
+            assert ("grpc-retry-pushback-ms", "1000") in tuple(call.trailing_metadata())
+        for call in calls:
+            call.cancel()
+    after = wait_for(stack, "decoder", lambda s: in_flight(s, "vov.v1.Decoder", "Decompress") == 0
+                     and value(s, "vov_grpc_server_queued", **labels) == 0)
+    assert (handled(after, "vov.v1.Decoder", "Decompress", "UNAVAILABLE")
+            - handled(before, "vov.v1.Decoder", "Decompress", "UNAVAILABLE")) == refused
+    quick = client.remote_compress(stack.encoder_address, png_bytes(3), tiny_options(3), quiet=True)
+    assert client.remote_decompress_png(stack.decoder_address, quick)[0]  # a worker is free again
