@@ -1,4 +1,4 @@
-"""`vov edit`: decode .vov files edited through their adaptations (docs/editing.md).
+"""Decoding .vov files edited through their adaptations (`vov edit`, docs/editing.md).
 
     vov edit IN.vov --caption "a panda" -o OUT          decode the same vector with another caption
     vov edit A.vov B.vov --merge --weights 0.6,0.4 -o OUT   dW = 0.6 B_A A_A + 0.4 B_B A_B
@@ -19,7 +19,6 @@ the decoder service and Triton run the same loop and the same engines as a plain
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -226,83 +225,3 @@ def edit(datas: Sequence[bytes], options: EditOptions = EditOptions(), *, backbo
     clips = [c.frames for c in decode_plan(the_plan, backbone, engine=engine, on_step=on_step, limits=limits)]
     return codec.Decoded(np.concatenate(clips) if len(clips) > 1 else clips[0], grey=the_plan.header.colour == 1,
                          file=the_plan.header)
-
-
-# ---------------------------------------------------------------------------------- the command
-
-
-def add_arguments(p) -> None:
-    from vov import cli, limits
-
-    p.add_argument("inputs", nargs="+", metavar="IN.vov",
-                   help=f"the file to edit; with --merge 2 to {MAX_FILES} files of one backbone")
-    p.add_argument("-o", "--output", required=True,
-                   help="as for decompress: an image file, or for a clip a video file or a folder of PNG frames")
-    p.add_argument("--caption", help="decode with this caption instead of the file's (text-conditioned backbones); "
-                                     "\"\" is the null caption")
-    p.add_argument("--merge", action="store_true", help="merge the files' adaptations: dW = sum of w_i B_i A_i")
-    p.add_argument("--weights", metavar="W1,W2", help="with --merge: one weight per file, each in "
-                                                       "[-4, 4] (default 1/n each)")
-    p.add_argument("--strength", default="1", metavar="S",
-                   help=f"scale the adaptation: 1 the plain decode, 0 the base model (in [{STRENGTH_RANGE[0]:g}, "
-                        f"{STRENGTH_RANGE[1]:g}], default 1)")
-    p.add_argument("--replay", action="store_true", help="a best-of-N file: replay its chosen noises with the edit "
-                                                         "(default: the plain ODE on the same grid)")
-    cli._add_backbone_args(p, compress=False)
-    p.add_argument("--server", help="edit through a vov decoder service at HOST:PORT")
-    p.add_argument("--tls-ca", help="with --server: verify the server's certificate against this CA (PEM); "
-                                    "turns TLS on")
-    p.add_argument("--tls-cert", help="with --server: client certificate (PEM) for mutual TLS")
-    p.add_argument("--tls-key", help="with --server: client private key (PEM) for mutual TLS")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    limits.add_arguments(p)
-
-
-def options_from_args(args) -> EditOptions:
-    count = len(args.inputs)
-    if count > 1 and not args.merge:
-        raise UsageError(f"{count} files: add --merge to merge their adaptations")
-    if args.merge and count < 2:
-        raise UsageError("--merge needs two or more files")
-    weights = None
-    if args.weights is not None:
-        if not args.merge:
-            raise UsageError("--weights go with --merge; scale one file with --strength")
-        items = args.weights.split(",")
-        if len(items) > MAX_FILES:
-            raise UsageError(f"at most {MAX_FILES} weights")
-        weights = tuple(check_number(f"weight {i + 1}", w.strip(), (-float("inf"), float("inf")))
-                        for i, w in enumerate(items))
-    return EditOptions(caption=args.caption, weights=weights, strength=check_number("--strength", args.strength,
-                                                                                    STRENGTH_RANGE),
-                       replay=args.replay)
-
-
-def run(args) -> None:
-    """`vov edit` (vov.cli.EXTENSIONS)."""
-    from vov import cli, limits
-    from vov.files import read_bytes
-    from vov.media.output import check_output, write_clips
-
-    options = options_from_args(args)
-    datas = [read_bytes(path) for path in args.inputs]
-    decode_limits = limits.from_args(args)
-    the_plan = plan(datas, options, decode_limits)  # every refusal before any model is loaded
-    check_output(args.output, the_plan.header.frames)
-    for note in the_plan.notes():
-        print(f"vov: note: {note}", file=sys.stderr)
-    what = f"{the_plan.header.width}x{the_plan.header.height}" + (
-        f", {the_plan.header.frames} frames" if the_plan.header.frames > 1 else "")
-    if args.server:
-        from vov.serving.client import remote_edit_to
-
-        remote_edit_to(args.server, datas, args.output, options, tls=cli._tls(args), quiet=args.quiet)
-        print(f"{args.output}: {what}")
-        return
-    backbone = codec.backbone_for(the_plan.header, args.model, args.device)
-    with cli.DecodeBar(args.quiet) as on_step:
-        clips = decode_plan(the_plan, backbone, on_step=on_step, limits=decode_limits)
-        h = the_plan.header
-        write_clips((clip.frames for clip in clips), args.output, h.width, h.height, h.frames, (h.fps_num, h.fps_den),
-                    h.colour == 1)
-    print(f"{args.output}: {what}")

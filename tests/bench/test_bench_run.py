@@ -130,7 +130,7 @@ def test_bad_arguments_are_usage_errors(flag, value, image_path, tmp_path, capsy
 
 
 def test_a_folder_means_its_images(tmp_path):
-    from vov.bench.cli import expand_images
+    from vov.cli.bench import expand_images
     from vov.errors import UsageError
 
     for name in ("b.png", "a.jpg", "notes.txt"):

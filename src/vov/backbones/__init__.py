@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from vov.backbones.base import AdapterDefaults, Backbone, Condition, FitDefaults, Schedule
 from vov.errors import UsageError
 
+DEFAULT_BACKBONE = "embedded"  # vov's own backbone: what a compress, a service or a benchmark uses unless told
+
 
 @dataclass(frozen=True)
 class BackboneInfo:
@@ -42,7 +44,7 @@ def registry_name_for(name: str, content_hash: bytes) -> str:
     Every generation of the embedded backbone is "embedded" in the files it makes; the hash picks the
     shipped generation (an unknown hash stays "embedded", whose newest weights then refuse the file).
     """
-    if name != "embedded":
+    if name != DEFAULT_BACKBONE:
         return name
     from vov.backbones.embedded import generation_for_hash
 
@@ -104,7 +106,7 @@ def info(name: str) -> BackboneInfo:
     return REGISTRY[name]
 
 
-def load(name: str = "embedded", model: str | None = None, device=None, dtype=None) -> Backbone:
+def load(name: str = DEFAULT_BACKBONE, model: str | None = None, device=None, dtype=None) -> Backbone:
     """The backbone `name`, from `model` (a folder or hub id; its default when None), on `device`.
 
     Every problem a person can fix (unknown name, missing or pickle-only weights, offline without a

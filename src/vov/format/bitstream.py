@@ -35,6 +35,7 @@ SAMPLERS = ("ode", "sde")  # 0: Euler steps of the flow ODE; 1: SDE steps, the c
 MAX_SIDE = 16384
 MAX_FRAMES = 10000
 MAX_D = 1 << 22
+MAX_RANK = 64
 MAX_CAPTION = 16384
 MAX_THETA = 256.0  # |theta_hat| = qmax * step_size is at most this: larger vectors are not adaptations
 MAX_SHIFT = 64.0
@@ -146,7 +147,7 @@ HEADER_FIELDS = [
     ("backbone", _text(64), "header", None),
     ("backbone_hash", HASH, "header", None),
     ("adapter_kind", U8, "header", (0, len(ADAPTER_KINDS) - 1)),
-    ("rank", U8, "header", (1, 64)),
+    ("rank", U8, "header", (1, MAX_RANK)),
     ("d", VARINT, "header", (1, MAX_D)),
     ("adapter_seed", VARINT, "header", SEED),
     ("targets", _text(512), "header", None),

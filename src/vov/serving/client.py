@@ -19,6 +19,7 @@ from vov.files import read_bytes
 from vov.limits import LimitExceeded
 
 CHUNK = 1 << 20
+DEFAULT_PORTS = {"encoder": 50051, "decoder": 50052}  # where `vov serve` and the services listen unless told
 MAX_MESSAGE = 64 << 20  # the client accepts what any server limit allows
 
 

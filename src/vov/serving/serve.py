@@ -10,13 +10,17 @@ from 1 s to at most 30 s while restarts keep failing (and starts again at 1 s on
 stayed up for a minute); each death and restart is logged. A dead Triton's backend stubs and
 shared memory are removed first (vov.serving.triton). While Triton is down the decoder's health says
 NOT_SERVING; it says SERVING again once its canary inference passes on the restarted Triton.
+Decodes in flight wait for it and go on (vov.serving.engines.triton). A Triton restarted on purpose
+(`restart("triton")` while it runs) is stopped gracefully first: it finishes the requests it holds.
+
+Stopping. SIGTERM while the stack starts (an export of the models, a process not yet healthy) ends
+the start at once, as Ctrl-C does: what was started is stopped and `start` raises KeyboardInterrupt.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from datetime import datetime
 import signal
 import subprocess
 import sys
@@ -62,6 +66,24 @@ def wait_healthy(address: str, process: subprocess.Popen | None, name: str, time
                 pass
             time.sleep(0.2)
     raise UsageError(f"the {name} at {address} was not healthy after {timeout:.0f} s")
+
+
+class _interrupted_by_sigterm:
+    """Within it (in the main thread), SIGTERM raises KeyboardInterrupt; the previous handler after."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 class Stack:
@@ -166,6 +188,10 @@ class Stack:
 
     def start(self) -> "Stack":
         self.work.mkdir(parents=True, exist_ok=True)
+        with _interrupted_by_sigterm():
+            return self._start()
+
+    def _start(self) -> "Stack":
         try:
             self.export()
             if self.with_triton:
@@ -206,7 +232,7 @@ class Stack:
 
     def restart(self, name: str) -> None:
         if name == "triton":
-            self.triton.reap()  # stubs that outlived the server and their shared memory
+            self.triton.stop()  # a running one finishes what it holds; then its stubs and shared memory go
             self.start_triton()
         else:
             self.children.pop(name, None)
@@ -237,50 +263,3 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--backbone", default="embedded", help="foundation model (default: embedded; `vov backbones`)")
-    parser.add_argument("--model", help="the backbone's weights: a folder in the diffusers layout or a hub id")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N for the encoder's fits (default: the backbone's)")
-    parser.add_argument("--repository", help="Triton model repository (default: ~/.cache/vov/triton/BACKBONE-ENV; exported if needed)")
-    parser.add_argument("--host", default="127.0.0.1", help="address every service listens on (default 127.0.0.1)")
-    parser.add_argument("--encoder-port", type=int, default=50051)
-    parser.add_argument("--decoder-port", type=int, default=50052)
-    parser.add_argument("--triton-grpc-port", type=int, default=8001)
-    parser.add_argument("--triton-http-port", type=int, default=8000)
-    parser.add_argument("--triton-metrics-port", type=int, default=8002, help="Triton's Prometheus metrics (default 8002)")
-    parser.add_argument("--max-rank", type=int, help="largest adapter rank the engine serves (default 8)")
-    parser.add_argument("--no-triton", action="store_true", help="run the denoiser in the decoder with ONNX Runtime")
-    parser.add_argument("--work-dir", help="logs of the three processes (default: a temporary directory)")
-
-
-def run(args) -> None:
-    def log(message: str) -> None:
-        print(f"vov serve {datetime.now().isoformat(timespec='seconds')}: {message}", file=sys.stderr, flush=True)
-
-    stack = Stack(args.backbone, args.repository, args.work_dir, args.host, args.encoder_port, args.decoder_port,
-                  args.triton_grpc_port, args.triton_http_port, args.max_rank, with_triton=not args.no_triton, log=log,
-                  triton_metrics_port=args.triton_metrics_port, model=args.model, device=args.device)
-    stopping = threading.Event()
-
-    def handler(signum, _frame):
-        stopping.set()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        stack.start()
-        if not args.no_triton:
-            print(f"triton   {stack.triton_url} (gRPC), {stack.host}:{stack.ports['triton_http']} (HTTP), "
-                  f"{stack.host}:{stack.ports['triton_metrics']} (metrics)")
-        print(f"decoder  {stack.decoder_address}")
-        print(f"encoder  {stack.encoder_address}")
-        print(f"logs     {stack.work}")
-        print("Ctrl-C stops all three; a process that dies is restarted.", flush=True)
-        stack.supervise(stopping)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        print("vov: stopping", file=sys.stderr)
-        stack.stop()
-        signal.signal(signal.SIGTERM, previous)

@@ -3,40 +3,41 @@ that serves every file made for the backbone (vov.serving.repository, vov.servin
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+from vov.cli import flags
 from vov.errors import UsageError
-from vov.serving.contract import DENOISER_MODEL, DEFAULT_MAX_RANK, SESSION_MODEL, read_engine
-from vov.serving.parity import parity
-from vov.serving.graphs import latent_decoder_frames
-from vov.serving.repository import (DEFAULT_MAX_SEQUENCES, MAX_BATCH, PLAN_SCRIPT, VARIANTS, default_repository,
-                                    export_repository, is_current)
+
+NAME = "export"
+HELP = "export the denoiser and the latent decoder to ONNX"
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--backbone", default="embedded", help="foundation model (default: embedded)")
-    parser.add_argument("--model", help="the backbone's weights: a folder or hub id (default: the backbone's own)")
-    parser.add_argument("--device", help="where the backbone is loaded for the export (cpu, cuda, cuda:N)")
-    parser.add_argument("--repository", help="Triton model repository to write (default: "
-                                             "~/.cache/vov/triton/BACKBONE-ENV, one per Python environment)")
-    parser.add_argument("--max-rank", type=int, default=DEFAULT_MAX_RANK,
-                        help=f"largest adapter rank the engine serves (default {DEFAULT_MAX_RANK})")
-    parser.add_argument("--variant", choices=VARIANTS, default="cpu",
-                        help="cpu: Python backend + ONNX Runtime; gpu: TensorRT plans, built on the GPU node by "
-                             f"the {PLAN_SCRIPT} written into the repository (default cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per Triton instance (0: auto)")
-    parser.add_argument("--max-batch", type=int, default=MAX_BATCH,
-                        help=f"rows of one model call: Triton's max_batch_size and the plans' largest batch "
-                             f"(default {MAX_BATCH})")
-    parser.add_argument("--max-sequences", type=int, default=DEFAULT_MAX_SEQUENCES,
-                        help=f"decodes whose adaptation Triton holds at once (default {DEFAULT_MAX_SEQUENCES})")
-    parser.add_argument("--latent-frames", help="latent-frame counts to export latent decoders for, comma-separated, "
-                                                "where the VAE bakes the count (default: 1 and a full clip's)")
-    parser.add_argument("--plan-opt", metavar="BATCHxFRAMESxWIDTHxHEIGHT",
-                        help="the TensorRT profiles' optimum in pixels (default 8x1x768x512; Wan: 1x81x832x480)")
-    parser.add_argument("--check", action="store_true", help="compare the ONNX graphs with torch on random inputs")
-    parser.add_argument("--force", action="store_true", help="export even if the repository is current")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vov.serving.contract import DEFAULT_MAX_RANK
+    from vov.serving.repository import DEFAULT_MAX_SEQUENCES, MAX_BATCH, PLAN_SCRIPT, VARIANTS
+
+    flags.add_backbone(p, name=True, device_help="where the backbone is loaded for the export (cpu, cuda, cuda:N)")
+    p.add_argument("--repository", help="Triton model repository to write (default: "
+                                        "~/.cache/vov/triton/BACKBONE-ENV, one per Python environment)")
+    p.add_argument("--max-rank", type=int, default=DEFAULT_MAX_RANK,
+                   help=f"largest adapter rank the engine serves (default {DEFAULT_MAX_RANK})")
+    p.add_argument("--variant", choices=VARIANTS, default="cpu",
+                   help="cpu: Python backend + ONNX Runtime; gpu: TensorRT plans, built on the GPU node by "
+                        f"the {PLAN_SCRIPT} written into the repository (default cpu)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per Triton instance (0: auto)")
+    p.add_argument("--max-batch", type=flags.positive(int), default=MAX_BATCH,
+                   help=f"rows of one model call: Triton's max_batch_size and the plans' largest batch "
+                        f"(default {MAX_BATCH})")
+    p.add_argument("--max-sequences", type=flags.positive(int), default=DEFAULT_MAX_SEQUENCES,
+                   help=f"decodes whose adaptation Triton holds at once (default {DEFAULT_MAX_SEQUENCES})")
+    p.add_argument("--latent-frames", help="latent-frame counts to export latent decoders for, comma-separated, "
+                                           "where the VAE bakes the count (default: 1 and a full clip's)")
+    p.add_argument("--plan-opt", metavar="BATCHxFRAMESxWIDTHxHEIGHT",
+                   help="the TensorRT profiles' optimum in pixels (default 8x1x768x512; Wan: 1x81x832x480)")
+    p.add_argument("--check", action="store_true", help="compare the ONNX graphs with torch on random inputs")
+    p.add_argument("--force", action="store_true", help="export even if the repository is current")
 
 
 def _plan_shapes(text: str | None, backbone) -> dict:
@@ -54,9 +55,14 @@ def _plan_shapes(text: str | None, backbone) -> dict:
 
 def run(args) -> None:
     from vov import backbones
+    from vov.format.bitstream import MAX_RANK
+    from vov.serving.contract import DENOISER_MODEL, SESSION_MODEL, read_engine
+    from vov.serving.graphs import latent_decoder_frames
+    from vov.serving.parity import parity
+    from vov.serving.repository import default_repository, export_repository, is_current
 
-    if not 1 <= args.max_rank <= 64:
-        raise UsageError(f"--max-rank must be between 1 and 64, not {args.max_rank}")
+    if not 1 <= args.max_rank <= MAX_RANK:
+        raise UsageError(f"--max-rank must be between 1 and {MAX_RANK}, not {args.max_rank}")
     frames = None
     if args.latent_frames:
         try:

@@ -19,6 +19,11 @@ from __future__ import annotations
 
 import argparse
 
+from vov.cli import flags
+
+NAME = "bench"
+HELP = "rate-distortion benchmark against classical codecs"
+
 KNOWN_CODECS = ("vov", "jpeg", "webp", "avif", "jxl", "x265")
 VIDEO_ONLY_CODECS = ("x264", "svt-av1", "aom-av1", "vvc")  # with vov and x265: the video benchmark's
 
@@ -52,17 +57,9 @@ def _codec_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vov.backbones import DEFAULT_BACKBONE
+
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="images to code (PNG, JPEG, ...), or folders whose images are all coded; or videos "
                              "(Y4M, MP4, MKV, WebM, MOV), which run the video benchmark")
@@ -74,9 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"vov,x265,{','.join(VIDEO_ONLY_CODECS)} (default: all but aom-av1)")
     parser.add_argument("--points", type=_rate_list, default=[0.02, 0.05, 0.1],
                         help="bpp at which the summary interpolates quality (default 0.02,0.05,0.1)")
-    parser.add_argument("--steps", type=_positive_int, default=1200, help="vov fitting steps (default 1200)")
-    parser.add_argument("--sampler-steps", type=_positive_int, default=50, help="vov decoder ODE steps (default 50)")
-    parser.add_argument("--backbone", default="embedded", help="vov backbone (default: embedded)")
+    parser.add_argument("--steps", type=flags.positive(int), default=1200, help="vov fitting steps (default 1200)")
+    parser.add_argument("--sampler-steps", type=flags.positive(int), default=50, help="vov decoder ODE steps (default 50)")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"vov backbone (default: {DEFAULT_BACKBONE})")
     parser.add_argument("--seed", type=int, default=0, help="vov seed (default 0)")
     parser.add_argument("--lpips-weights", metavar="FILE[,FILE]",
                         help="LPIPS weights (AlexNet trunk + linear layers); LPIPS is left out without them")
@@ -91,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="videos: each clip's fit starts from the previous clip's vector")
     parser.add_argument("--fvd-weights", metavar="FILE",
                         help="videos: Kinetics-400 I3D weights for FVD; FVD is left out without them")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    flags.add_quiet(parser, "no progress bars")
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm"}

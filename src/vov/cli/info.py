@@ -1,0 +1,42 @@
+"""`vov info`: a .vov file's header, clips and sizes."""
+
+from __future__ import annotations
+
+import argparse
+
+from vov.files import read_bytes
+
+NAME = "info"
+HELP = "show a .vov file's header, clips and sizes"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input")
+
+
+def run(args) -> None:
+    from vov.format import bitstream
+
+    data = read_bytes(args.input)
+    f = bitstream.load(data)
+    sizes = bitstream.part_sizes(f)
+    pixels = f.pixels
+    print(f"format      {f.version[0]}.{f.version[1]}")
+    print(f"backbone    {f.backbone} ({f.backbone_hash.hex()})")
+    rate = f", {f.fps_num}/{f.fps_den} fps" if f.frames > 1 else ""
+    print(f"media       {f.width}x{f.height}, {f.frames} frame(s){rate}, {'grey' if f.colour else 'RGB'}")
+    print(f"adapter     {f.adapter_name}, rank {f.rank}, d {f.d}, seed {f.adapter_seed}, targets {f.targets}")
+    schedule = "uniform" if f.schedule == 0 else f"flow shift {f.shift:g}"
+    print(f"sampler     {f.sampler_steps} {'Euler' if f.sampler == 0 else 'SDE'} steps ({schedule}), "
+          f"noise seed {f.noise_seed}, guidance {f.guidance:g}")
+    if f.sampler == 1:
+        index_bits = sum(8 * len(s.search) for s in f.segments)
+        print(f"best-of-N   N = {1 << f.search_bits}, {f.sde_steps} scaled steps from step {f.sde_start}, g cap "
+              f"{f.g_cap:g}; indices {index_bits} bits in all ({f.search_bits} bits each)")
+    if f.caption:
+        print(f"caption     {f.caption}")
+    for i, (s, size) in enumerate(zip(f.segments, bitstream.segment_sizes(f))):
+        print(f"clip {i:<6} {s.frames} frame(s), {size} bytes, {8 * size / (s.frames * f.width * f.height):.5f} bpp, "
+              f"step {s.step_size:.6g}, |q| <= {s.qmax}, prior {len(s.prior_weights)} logistics")
+    print(f"size        {len(data)} bytes = " + " + ".join(f"{k} {v}" for k, v in sizes.items()))
+    print(f"rate        {8 * len(data) / pixels:.5f} bpp ({8 * len(data)} bits / {pixels} pixels)")
