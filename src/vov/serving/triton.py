@@ -14,6 +14,15 @@ launch (docs/services.md):
   interpreter's directory: the models always run on the environment vov runs in.
 Readiness is polled over Triton's HTTP endpoint with the standard library: no gRPC in here.
 
+Stopping. SIGTERM makes Triton refuse new requests and wait, at most EXIT_SECONDS, for the ones it
+holds; a decode whose sequence is held open waits for a Triton to serve again and starts the sequence
+there (vov.serving.engines.triton), so the wait is short and nothing is lost.
+
+Log. Triton logs warnings and errors only (`--log-info=false`, `--log-verbose=0`); its output and its
+stubs' go through a pipe into `tritonserver.log`, which a thread of this process rotates at
+`LOG_BYTES` (`.1`, `.2` hold the older parts; the oldest is dropped), so a server that repeats an
+error cannot fill the disk.
+
 Cleanup. Triton starts one Python-backend stub process per model instance and shares memory with
 each through regions in /dev/shm. The server runs in its own process group and its regions carry a
 prefix of its own (`--backend-config=python,shm-region-prefix-name=...`), so `stop` (and `reap`,
@@ -30,6 +39,7 @@ import uuid
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -93,6 +103,58 @@ def environment() -> dict[str, str]:
     return env
 
 
+EXIT_SECONDS = 5  # a stopping Triton waits this long for what it holds (decodes it cuts start again elsewhere)
+LOG_BYTES = 8 << 20  # Triton's log rotates at this size
+LOG_BACKUPS = 2  # older parts kept beside it
+
+
+class RotatingLog:
+    """Copies what a process writes to `pipe` into `path`, rotated at `max_bytes` with `backups`
+    older parts (path.1 the newest of them); ends when every writer has closed the pipe."""
+
+    def __init__(self, pipe, path: Path, max_bytes: int = LOG_BYTES, backups: int = LOG_BACKUPS):
+        self.pipe, self.path, self.max_bytes, self.backups = pipe, Path(path), max_bytes, backups
+        self.thread = threading.Thread(target=self._copy, name="triton-log", daemon=True)
+
+    def start(self) -> "RotatingLog":
+        self.thread.start()
+        return self
+
+    def _rotate(self) -> None:
+        for i in range(self.backups, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            newer = self.path.with_name(f"{self.path.name}.{i - 1}") if i > 1 else self.path
+            if newer.exists():
+                os.replace(newer, older)
+        if not self.backups:
+            self.path.unlink(missing_ok=True)
+
+    def _copy(self) -> None:
+        fd = self.pipe.fileno()
+        out = open(self.path, "ab")
+        try:
+            size = out.tell()
+            while True:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return
+                if size and size + len(chunk) > self.max_bytes:
+                    out.close()
+                    self._rotate()
+                    out, size = open(self.path, "ab"), 0
+                out.write(chunk[: self.max_bytes])
+                out.flush()
+                size += min(len(chunk), self.max_bytes)
+        except OSError:
+            return
+        finally:
+            out.close()
+            self.pipe.close()
+
+    def join(self, timeout: float = 5.0) -> None:
+        self.thread.join(timeout)
+
+
 class TritonServer:
     """One tritonserver process serving `repository` on loopback."""
 
@@ -104,6 +166,7 @@ class TritonServer:
         self.metrics_port = metrics_port
         self.log_path = Path(log_path) if log_path else self.work / "tritonserver.log"
         self.process: subprocess.Popen | None = None
+        self.log: RotatingLog | None = None
         self.shm_prefix = ""
 
     @property
@@ -120,18 +183,16 @@ class TritonServer:
                "--allow-cpu-metrics=true"] if self.metrics_port else ["--allow-metrics=false"]),
             "--allow-gpu-metrics=false",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-            "--strict-readiness=true", "--exit-on-error=true", "--log-info=false",
+            "--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={EXIT_SECONDS}",
+            "--log-info=false", "--log-warning=true", "--log-error=true", "--log-verbose=0",
         ]
 
     def start(self) -> "TritonServer":
         self.work.mkdir(parents=True, exist_ok=True)
         self.shm_prefix = f"vov_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
-        log = open(self.log_path, "ab")
-        try:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=environment(),
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            log.close()
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        env=environment(), stdin=subprocess.DEVNULL, start_new_session=True)
+        self.log = RotatingLog(self.process.stdout, self.log_path).start()
         return self
 
     def ready(self) -> bool:
@@ -182,6 +243,8 @@ class TritonServer:
         except (ProcessLookupError, PermissionError):
             pass
         self.process.wait()
+        if self.log is not None:
+            self.log.join()  # every writer is gone: the log holds all they wrote
         if self.shm_prefix:
             for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
                 try:
