@@ -10,7 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -126,6 +128,43 @@ def rpc_error(call) -> grpc.RpcError:
     return info.value
 
 
+GOLDEN_CLIP = Path(__file__).parents[1] / "golden" / "tiny-v2-clip.vov"  # two clips of the tiny backbone
+
+
+def cut_second_payload(data: bytes) -> bytes:
+    f = bitstream.load(data)
+    f.segments[1].payload = f.segments[1].payload[:-4]
+    return bitstream.dump(f, check=False)
+
+
+def with_steps(data: bytes, steps: int) -> bytes:
+    """The same file decoded with more sampler steps: a longer decode of a valid file."""
+    f = bitstream.load(data)
+    f.sampler_steps = steps
+    return bitstream.dump(f, check=False)
+
+
+def decode_stream(address: str, data: bytes, progressed: threading.Event | None = None,
+                  timeout: float = 300) -> list[bytes]:
+    """Every message of a Decompress stream but its progress, serialised; `progressed` is set at the
+    first progress message."""
+    messages = []
+    with grpc.insecure_channel(address) as ch:
+        for m in codec_pb2_grpc.DecoderStub(ch).Decompress(codec_pb2.DecompressRequest(bitstream=data),
+                                                            timeout=timeout):
+            if m.HasField("progress"):
+                if progressed is not None:
+                    progressed.set()
+            else:
+                messages.append(m.SerializeToString())
+    return messages
+
+
+def frame_indices(messages: list[bytes]) -> list[int]:
+    replies = [codec_pb2.DecompressResponse.FromString(m) for m in messages]
+    return [r.frame.index for r in replies if r.HasField("frame")]
+
+
 def test_the_decoder_lists_its_real_rank_before_any_decode(served):
     with grpc.insecure_channel(served.decoder) as ch:
         models = codec_pb2_grpc.DecoderStub(ch).ListModels(codec_pb2.ListModelsRequest(), timeout=10).models
@@ -152,6 +191,8 @@ def test_crafted_files_get_typed_errors_within_seconds(served, tiny_files):
         (crafted(step_size=3.4e38), grpc.StatusCode.INVALID_ARGUMENT, "step_size"),
         (crafted(payload=f.segments[0].payload[:-4]), grpc.StatusCode.INVALID_ARGUMENT, "exactly"),
         (crafted(guidance=3.0), grpc.StatusCode.INVALID_ARGUMENT, "guidance"),
+        (crafted(targets=""), grpc.StatusCode.INVALID_ARGUMENT, "targets is empty"),
+        (cut_second_payload(GOLDEN_CLIP.read_bytes()), grpc.StatusCode.INVALID_ARGUMENT, "segment 1"),
     ]
     for data, code, words in cases:
         start = time.perf_counter()
@@ -226,6 +267,68 @@ def test_killing_triton_turns_health_and_serve_brings_it_back(served, tiny_files
     assert not [p for p in stubs if Path(f"/proc/{p}").exists()], "backend stubs of the dead Triton survived"
     assert not list(Path("/dev/shm").glob(f"{prefix}*")), "the dead Triton's shared memory stayed"
     assert "the triton exited" in served.output() and "the triton is running again" in served.output()
+
+
+@pytest.fixture(scope="module")
+def long_decodes(served, tiny_files):
+    """Three files whose decodes take seconds (two images and a two-clip video), and their output
+    from an undisturbed decode each."""
+    files = [with_steps(tiny_files[0], 300), with_steps(tiny_files[1], 300), with_steps(GOLDEN_CLIP.read_bytes(), 120)]
+    return files, [decode_stream(served.decoder, data) for data in files]
+
+
+def triton_pid(served) -> int:
+    (pid,) = [p for p in pids_with(f"--grpc-port={served.ports['grpc']}") if "tritonserver" in
+              Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    return pid
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_decodes_in_flight_survive_a_triton_restart(served, long_decodes, stop):
+    """Three decodes in flight while Triton is stopped (or killed) and `vov serve` restarts it, and a
+    fourth sent during the restart: all four finish with the output of an undisturbed decode, the
+    video's frames each sent once."""
+    files, undisturbed = long_decodes
+    assert len(frame_indices(undisturbed[2])) > 1
+    pid = triton_pid(served)
+    progressed = [threading.Event() for _ in files]
+    with ThreadPoolExecutor(4) as pool:
+        began = time.monotonic()
+        running = [pool.submit(decode_stream, served.decoder, data, event) for data, event in zip(files, progressed)]
+        for event in progressed:
+            assert event.wait(60), served.output()[-2000:]
+        assert not any(call.done() for call in running)  # all three are mid-decode
+        os.kill(pid, stop)
+        stopped = time.monotonic()
+        while health(served.decoder) == health_pb2.HealthCheckResponse.SERVING and time.monotonic() - stopped < 30:
+            time.sleep(0.05)
+        late = pool.submit(decode_stream, served.decoder, files[0])  # sent while Triton restarts
+        results = [call.result(timeout=240) for call in running] + [late.result(timeout=240)]
+    print(f"{signal.Signals(stop).name}: the four decodes finished {time.monotonic() - stopped:.1f} s after the "
+          f"signal, {time.monotonic() - began:.1f} s after they began")
+    assert triton_pid(served) != pid
+    for got, expected in zip(results, [*undisturbed, undisturbed[0]]):
+        assert got == expected
+    assert sorted(set(frame_indices(results[2]))) == frame_indices(results[2])  # no frame sent twice
+
+
+def test_serve_stops_within_seconds_while_it_exports(tmp_path):
+    """SIGTERM while `vov serve` exports its models (a repository not yet made) stops it at once."""
+    s = Served(tmp_path / "repository", tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while "exporting the models" not in s.output():
+            assert s.process.poll() is None and time.monotonic() < deadline, s.output()[-2000:]
+            time.sleep(0.02)
+        s.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        s.process.wait(60)
+        took = time.monotonic() - signalled
+        print(f"vov serve stopped {took:.2f} s after SIGTERM while it exported")
+        assert took < 5, s.output()[-2000:]
+        assert not pids_with(f"--grpc-port={s.ports['grpc']}")  # no Triton was left behind
+    finally:
+        s.stop()
 
 
 # ---- TLS

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import subprocess
+import threading
 
 import grpc
 import pytest
@@ -50,12 +51,22 @@ def mount(directory, files: dict[str, bytes]) -> None:
             (directory / name).symlink_to(f"..data/{name}")
 
 
+HELD = b"hold"  # a call that stays open until RELEASE is set
+ENTERED, RELEASE = threading.Event(), threading.Event()
+
+
+def echo(request: bytes, context) -> bytes:
+    if request == HELD:
+        ENTERED.set()
+        RELEASE.wait(30)
+    return request
+
+
 def start(secret, mutual: bool):
     from vov_services import common
 
     handler = grpc.method_handlers_generic_handler(SERVICE, {
-        METHOD: grpc.unary_unary_rpc_method_handler(lambda request, context: request,
-                                                    request_deserializer=None, response_serializer=None)})
+        METHOD: grpc.unary_unary_rpc_method_handler(echo, request_deserializer=None, response_serializer=None)})
     args = argparse.Namespace(tls_cert=str(secret / "tls.crt"), tls_key=str(secret / "tls.key"),
                               tls_client_ca=str(secret / "ca.crt") if mutual else "")
     return common.Server([SERVICE], lambda s: s.add_generic_rpc_handlers((handler,)), "127.0.0.1", 0, 2, 1 << 20,
@@ -82,12 +93,23 @@ def test_a_renewed_certificate_is_served_without_a_restart(tmp_path, mutual):
     try:
         assert call(server.address, first["ca.crt"], first if mutual else None)
         assert not call(server.address, second["ca.crt"], second if mutual else None)
+        ENTERED.clear(), RELEASE.clear()
+        credentials = grpc.ssl_channel_credentials(first["ca.crt"], *((first["tls.key"], first["tls.crt"])
+                                                                       if mutual else ()))
+        channel = grpc.secure_channel(server.address, credentials)
+        held = channel.unary_unary(f"/{SERVICE}/{METHOD}", request_serializer=None,
+                                   response_deserializer=None).future(HELD, timeout=30)
+        assert ENTERED.wait(10)  # a call open on the first certificate's connection
         mount(secret, second)  # the renewal: new files in the same mounted paths
         assert call(server.address, second["ca.crt"], second if mutual else None)
         assert not call(server.address, first["ca.crt"], first if mutual else None)
         if mutual:  # the reloaded client CA: a client certificate of the old CA is refused now
             assert not call(server.address, second["ca.crt"], first)
+        RELEASE.set()
+        assert held.result() == HELD  # the open call was not cut
+        channel.close()
     finally:
+        RELEASE.set()
         server.stop(0.2)
 
 

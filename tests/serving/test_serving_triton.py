@@ -120,6 +120,9 @@ def test_releases_canaries_and_odd_shapes_cross_triton_cleanly(triton, wan_backb
 
     from vov.limits import LimitExceeded
     from vov.method.adapters import AdaptedDenoiser
+    from vov.serving.engines.base import EngineUnavailable
+    from vov.serving.engines.triton import SequenceLost
+    from vov.serving.triton import free_port
 
     engine = TritonEngine(triton.triton_url, wan_backbone)
     local = OrtEngine(wan_repository, backbone=wan_backbone)
@@ -133,11 +136,20 @@ def test_releases_canaries_and_odd_shapes_cross_triton_cleanly(triton, wan_backb
             got = session.denoise(latents, t)
         with local.open(adapter, condition) as session:
             np.testing.assert_array_equal(got.numpy(), session.denoise(latents, t).numpy())
+    running = engine.open(adapter, condition)  # a decode in flight meanwhile: nothing below may end it
+    before = running.denoise(latents, t)
     for hostile in (torch.zeros(1, 4, 0, 4, 4), torch.zeros(1, 4, 1, 3, 3)):  # no frames; not whole patches
         with engine.open(adapter, condition) as session:
             with pytest.raises(LimitExceeded):
                 session.denoise(hostile, t)
     engine.probe(canary=True)
+    with pytest.raises(SequenceLost):  # a failed request of this engine (a step of no decode) ends only itself
+        engine.infer(contract.SESSION_MODEL, {"latents": latents.numpy(), "t": t.numpy()[:, None]}, "velocity",
+                     sequence=(4141, False, False))
+    with pytest.raises(EngineUnavailable):  # a failed probe (nothing listens there) ends only itself
+        TritonEngine(f"127.0.0.1:{free_port()}", wan_backbone).probe(canary=True)
+    np.testing.assert_array_equal(running.denoise(latents, t).numpy(), before.numpy())
+    running.close()
 
     def request(corrid, start=False, end=False, **inputs):
         tensors = []
