@@ -141,4 +141,20 @@ class EncodeOptions:
         return self.scaling.steps if self.scaling is not None else self.sampler_steps
 
 
-__all__ = ["DEFAULT_BPP", "EncodeOptions", "MAX_FIT_STEPS", "MAX_SEED", "ScalingOptions"]
+RATE_TOLERANCE = 0.05  # a file further than this from the rate asked for is noted
+
+
+def rate_note(asked: float | None, got: float, d: int) -> str | None:
+    """What to tell a person whose file missed the rate asked for by more than RATE_TOLERANCE (None: on target).
+
+    A file lands under its target when the vector cannot hold more: its d entries, each quantised,
+    carry the picture as well as they can before the bits run out (small images, large targets)."""
+    if asked is None or not asked > 0 or abs(got / asked - 1) <= RATE_TOLERANCE:
+        return None
+    if got < asked:
+        return (f"the file is {got:.4g} bpp, {100 * (1 - got / asked):.0f}% under the {asked:g} bpp asked for: a "
+                f"vector of d = {d} holds no more on this input (a larger --dim or --kind lora can)")
+    return f"the file is {got:.4g} bpp, {100 * (got / asked - 1):.0f}% over the {asked:g} bpp asked for"
+
+
+__all__ = ["RATE_TOLERANCE", "rate_note", "DEFAULT_BPP", "EncodeOptions", "MAX_FIT_STEPS", "MAX_SEED", "ScalingOptions"]

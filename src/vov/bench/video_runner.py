@@ -34,6 +34,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -342,6 +343,8 @@ class VideoRunner:
         steps = sum(f.steps for f in the_plan.fits)
         from tqdm import tqdm
 
+        from vov.options import rate_note
+
         bar = tqdm(total=steps, desc=f"  vov fit {item.name} @{rate:g}", unit="step", leave=False, position=1,
                    disable=self.config.quiet, dynamic_ncols=True)
         clip_done: dict[int, float] = {}
@@ -376,6 +379,10 @@ class VideoRunner:
                   "params": {"d": report.d, "clips": len(the_plan.lengths),
                              "warm start": "on" if self.config.warm_start else "off"},
                   "parts": report.parts, "segments": segments, "metrics": metrics}
+        missed = rate_note(rate, record["bpp"], report.d)
+        if missed:  # in the record, and said once as the point is made
+            record["note"] = missed
+            tqdm.write(f"vov bench: note: {item.name} @{rate:g} bpp: {missed}", file=sys.stderr)
         self.cache.store(key, record, out.to_uint8(), report.data)
         return {**record, "key": key}
 

@@ -18,8 +18,15 @@ from vov.errors import VovError
 COMMANDS = (compress, decompress, info, backbones, serve, export, bench, edit, train_base)
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad flags end as every other bad input does: one line `vov: error: ...`, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"vov: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vov", description="Images and clips stored as adaptations of a diffusion model.")
+    parser = Parser(prog="vov", description="Images and clips stored as adaptations of a diffusion model.")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_arguments(sub.add_parser(command.NAME, help=command.HELP))

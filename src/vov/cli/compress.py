@@ -128,6 +128,7 @@ def run(args) -> None:
 def _compress_here(args, frames, options, writer: bool) -> None:
     """Compress in this process (one rank of several under torchrun: only rank 0 writes and prints)."""
     from vov import codec
+    from vov.options import rate_note
     from vov.progress import FitBars
 
     backbone = codec.get_backbone(args.backbone, args.model, options.device)
@@ -148,6 +149,9 @@ def _compress_here(args, frames, options, writer: bool) -> None:
     if not writer:
         return
     write_atomic(args.output, report.data)
+    missed = rate_note(options.target_bpp, report.bpp, report.d)
+    if missed:
+        flags.note(missed)
     extra = f", best-of-N indices {report.index_bits} bits" if report.index_bits else ""
     print(f"{args.output}: {len(report.data)} bytes, {report.bpp:.4f} bpp, d={report.d}, "
           f"payload {report.payload_bits} bits vs estimate {report.est_bits:.0f} "

@@ -20,6 +20,8 @@ def run(args) -> None:
     data = read_bytes(args.input)
     f = bitstream.load(data)
     sizes = bitstream.part_sizes(f)
+    if f.sampler == 0 and "search" in sizes:  # a plain file's search fields are unused header bytes
+        sizes["header"] += sizes.pop("search")
     pixels = f.pixels
     print(f"format      {f.version[0]}.{f.version[1]}")
     print(f"backbone    {f.backbone} ({f.backbone_hash.hex()})")
@@ -33,6 +35,9 @@ def run(args) -> None:
         index_bits = sum(8 * len(s.search) for s in f.segments)
         print(f"best-of-N   N = {1 << f.search_bits}, {f.sde_steps} scaled steps from step {f.sde_start}, g cap "
               f"{f.g_cap:g}; indices {index_bits} bits in all ({f.search_bits} bits each)")
+        if f.search_tile:
+            print(f"tiles       {f.tile_rows} x {f.tile_cols} tiles of {f.search_tile} x {f.search_tile} latent cells, "
+                  f"one index each a step")
     if f.caption:
         print(f"caption     {f.caption}")
     for i, (s, size) in enumerate(zip(f.segments, bitstream.segment_sizes(f))):

@@ -10,6 +10,7 @@ rest -> VovError.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from vov.files import read_bytes
 from vov.limits import LimitExceeded
 
 CHUNK = 1 << 20
+STAGES = {"fit": 1, "rate": 2, "search": 3}  # CompressProgress.stage -> vov.method.fit.Progress.stage
 DEFAULT_PORTS = {"encoder": 50051, "decoder": 50052}  # where `vov serve` and the services listen unless told
 MAX_MESSAGE = 64 << 20  # the client accepts what any server limit allows
 
@@ -44,6 +46,26 @@ class ClientTls:
         return cls(read_bytes(ca), read_bytes(cert) if cert else None, read_bytes(key) if key else None)
 
 
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/]+)(?::(.*))?")
+
+
+def target(server: str, service: str) -> str:
+    """The gRPC target of `server` for `service` ("encoder" or "decoder"): HOST alone gets the
+    service's default port (DEFAULT_PORTS, where `vov serve` listens); a gRPC URI (dns:///, unix:,
+    ipv4:, ...) is kept as given."""
+    if re.match(r"(dns|unix|unix-abstract|ipv4|ipv6|vsock):", server):
+        return server  # a gRPC name resolver's URI, not HOST:PORT
+    found = _HOST_PORT.fullmatch(server)
+    if found is None:
+        raise UsageError(f"--server is HOST:PORT, not {server!r}")
+    host, port = found.groups()
+    if port is None or port == "":
+        return f"{host}:{DEFAULT_PORTS[service]}"
+    if not (port.isdigit() and 0 < int(port) <= 65535):
+        raise UsageError(f"--server is HOST:PORT with a port from 1 to 65535, not {server!r}")
+    return server
+
+
 def channel(server: str, tls: ClientTls | None = None):
     import grpc
 
@@ -55,10 +77,15 @@ def channel(server: str, tls: ClientTls | None = None):
     return grpc.secure_channel(server, credentials, options=options)
 
 
-def _error(e, server: str, bad_input: type[VovError]) -> VovError:
+def _error(e, server: str, bad_input: type[VovError], service: str) -> VovError:
     import grpc
 
     code, details = e.code(), e.details() or ""
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        other = "decoder" if service == "encoder" else "encoder"
+        return UsageError(f"{server} is not a vov {service} service (it does not know the call; the {other}'s "
+                          f"port?); `vov serve` puts the encoder on {DEFAULT_PORTS['encoder']} and the decoder on "
+                          f"{DEFAULT_PORTS['decoder']}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return bad_input(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -103,36 +130,28 @@ def compress_events(server: str, image_bytes: bytes, options, timeout: float | N
         for offset in range(0, len(image_bytes), CHUNK):
             yield codec_pb2.CompressRequest(chunk=image_bytes[offset: offset + CHUNK])
 
-    with channel(server, tls) as ch:
+    with channel(target(server, "encoder"), tls) as ch:
         try:
             yield from codec_pb2_grpc.EncoderStub(ch).Compress(requests(), timeout=timeout)
         except grpc.RpcError as e:
-            raise _error(e, server, MediaError) from None
+            raise _error(e, server, MediaError, "encoder") from None
 
 
 def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = False, tls: ClientTls | None = None,
                     default_rate: bool = False) -> bytes:
     """Compress through an encoder service; a progress bar follows the fit unless `quiet`."""
-    from tqdm import tqdm
+    from vov.progress import FitBars
 
-    bar = tqdm(total=options.steps or (options.fit.steps if options.fit else None), desc="fitting", unit="step",
-               disable=quiet, dynamic_ncols=True)
     result = None
-    try:
+    with FitBars(quiet) as bars:
         # read to the end of the stream, so the call ends as the server ends it (OK), not cancelled
         for message in compress_events(server, image_bytes, options, tls=tls, default_rate=default_rate):
             if message.HasField("progress"):
                 p = message.progress
-                bar.total = p.total
-                bar.update(max(0, p.step - bar.n))
-                extra = {"stage": p.stage, "loss": f"{p.loss:.4f}"}
-                if p.estimated_bits:
-                    extra["est"] = f"{p.estimated_bits / 8:.0f}B"
-                bar.set_postfix(extra)
+                bars.update(step=p.step, total=p.total, stage=STAGES.get(p.stage, 1), loss=p.loss,
+                            est_bits=p.estimated_bits, clip=p.clip or 1, clips=p.clips or 1)
             elif message.HasField("result"):
                 result = message.result.bitstream
-    finally:
-        bar.close()
     if result is None:
         raise VovError(f"{server}: the encoder ended the call without a result")
     return result
@@ -143,11 +162,11 @@ def decompress_events(server: str, data: bytes, timeout: float | None = None, tl
 
     from vov.v1 import codec_pb2, codec_pb2_grpc
 
-    with channel(server, tls) as ch:
+    with channel(target(server, "decoder"), tls) as ch:
         try:
             yield from codec_pb2_grpc.DecoderStub(ch).Decompress(codec_pb2.DecompressRequest(bitstream=data), timeout=timeout)
         except grpc.RpcError as e:
-            raise _error(e, server, BitstreamError) from None
+            raise _error(e, server, BitstreamError, "decoder") from None
 
 
 def remote_decompress_png(server: str, data: bytes, timeout: float | None = None, tls: ClientTls | None = None,
@@ -193,11 +212,11 @@ def edit_events(server: str, files: list[bytes], options, timeout: float | None 
 
     from vov.v1 import codec_pb2_grpc
 
-    with channel(server, tls) as ch:
+    with channel(target(server, "decoder"), tls) as ch:
         try:
             yield from codec_pb2_grpc.DecoderStub(ch).Edit(edit_request(files, options), timeout=timeout)
         except grpc.RpcError as e:
-            raise _error(e, server, UsageError) from None
+            raise _error(e, server, UsageError, "decoder") from None
 
 
 def remote_edit_to(server: str, files: list[bytes], output: str, options, tls: ClientTls | None = None,
@@ -210,20 +229,17 @@ def write_stream(events, server: str, output: str, quiet: bool = True) -> None:
     """Write a decoder's DecompressResponse stream into `output` (an image file, a video file or a
     folder of frames, the frames as they arrive); a progress bar follows the sampler unless `quiet`."""
     from PIL import Image
-    from tqdm import tqdm
 
     from vov.media import save_image
     from vov.media.video import open_video_writer
+    from vov.progress import StepBar
 
-    bar, writer, info, parts, grey = None, None, None, [], False
+    bar, writer, info, parts, grey = StepBar(quiet), None, None, [], False
     try:
         for message in events:
             event = message.WhichOneof("event")
             if event == "progress":
-                if bar is None:
-                    bar = tqdm(total=message.progress.total, desc="decoding", unit="step", disable=quiet,
-                               dynamic_ncols=True)
-                bar.update(max(0, message.progress.step - bar.n))
+                bar(message.progress.step, message.progress.total)
             elif event == "video":
                 info = message.video
                 writer = open_video_writer(output, info.width, info.height, (info.fps_num, info.fps_den), grey=info.grey)
@@ -250,8 +266,7 @@ def write_stream(events, server: str, output: str, quiet: bool = True) -> None:
             writer.abort()
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def remote_decompress(server: str, data: bytes, tls: ClientTls | None = None,
@@ -259,20 +274,10 @@ def remote_decompress(server: str, data: bytes, tls: ClientTls | None = None,
     """Decompress through a decoder service: (pixels float32 HxWx3 in [0, 1], grey); a progress bar
     follows the decoder's sampler unless `quiet`."""
     from PIL import Image
-    from tqdm import tqdm
 
-    bar = None
+    from vov.progress import StepBar
 
-    def on_step(step: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="decoding", unit="step", disable=quiet, dynamic_ncols=True)
-        bar.update(max(0, step - bar.n))
-
-    try:
+    with StepBar(quiet) as on_step:
         png, grey = remote_decompress_png(server, data, tls=tls, on_step=on_step)
-    finally:
-        if bar is not None:
-            bar.close()
     img = Image.open(io.BytesIO(png)).convert("RGB")
     return np.asarray(img, dtype=np.float32) / 255.0, grey
