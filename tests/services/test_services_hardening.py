@@ -277,6 +277,17 @@ def long_decodes(served, tiny_files):
     return files, [decode_stream(served.decoder, data) for data in files]
 
 
+def test_concurrent_thousand_step_decodes_finish_with_the_lone_pixels(served, tiny_files):
+    """Three concurrent decodes of a 1,000-step 64x64 file (the default limit) all finish, with the
+    output of a lone decode, while the health canary runs beside them."""
+    data = with_steps(tiny_files[1], 1000)
+    assert bitstream.load(data).width == 64
+    lone = decode_stream(served.decoder, data)
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: decode_stream(served.decoder, data), range(3)))
+    assert results == [lone] * 3
+
+
 def triton_pid(served) -> int:
     (pid,) = [p for p in pids_with(f"--grpc-port={served.ports['grpc']}") if "tritonserver" in
               Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
