@@ -17,7 +17,7 @@ from PIL import Image
 from vov import cli, codec
 from vov import edit as editing
 from vov.edit import EditOptions
-from vov.errors import BackboneMismatch, UsageError
+from vov.errors import BackboneMismatch, BitstreamError, UsageError
 from vov.format import bitstream
 from vov.limits import LimitExceeded, Limits
 from vov.method import sampler
@@ -106,6 +106,14 @@ def test_a_merge_pairs_clip_i_with_clip_i(wan):
                                atol=1e-5)
     with pytest.raises(UsageError, match="pairs clip i with clip i"):
         editing.plan([first, wan_file(backbone)], EditOptions(), CLIP_LIMITS)
+
+
+def test_an_edit_refuses_a_bad_last_clip_of_any_file_before_any_work():
+    clip = (GOLDEN / "tiny-v2-clip.vov").read_bytes()
+    f = bitstream.load(clip)
+    f.segments[1].payload = f.segments[1].payload[:-4]
+    with pytest.raises(BitstreamError, match="file 2.*segment 1"):
+        editing.plan([clip, bitstream.dump(f, check=False)], EditOptions())
 
 
 def test_files_of_other_backbones_refuse_to_merge(wan, tiny_backbone):

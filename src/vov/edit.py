@@ -100,6 +100,7 @@ def plan(datas: Sequence[bytes], options: EditOptions = EditOptions(), limits: L
     for i, data in enumerate(datas):
         try:
             files.append(codec.parse(data, limits))
+            codec.check_clips(files[-1])  # every clip of every file, before any is sampled
         except VovError as e:
             raise _prefixed(e, i, count) from None
     first = files[0]
