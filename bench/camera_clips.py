@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vov.media.video import CAMERA_MOVES, camera_move, save_video
+from vov.media import save_video
+from vov.media.camera import CAMERA_MOVES, camera_move
 from vov.train import data
 
 DEFAULT_CLIPS = "pan:EveningGlow:17,zoom-in:Garden:17,mixed:picosdeeuropa_by_Aitzol_Berasategi:51"

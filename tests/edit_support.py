@@ -34,8 +34,8 @@ def picture(seed: int = 0, height: int = 32, width: int = 48) -> Picture:
 
 
 def clip(seed: int = 0, frames: int = 9, height: int = 32, width: int = 48):
-    """A small moving pattern as a vov.media.video.Clip."""
-    from vov.media.video import Clip
+    """A small moving pattern as a vov.media.Clip."""
+    from vov.media import Clip
 
     t = np.arange(frames, dtype=np.float32)[:, None, None]
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -181,7 +181,7 @@ def model_folders(tmp_path_factory):
 @pytest.mark.parametrize("backbone,source", [("wan", "clip.y4m"), ("image", "photo.png")])
 def test_foundation_backbones_from_a_folder_round_trip_identically_twice(backbone, source, model_folders, photo, tmp_path):
     """The same loading path as a downloaded model: a diffusers folder given with --model."""
-    from vov.media.video import Clip, save_video
+    from vov.media import Clip, save_video
 
     if source == "clip.y4m":
         f, y, x = np.mgrid[0:9, 0:32, 0:48].astype(np.float32)

@@ -5,7 +5,8 @@ import torch
 from vov.bench import video_baselines as vb
 from vov.bench.baselines import ToolMissing
 from vov.media import camera_move, save_video
-from vov.media.video import YCbCrFormat, read_y4m, rgb_to_ycbcr, ycbcr_to_rgb
+from vov.media.colour import YCbCrFormat, rgb_to_ycbcr, ycbcr_to_rgb
+from vov.media.y4m import read_y4m
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,7 @@ from fast_options import fast_options  # noqa: E402
 from vov import codec  # noqa: E402
 from vov.backbones.embedded import tiny  # noqa: E402
 from vov.format import bitstream, entropy  # noqa: E402
-from vov.media import Picture  # noqa: E402
-from vov.media.video import Clip, save_video  # noqa: E402
+from vov.media import Clip, Picture, save_video  # noqa: E402
 from vov.options import ScalingOptions  # noqa: E402
 
 HERE = Path(__file__).parent

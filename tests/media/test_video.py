@@ -11,10 +11,14 @@ from PIL import Image
 
 from vov.errors import MediaError
 from vov.media import Clip, Picture, camera_move, crop_frames, load_media, load_video, pad_frames, save_video
-from vov.media import video
-from vov.media.video import (LUMA_WEIGHTS, RGB_TO_YPBPR, YPBPR_TO_RGB, VideoLimits, YCbCrFormat,
-                             open_video_writer, parse_y4m_header, read_av, read_png_frames, read_y4m, rgb_to_ycbcr,
-                             ycbcr_to_rgb)
+from vov.media import bounds
+from vov.media.bounds import VideoLimits
+from vov.media.camera import CAMERA_MOVES
+from vov.media.colour import LUMA_WEIGHTS, RGB_TO_YPBPR, YPBPR_TO_RGB, YCbCrFormat, rgb_to_ycbcr, ycbcr_to_rgb
+from vov.media.png_frames import read_png_frames
+from vov.media.pyav import read_av
+from vov.media.video import open_video_writer
+from vov.media.y4m import parse_y4m_header, read_y4m
 
 FORMATS = [YCbCrFormat(m, r, c, b) for m in ("bt601", "bt709") for r in ("limited", "full")
            for c in ("420", "422", "444", "400") for b in (8, 10, 16)]
@@ -178,7 +182,7 @@ HEADERS = [
 @pytest.fixture
 def small_frames(monkeypatch):
     """Let tiny hand-made frames through (the limits' smallest side is for coding, not for parsing)."""
-    monkeypatch.setattr(video, "MIN_SIDE", 1)
+    monkeypatch.setattr(bounds, "MIN_SIDE", 1)
 
 
 @pytest.mark.parametrize("header", HEADERS)
@@ -305,15 +309,15 @@ def test_bad_y4m_gets_a_clear_error(data, message):
 
 def test_y4m_limits_refuse_before_reading(monkeypatch):
     data = valid_y4m(frames=5)
-    monkeypatch.setattr(video, "MAX_FRAMES", 4)
+    monkeypatch.setattr(bounds, "MAX_FRAMES", 4)
     with pytest.raises(MediaError, match="more than 4 frames"):
         read_y4m(data)
-    monkeypatch.setattr(video, "MAX_FRAMES", 100)
-    monkeypatch.setattr(video, "MAX_VIDEO_PIXELS", 16 * 16 * 3)
+    monkeypatch.setattr(bounds, "MAX_FRAMES", 100)
+    monkeypatch.setattr(bounds, "MAX_VIDEO_PIXELS", 16 * 16 * 3)
     with pytest.raises(MediaError, match="pixels in all"):
         read_y4m(data)
-    monkeypatch.setattr(video, "MAX_VIDEO_PIXELS", 1 << 20)
-    monkeypatch.setattr(video, "MAX_DURATION_S", 0.1)
+    monkeypatch.setattr(bounds, "MAX_VIDEO_PIXELS", 1 << 20)
+    monkeypatch.setattr(bounds, "MAX_DURATION_S", 0.1)
     with pytest.raises(MediaError, match="longer than 0.1 s"):
         read_y4m(data)
 
@@ -566,7 +570,7 @@ def _has_av():
 
 def test_camera_moves_are_deterministic_and_bounded():
     photo = smooth_photo()
-    for kind in video.CAMERA_MOVES:
+    for kind in CAMERA_MOVES:
         a = camera_move(photo, 5, kind, size=(64, 48))
         b = camera_move(photo, 5, kind, size=(64, 48))
         assert a.frames.shape == (5, 48, 64, 3) and a.fps == (25, 1)

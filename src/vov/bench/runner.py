@@ -30,7 +30,9 @@ from vov.files import read_bytes, write_atomic
 
 DEFAULT_POINTS = (0.02, 0.05, 0.1)
 CORE_MODULES = ("codec", "limits", "method.fit", "method.adapters", "method.sampler", "method.noise", "method.scheduler",
-                "method.scaling", "format.entropy", "format.bitstream", "media.image", "media.video")
+                "method.scaling", "format.entropy", "format.bitstream", "media.image", "media.shape", "media.bounds",
+                "media.colour", "media.clip", "media.writer", "media.y4m", "media.pyav", "media.png_frames",
+                "media.video")
 
 
 @dataclass

@@ -6,7 +6,7 @@ measured from the bytes `encode` returns: the coded stream itself, without a con
 codec runs through one ffmpeg: the one bundled in the PyPI package imageio-ffmpeg when it is
 installed (its build has libx264, libx265, SVT-AV1, libaom and libvvenc), else `ffmpeg` on PATH.
 
-What each encoder receives: the clip converted by `vov.media.video` (its own matrices and chroma
+What each encoder receives: the clip converted by `vov.media.colour` (its own matrices and chroma
 filter) to Y4M 4:2:0 in the clip's matrix and range, 8 bits (10 for VVC, whose encoder takes only
 10-bit input), at the clip's exact frame rate; the stream signals the same matrix and range. Odd
 sides are padded by edge replication to what the encoder needs (even; a multiple of 8 for VVC) and
@@ -47,7 +47,8 @@ import numpy as np
 
 from vov.bench.baselines import CodecFailed, ToolMissing, _run, search_quality
 from vov.errors import MediaError, UsageError
-from vov.media.video import Clip, Y4MWriter, crop_frames, pad_frames, read_y4m
+from vov.media.clip import Clip, crop_frames, pad_frames
+from vov.media.y4m import Y4MWriter, read_y4m
 
 
 @functools.lru_cache(maxsize=None)

@@ -110,7 +110,7 @@ class VideoItem:
     path: str
     name: str
     digest: str  # sha256 of the decoded frames, their rate and colour description
-    clip: object  # vov.media.video.Clip
+    clip: object  # vov.media.Clip
 
     @property
     def pixels(self) -> int:

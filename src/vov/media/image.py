@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vov.errors import MediaError
 from vov.limits import MAX_PIXELS, MAX_SIDE
+from vov.media.shape import FrameShape
 
 MIN_SIDE = 16
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".y4m", ".m4v"}  # named in the error for a clip
@@ -29,7 +30,7 @@ Image.MAX_IMAGE_PIXELS = 64 * MAX_PIXELS  # refuse decompression bombs early, bu
 
 
 @dataclass
-class Picture:
+class Picture(FrameShape):
     """RGB pixels as float32 in [0, 1], (height, width, 3), plus what the input was."""
 
     pixels: np.ndarray
@@ -37,14 +38,6 @@ class Picture:
     had_alpha: bool = False
     bits: int = 8  # precision the pixels were read at
     source_bits: int = 8  # precision of the source file, when it is more than `bits`
-
-    @property
-    def height(self) -> int:
-        return self.pixels.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.pixels.shape[1]
 
     def to_uint8_rgb(self) -> np.ndarray:
         return to_uint8(self.pixels)
