@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from vov.media.camera import RANDOM_MOVE, camera_move
+
 DEBIAN_PACKAGES = ("plasma-workspace-wallpapers", "mate-backgrounds", "lomiri-wallpapers-16.04", "libjxl-testdata")
 
 # Plasma ships artwork as well as photos; these wallpapers are photographs.
@@ -178,27 +180,6 @@ class CropSampler:
         out = np.empty((batch, 3, frames, height, width), dtype=np.float32)
         for i in range(batch):
             img = self._pick(int(height * 1.6), int(width * 1.6))
-            out[i] = camera_move(img, frames, height, width, self.rng).transpose(3, 0, 1, 2) / 255.0
+            move = camera_move(img, frames, RANDOM_MOVE, size=(width, height), rng=self.rng).to_uint8()
+            out[i] = move.transpose(3, 0, 1, 2) / 255.0
         return out
-
-
-def camera_move(img: np.ndarray, frames: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """(frames, height, width, 3) uint8: a smooth camera move inside `img`."""
-    h, w, _ = img.shape
-    zoom0, zoom1 = rng.uniform(1.0, 1.5, 2)
-    angle0, angle1 = (rng.uniform(-4, 4, 2) if rng.random() < 0.3 else (0.0, 0.0))
-    margin_y = h - height * max(zoom0, zoom1) * 1.1
-    margin_x = w - width * max(zoom0, zoom1) * 1.1
-    cy0, cy1 = h / 2 + rng.uniform(-0.5, 0.5, 2) * max(margin_y, 0)
-    cx0, cx1 = w / 2 + rng.uniform(-0.5, 0.5, 2) * max(margin_x, 0)
-    pil = Image.fromarray(img)
-    out = np.empty((frames, height, width, 3), dtype=np.uint8)
-    for f in range(frames):
-        a = f / max(frames - 1, 1)
-        zoom, cy, cx = zoom0 + a * (zoom1 - zoom0), cy0 + a * (cy1 - cy0), cx0 + a * (cx1 - cx0)
-        theta = np.deg2rad(angle0 + a * (angle1 - angle0))
-        cos, sin = np.cos(theta) * zoom, np.sin(theta) * zoom
-        # output (u, v) -> input (x, y) about the centre
-        coeffs = (cos, -sin, cx - cos * width / 2 + sin * height / 2, sin, cos, cy - sin * width / 2 - cos * height / 2)
-        out[f] = np.asarray(pil.transform((width, height), Image.AFFINE, coeffs, resample=Image.BILINEAR))
-    return out

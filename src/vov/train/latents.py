@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vov.errors import UsageError
-from vov.train import data
+from vov.media.camera import RANDOM_MOVE, camera_move
 from vov.train.pack import PhotoPack, _resize_long_side
 
 CACHE_KIND = "vov latent cache shard"
@@ -120,7 +120,8 @@ def build(pack: PhotoPack, autoencoder, identity: str, folder: str | os.PathLike
                 tensors[f"img.{i * len(scales) + j}"] = quantise(_encode(autoencoder, scaled, device))
             source = _resize_long_side(photo, 768)
             if min(source.shape[:2]) >= int(CLIP_SIDE * 1.6):
-                move = data.camera_move(source, CLIP_FRAMES, CLIP_SIDE, CLIP_SIDE, rng)  # (F, H, W, 3)
+                move = camera_move(source, CLIP_FRAMES, RANDOM_MOVE, size=(CLIP_SIDE, CLIP_SIDE),
+                                   rng=rng).to_uint8()  # (F, H, W, 3)
                 tensors[f"clip.{i}"] = quantise(_encode(autoencoder, move, device).transpose(0, 1)).contiguous()
             bar.update(1)
         tmp = path.with_suffix(".tmp")
