@@ -23,7 +23,7 @@ from vov import codec
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.method.fit import FitConfig
 from vov.media import Picture, load_image
-from vov.metrics import ms_ssim, psnr
+from vov.bench.metrics import ms_ssim, psnr
 
 
 def step_time(backbone, picture: Picture, spec: AdapterSpec, repeats: int = 8) -> float:

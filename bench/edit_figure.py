@@ -31,7 +31,7 @@ from vov.edit import EditOptions
 from vov.media import Picture
 from vov.method.adapters import AdapterSpec
 from vov.method.fit import FitConfig
-from vov.metrics import psnr
+from vov.bench.metrics import psnr
 from vov.train import data
 
 PHOTOS = ("LadyBird", "Garden")

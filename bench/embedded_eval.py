@@ -29,7 +29,7 @@ from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.backbones.embedded import FlowConfig, build, use_attention_savings
 from vov.method.fit import FitConfig, fit
 from vov.media import Picture
-from vov.metrics import ms_ssim, psnr
+from vov.bench.metrics import ms_ssim, psnr
 from vov.train import data
 
 RESULTS = Path("bench/results")

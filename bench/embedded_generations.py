@@ -82,7 +82,7 @@ def codec_job(job: tuple[str, str, float, str, int]) -> dict:
 
     from vov import codec
     from vov.media import Picture
-    from vov.metrics import ms_ssim, psnr
+    from vov.bench.metrics import ms_ssim, psnr
     from vov.options import EncodeOptions, ScalingOptions
 
     photo, generation, bpp, mode, steps = job
@@ -208,7 +208,7 @@ def run_latents(args) -> None:
     from PIL import Image
 
     from vov import codec
-    from vov.metrics import ms_ssim, psnr
+    from vov.bench.metrics import ms_ssim, psnr
 
     torch.set_num_threads(2)
     photos = held_out()

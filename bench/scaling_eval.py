@@ -47,7 +47,7 @@ from vov import codec  # noqa: E402
 from vov.media import Picture  # noqa: E402
 from vov.method import sampler, scaling  # noqa: E402
 from vov.method.fit import FitConfig  # noqa: E402
-from vov.metrics import ms_ssim, psnr  # noqa: E402
+from vov.bench.metrics import ms_ssim, psnr  # noqa: E402
 from vov.train import data  # noqa: E402
 
 RESULTS = Path("bench/results")

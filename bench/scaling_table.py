@@ -57,7 +57,7 @@ def run_photo(args: tuple[str, int, float, int, list[tuple[int, ...]]]) -> dict:
     from vov import codec
     from vov.edit import ode_file
     from vov.format import bitstream
-    from vov.metrics import ms_ssim, psnr
+    from vov.bench.metrics import ms_ssim, psnr
     from vov.options import EncodeOptions, ScalingOptions
 
     name, side, bpp, steps, settings = args

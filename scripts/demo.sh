@@ -57,7 +57,7 @@ vov info out/sample.vov
 vov decompress out/sample.vov -o out/sample.decoded.png --server "$decoder"
 python - <<'PY'
 from vov.media import load_image
-from vov.metrics import ms_ssim, psnr
+from vov.bench.metrics import ms_ssim, psnr
 a, b = load_image("out/sample.png").pixels, load_image("out/sample.decoded.png").pixels
 print(f"out/sample.decoded.png: PSNR {psnr(a, b):.2f} dB, MS-SSIM {ms_ssim(a, b):.4f} against out/sample.png")
 PY

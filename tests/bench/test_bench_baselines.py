@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from vov import metrics
+from vov.bench import metrics
 from vov.bench import baselines
 
 

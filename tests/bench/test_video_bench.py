@@ -184,7 +184,7 @@ def test_baselines_on_several_videos_and_fvd(tmp_path):
     need("x264")
     from safetensors.torch import save_file
 
-    from vov.fvd import I3D
+    from vov.bench.fvd import I3D
 
     torch.manual_seed(0)
     weights = tmp_path / "i3d.safetensors"

@@ -413,7 +413,7 @@ def test_container_round_trip_keeps_size_count_and_rate(suffix, size, tmp_path):
     out = load_video(path)
     assert (out.num_frames, out.height, out.width, out.fps) == (7, size[1], size[0], (30000, 1001))
     assert (out.matrix, out.range) == ("bt709", "limited")
-    from vov import metrics
+    from vov.bench import metrics
 
     assert np.mean([metrics.psnr(a, b) for a, b in zip(clip.to_uint8(), out.to_uint8())]) > 30
 

@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from vov.metrics import METRICS
+from vov.bench.metrics import METRICS
 from vov.files import write_atomic
 
 COLOURS = {"vov": "#d62728", "jpeg": "#7f7f7f", "webp": "#2ca02c", "avif": "#1f77b4", "jxl": "#9467bd",

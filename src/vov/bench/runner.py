@@ -177,7 +177,7 @@ def load_items(paths: list[str]) -> list[Item]:
 class Runner:
     def __init__(self, config: BenchConfig):
         from vov.bench import baselines
-        from vov.metrics import MetricSuite
+        from vov.bench.metrics import MetricSuite
 
         self.config = config
         self._validate()
@@ -263,7 +263,7 @@ class Runner:
         start = time.perf_counter()
         decoded = codec.decompress(report.data, backbone=backbone)
         decode_s = time.perf_counter() - start
-        from vov.metrics import as_uint8
+        from vov.bench.metrics import as_uint8
 
         out = as_uint8(decoded.pixels)
         record = {**base, "reached": True, "bytes": len(report.data), "bpp": 8 * len(report.data) / item.pixels,

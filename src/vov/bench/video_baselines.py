@@ -28,8 +28,8 @@ target bpp in log rate. Rates are bits per pixel over the unpadded clip: 8 x byt
 height x width).
 
 Metrics (`measure`), computed per frame and then averaged over the frames: PSNR over the RGB
-channels of the 8-bit rounded frames (`vov.metrics.psnr`, "psnr-rgb", the same as for images; not
-YUV PSNR) and MS-SSIM on RGB (`vov.metrics.ms_ssim`).
+channels of the 8-bit rounded frames (`vov.bench.metrics.psnr`, "psnr-rgb", the same as for images; not
+YUV PSNR) and MS-SSIM on RGB (`vov.bench.metrics.ms_ssim`).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def availability() -> dict[str, str | None]:
 
 def measure(reference: Clip, decoded: Clip) -> dict:
     """PSNR (RGB, 8-bit) and MS-SSIM (RGB) of each frame, and their means over the frames."""
-    from vov import metrics
+    from vov.bench import metrics
 
     if decoded.frames.shape != reference.frames.shape:
         raise UsageError(f"clips differ in shape: {reference.frames.shape} and {decoded.frames.shape}")

@@ -18,7 +18,7 @@ frame, and the metrics of the decoded frames against the frames as read from the
 
 Metrics (`video_baselines.measure`): PSNR over the RGB channels of the 8-bit frames (not YUV PSNR)
 and MS-SSIM on RGB, each per frame, then the mean over the video's frames; the curves average those
-over videos. FVD (`vov.fvd`, I3D weights from a local file) compares the set of all videos' 16-frame
+over videos. FVD (`vov.bench.fvd`, I3D weights from a local file) compares the set of all videos' 16-frame
 windows with their decoded windows, per codec and rate.
 
 Points are cached on disk (`OUTDIR/cache`, keyed by the decoded source frames, the codec, its
@@ -266,7 +266,7 @@ class VideoRunner:
             raise ToolMissing("; ".join(missing))
         self.fvd = None
         if config.fvd_weights:
-            from vov.fvd import FVD
+            from vov.bench.fvd import FVD
 
             self.fvd = FVD(config.fvd_weights, batch=1)
         self.items = load_videos(config.videos)
@@ -470,7 +470,7 @@ class VideoRunner:
         for p in points:
             if "metrics" in p and p.get("key"):
                 groups.setdefault((p["codec"], p["target_bpp"], p.get("role", "target")), []).append(p)
-        from vov.fvd import frechet_distance
+        from vov.bench.fvd import frechet_distance
 
         for (codec, rate, role), group in groups.items():
             ref, out = [], []

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from vov.errors import UsageError
-from vov.fvd import FVD, I3D, frechet_distance
+from vov.bench.fvd import FVD, I3D, frechet_distance
 
 
 def test_frechet_distance_of_shifted_gaussians():

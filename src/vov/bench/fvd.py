@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vov.bench.metrics import load_into_module, load_weights
 from vov.errors import UsageError
-from vov.metrics import _load_into, load_weights
 
 NEEDS = "the Kinetics-400 I3D weights (RGB stream) as a state dict, e.g. i3d_rgb_kinetics.safetensors"
 
@@ -138,7 +138,7 @@ class FVD:
 
     def __init__(self, weights: str | os.PathLike, batch: int = 4):
         self.net = I3D().eval()
-        _load_into(self.net, load_weights(weights, "FVD", NEEDS), "FVD", NEEDS)
+        load_into_module(self.net, load_weights(weights, "FVD", NEEDS), "FVD", NEEDS)
         self.batch = batch
 
     def _prepare(self, clip: np.ndarray) -> torch.Tensor:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vov import metrics
+from vov.bench import metrics
 from vov.errors import UsageError
 
 

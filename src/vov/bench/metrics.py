@@ -16,7 +16,7 @@ Conventions, the same for every metric here:
   weights read from local files that the user provides (`load_weights`); they cannot be downloaded
   here. Lower is better for both; 0 is identical.
 
-The video metric FVD (I3D features, weights from a local file) lives in `vov.fvd`.
+The video metric FVD (I3D features, weights from a local file) lives in `vov.bench.fvd`.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ class AlexTrunk(nn.Module):
         return taps
 
 
-def _load_into(module: nn.Module, state: dict, metric: str, needs: str) -> None:
+def load_into_module(module: nn.Module, state: dict, metric: str, needs: str) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     if missing:
@@ -303,7 +303,7 @@ class LPIPS(nn.Module):
                 mapped[f"lins.{key[3:key.index('.')]}.weight"] = value
             elif key.startswith(("net.", "features.")):
                 mapped["net." + _features_key(key, ("slice",))] = value
-        _load_into(model, {k: v for k, v in mapped.items() if k.startswith(("net.", "lins."))}, "LPIPS", needs)
+        load_into_module(model, {k: v for k, v in mapped.items() if k.startswith(("net.", "lins."))}, "LPIPS", needs)
         return model
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -377,7 +377,7 @@ class DISTS(nn.Module):
                 mapped[key] = value
             elif key.startswith(("features.", "stage")) and key.endswith((".weight", ".bias")):
                 mapped["net." + _features_key(key, ("stage",))] = value
-        _load_into(model, mapped, "DISTS", DISTS_NEEDS)
+        load_into_module(model, mapped, "DISTS", DISTS_NEEDS)
         return model
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
