@@ -10,7 +10,8 @@ from small vocabularies (a Unigram model for UMT5's sentencepiece tokenizer, a b
 Qwen2.5-VL's whose merges make the prompt template 34 tokens long, as the real one does).
 
 The same seed gives the same files (on one torch version); another seed gives other weights, and
-so another backbone identity.
+so another backbone identity. `random_wan` is the `wan` backbone at real size with random weights
+and no files at all, for measurements.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ import string
 from pathlib import Path
 
 import torch
+
+from vov.backbones.base import SCHEDULE_FLOW_SHIFT, Condition, Schedule, resolve_device, resolve_dtype
+from vov.backbones.wan import (DEFAULT_SHIFT, MAX_SEQUENCE_LENGTH, WanBackbone, WanDenoiser,
+                               float32_rotary_tables)
+from vov.errors import UsageError
 
 WAN_WORDS = ("the", "a", "of", "and", "in", "on", "cat", "dog", "sky", "sea", "red", "blue", "green", "photo",
              "video", "camera", "slowly", "over", "street", "city", "night", "light")
@@ -155,6 +161,55 @@ def random_wan(size: str = "1.3B", device=None, dtype=None, seed: int = 0, vae: 
     VAE (optional) from Wan2.1's; captions are seeded random 512 x 4096 embeddings. It has no
     identity (`content_hash` refuses), so no file can be made with it.
     """
-    from vov.backbones.wan import RandomWanBackbone
-
     return RandomWanBackbone(size, device, dtype, seed, vae)
+
+
+class RandomWanBackbone(WanBackbone):
+    """`wan` at real size with random weights and no files (`random_wan`)."""
+
+    def __init__(self, size: str = "1.3B", device=None, dtype=None, seed: int = 0, with_vae: bool = False):
+        import diffusers
+
+        self.device = resolve_device(device, default="auto")
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = f"random Wan2.1-T2V-{size} (seed {seed})"
+        self.folder = None
+        self.seed = seed
+        self.scheduler_config = {"flow_shift": DEFAULT_SHIFT}
+        self.schedule = Schedule(SCHEDULE_FLOW_SHIFT, DEFAULT_SHIFT)
+        self._text = None
+        config = wan_config(size)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            with self.device:
+                self.transformer = diffusers.WanTransformer3DModel(**config).eval().requires_grad_(False)
+                self.vae = diffusers.AutoencoderKLWan(**WAN_VAE_CONFIG).eval().requires_grad_(False) if with_vae else None
+        if self.dtype != torch.float32:  # as from_pretrained does: some modules stay in float32
+            keep = set(getattr(self.transformer, "_keep_in_fp32_modules", None) or ())
+            self.transformer.to(self.dtype)
+            for name, module in self.transformer.named_modules():
+                if keep & set(name.split(".")):
+                    module.float()
+        z = config["in_channels"]
+        self.latent_channels = z
+        vae_config = self.vae.config if self.vae is not None else {}
+        mean = vae_config.get("latents_mean", [0.0] * z)
+        std = vae_config.get("latents_std", [1.0] * z)
+        self._latents_mean = torch.tensor(mean, dtype=torch.float32).view(1, z, 1, 1, 1)
+        self._latents_std = torch.tensor(std, dtype=torch.float32).view(1, z, 1, 1, 1)
+        float32_rotary_tables(self.transformer)
+        self.text_dim = config["text_dim"]
+        self.denoiser = WanDenoiser(self.transformer, lambda: self.condition("")).eval()
+
+    @property
+    def content_hash(self) -> bytes:
+        raise UsageError("a random backbone has no identity: it cannot make or read files")
+
+    def _encode_caption(self, caption: str) -> Condition:
+        generator = torch.Generator().manual_seed(self.seed + len(caption))
+        embeddings = torch.randn(1, MAX_SEQUENCE_LENGTH, self.text_dim, generator=generator) * 0.1
+        return Condition(embeddings, torch.ones(1, MAX_SEQUENCE_LENGTH, dtype=torch.bool), caption)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "model": self.model, "device": str(self.device),
+                "parameters": sum(p.numel() for p in self.transformer.parameters())}
