@@ -86,7 +86,7 @@ def test_frames_map_one_to_one_and_a_clip_is_17(tiny_backbone):
 
 
 def test_defaults_time_and_schedule(tiny_backbone):
-    from vov.backbones.base import SCHEDULE_UNIFORM
+    from vov.backbones.schedule import SCHEDULE_UNIFORM
     from vov.method import sampler
 
     assert tiny_backbone.schedule.id == SCHEDULE_UNIFORM and tiny_backbone.time_scale == embedded.TIME_SCALE
@@ -97,7 +97,7 @@ def test_defaults_time_and_schedule(tiny_backbone):
 
 
 def test_schedules_are_checked_data():
-    from vov.backbones.base import SCHEDULE_FLOW_SHIFT, Schedule
+    from vov.backbones.schedule import SCHEDULE_FLOW_SHIFT, Schedule
     from vov.errors import UsageError
 
     shifted = Schedule(SCHEDULE_FLOW_SHIFT, 3.0).times(4)
@@ -129,7 +129,7 @@ def test_the_registry_lists_every_backbone_without_loading_one():
 
 
 def test_device_strings_are_checked():
-    from vov.backbones.base import resolve_device, resolve_dtype
+    from vov.backbones.device import resolve_device, resolve_dtype
     from vov.errors import UsageError
 
     assert resolve_device(None).type == "cpu" and resolve_device("CPU").type == "cpu"

@@ -8,7 +8,8 @@ import torch
 
 from vov import backbones
 from vov.backbones import testing
-from vov.backbones.base import SCHEDULE_FLOW_SHIFT, Condition
+from vov.backbones.condition import Condition
+from vov.backbones.schedule import SCHEDULE_FLOW_SHIFT
 from vov.errors import UsageError
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass
 
-from vov.backbones.base import AdapterDefaults, Backbone, Condition, FitDefaults, Schedule
+from vov.backbones.base import Backbone
+from vov.backbones.condition import Condition
+from vov.backbones.defaults import AdapterDefaults, FitDefaults
+from vov.backbones.schedule import Schedule
 from vov.errors import UsageError
 
 DEFAULT_BACKBONE = "embedded"  # vov's own backbone: what a compress, a service or a benchmark uses unless told

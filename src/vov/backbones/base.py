@@ -13,17 +13,19 @@ What every backbone owns, so that callers need no special case (interface v2):
 - frames: `padded_frames(n)` is the frame count a clip of n frames is encoded with (never fewer:
   clips are padded with copies of their last frame, never cut), `latent_frames(n)` the latent
   frames that gives, `pixel_frames(k)` the frames k latent frames decode to.
-- conditioning: `condition(caption)` -> `Condition(embeddings, mask)`, computed once per caption
-  (the text encoder is loaded on first use), the empty caption being the null condition.
+- conditioning: `condition(caption)` -> `Condition(embeddings, mask)` (`vov.backbones.condition`),
+  computed once per caption (the text encoder is loaded on first use), the empty caption being the
+  null condition.
 - time: the network sees `t * time_scale`; `schedule_for(latent_shape)` is the sampler's schedule
-  (a `Schedule`: an id and a flow shift, both of which a file records).
-- device and dtype: chosen when the backbone is loaded (`resolve_device`, `resolve_dtype`);
+  (a `Schedule` of `vov.backbones.schedule`: an id and a flow shift, both of which a file records).
+- device and dtype: chosen when the backbone is loaded (`vov.backbones.device`);
   `autocast()` is the context its forward passes run in.
 - defaults: `adapter_defaults` (rank, d, targets preset, hash seed) and `fit_defaults` (learning
-  rates, steps) as plain data.
+  rates, steps) as plain data (`vov.backbones.defaults`).
 - export: `export_denoiser()` and `export_latent_decoder(latent_frames)` return plain torch modules
-  with fixed signatures (see `ExportSignature`), so an exporter needs no backbone's internals.
-- identity: `content_hash`, 8 bytes from its weight files (`weights_identity`), recorded in files.
+  with fixed signatures (`vov.backbones.export_signature`), so an exporter needs no backbone's
+  internals; `vov.backbones.module_copy` copies a module tree over shared tensors for it.
+- identity: `content_hash`, 8 bytes from its weight files (`vov.backbones.identity`), recorded in files.
 
 Adapter targets are a closed vocabulary: a file or a request names either one of the backbone's
 preset ids or an explicit comma-separated list of its adaptable layers' exact names. The presets'
@@ -34,281 +36,24 @@ pattern (a hostile pattern could back-track for hours while holding the interpre
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
 import re
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Iterable
+from dataclasses import asdict
 
-import numpy as np
 import torch
 from torch import nn
 
+from vov.backbones.condition import Condition
+from vov.backbones.defaults import AdapterDefaults, FitDefaults
+from vov.backbones.export_signature import ExportSignature
+from vov.backbones.schedule import Schedule
 from vov.errors import UsageError
 
 MAX_TARGETS_BYTES = 512  # what a file's `targets` field holds (docs/format.md)
 MAX_CAPTION_BYTES = 4096  # a caption longer than this is refused before any tokenizer sees it
 CONDITION_CACHE = 16  # captions whose embeddings a backbone keeps
-
-
-# --------------------------------------------------------------------------------------------
-# plain data the codec reads
-
-
-@dataclass(frozen=True, eq=False)
-class Condition:
-    """A caption's embeddings (1, L, D) and mask (1, L), True where a token carries the caption.
-
-    The mask is informative for backbones whose network attends to every position (Wan pads the
-    caption with zero vectors and attends to all 512), and an input for those that take one
-    (Qwen-Image). `caption` is the text it came from ("" for the null condition).
-    """
-
-    embeddings: torch.Tensor
-    mask: torch.Tensor
-    caption: str = ""
-
-    def expand(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.embeddings.expand(batch, -1, -1), self.mask.expand(batch, -1)
-
-
-SCHEDULE_UNIFORM = 0  # t uniform in [0, 1]: format version 1's only schedule
-SCHEDULE_FLOW_SHIFT = 1  # s uniform, t = shift s / (1 + (shift - 1) s): Wan's and Qwen-Image's family
-SCHEDULES = {SCHEDULE_UNIFORM: "uniform", SCHEDULE_FLOW_SHIFT: "flow-shift"}
-MAX_SHIFT = 64.0
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The sampler's time grid: an id the file records, and its one parameter (the flow shift).
-
-    A shift above 1 spends more of the steps at high noise. Wan2.1 samples with shift 3 at 480p
-    (its scheduler config's `flow_shift`); Qwen-Image's shift grows with the image's token count
-    (`exp(mu)` of its scheduler); the embedded backbone uses the uniform grid.
-    """
-
-    id: int = SCHEDULE_UNIFORM
-    shift: float = 1.0
-
-    def __post_init__(self):
-        if self.id not in SCHEDULES:
-            raise UsageError(f"unknown schedule id {self.id}; known: {', '.join(map(str, SCHEDULES))}")
-        if not (np.isfinite(self.shift) and 1.0 / MAX_SHIFT <= self.shift <= MAX_SHIFT):
-            raise UsageError(f"flow shift must be between 1/{MAX_SHIFT:g} and {MAX_SHIFT:g}, not {self.shift}")
-        if self.id == SCHEDULE_UNIFORM and self.shift != 1.0:
-            raise UsageError("the uniform schedule has no shift")
-
-    @property
-    def name(self) -> str:
-        return SCHEDULES[self.id]
-
-    def times(self, steps: int) -> np.ndarray:
-        """steps + 1 times from 1 down to 0, as float32 (the grid of vov.method.scheduler)."""
-        from vov.method.scheduler import timesteps
-
-        return timesteps(steps, self.id, self.shift)
-
-    def to_json(self) -> dict:
-        return {"id": self.id, "name": self.name, "shift": self.shift}
-
-
-@dataclass(frozen=True)
-class AdapterDefaults:
-    """What a compress without adapter options uses on this backbone."""
-
-    rank: int = 4
-    d: int = 16384
-    targets: str = ""  # a preset id of the backbone
-    seed: int = 0  # the hash's seed (peft's proj_seed)
-
-
-@dataclass(frozen=True)
-class FitDefaults:
-    """The fitting settings this backbone was tuned (or published) with."""
-
-    lr_stage1: float = 2e-2
-    lr_stage2: float = 1e-2
-    stage1_steps: int = 800
-    stage2_steps: int = 400
-    weight_decay: float = 0.0
-    init_bound: float = 0.02
-    lambda_ramp: int = 100
-    gradient_checkpointing: bool = False  # worth it at this backbone's usual sizes
-    note: str = ""
-
-    @property
-    def steps(self) -> int:
-        return self.stage1_steps + self.stage2_steps
-
-
-@dataclass(frozen=True)
-class ExportSignature:
-    """What `export_denoiser()` and `export_latent_decoder()` take and return.
-
-    denoiser(latents (B, C, F, h, w) f32, t (B,) f32 in [0, 1], embeddings (B, L, D) f32
-             [, mask (B, L) bool when `takes_mask`]) -> velocity (B, C, F, h, w) f32
-    latent_decoder(latents (B, C, F_latent, h, w) f32) -> pixels (B, 3, F_pixels, H, W) f32 in [0, 1]
-    """
-
-    latent_channels: int
-    text_tokens: int  # L of the embeddings the backbone produces (the null caption's length for embedded)
-    text_dim: int  # D
-    takes_mask: bool = False
-    latent_factor: int = 8
-    temporal_factor: int = 1
-
-
-# --------------------------------------------------------------------------------------------
-# device and dtype
-
-
-def resolve_device(device: str | torch.device | None, default: str = "cpu") -> torch.device:
-    """A torch device from what a person typed, or a UsageError that says why it cannot be used."""
-    if device is None or device == "":
-        device = default
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-    if isinstance(device, torch.device):
-        parsed = device
-    else:
-        text = str(device).strip().lower()
-        if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
-            raise UsageError(f"device must be cpu, cuda or cuda:N, not {str(device)[:40]!r}")
-        parsed = torch.device(text)
-    if parsed.type == "cpu":
-        return parsed
-    if parsed.type != "cuda":
-        raise UsageError(f"device {parsed} is not supported (cpu, cuda, cuda:N)")
-    if not torch.cuda.is_available():
-        why = "this torch was built without CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
-        raise UsageError(f"device {parsed}: no GPU is available ({why}); use --device cpu")
-    count = torch.cuda.device_count()
-    index = parsed.index if parsed.index is not None else torch.cuda.current_device()
-    if index >= count:
-        raise UsageError(f"device {parsed}: there {'is' if count == 1 else 'are'} only {count} GPU(s) (cuda:0"
-                         f"{'' if count == 1 else f' .. cuda:{count - 1}'})")
-    return torch.device("cuda", index)
-
-
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The weights' dtype: bf16 on CUDA and fp32 on CPU unless asked; never fp16 on CPU."""
-    if dtype is None or dtype == "":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if not isinstance(dtype, torch.dtype):
-        key = str(dtype).strip().lower()
-        if key not in DTYPES:
-            raise UsageError(f"dtype must be one of fp32, bf16, fp16, not {str(dtype)[:20]!r}")
-        dtype = DTYPES[key]
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise UsageError(f"dtype {dtype} is not supported (fp32, bf16, fp16 on CUDA)")
-    if dtype == torch.float16 and device.type == "cpu":
-        raise UsageError("fp16 is not supported on CPU (slow and inexact there); use bf16 or fp32")
-    return dtype
-
-
-# --------------------------------------------------------------------------------------------
-# identity from weight files
-
-
-_digests: dict[tuple[str, int, int], str] = {}
-_digest_lock = threading.Lock()
-CHUNK = 8 << 20
-
-
-def _digest_cache_path() -> Path:
-    base = os.environ.get("VOV_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "vov")
-    return Path(base) / "file-digests.json"
-
-
-def _read_digest_cache() -> dict:
-    try:
-        data = json.loads(_digest_cache_path().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_digest_cache(entries: dict) -> None:
-    path = _digest_cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=0, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # the cache only saves time
-
-
-def file_digest(path: str | os.PathLike, use_disk_cache: bool = True) -> str:
-    """sha256 (hex) of a file's bytes, read in 8 MiB chunks.
-
-    Cached by (real path, size, mtime) in memory and in `~/.cache/vov/file-digests.json`, so the
-    tens of GB of a large model are read once per change of its files, not once per process.
-    """
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = (real, st.st_size, st.st_mtime_ns)
-    disk_key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
-    with _digest_lock:
-        if key in _digests:
-            return _digests[key]
-        if use_disk_cache:
-            cached = _read_digest_cache().get(disk_key)
-            if isinstance(cached, str) and re.fullmatch(r"[0-9a-f]{64}", cached):
-                _digests[key] = cached
-                return cached
-    digest = hashlib.sha256()
-    with open(real, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    with _digest_lock:
-        _digests[key] = value
-        if use_disk_cache:
-            entries = _read_digest_cache()
-            entries[disk_key] = value
-            _write_digest_cache(entries)
-    return value
-
-
-def weights_identity(entries: Iterable[tuple[str, str]]) -> bytes:
-    """32 bytes naming a model by content: sha256 over its (name, sha256 hex) entries sorted by name.
-
-    A name is the file's place in the model (e.g. "transformer/diffusion_pytorch_model.safetensors"),
-    so the same bytes in another folder give the same identity and a file moved between components
-    does not. `vov.backbones.hub.identity_entries` lists a diffusers folder's entries.
-    """
-    digest = hashlib.sha256(b"vov-weights-1\0")
-    for name, value in sorted(entries, key=lambda item: item[0]):
-        digest.update(name.encode("utf-8") + b"\0" + value.encode("ascii") + b"\n")
-    return digest.digest()
-
-
-def hash_state(module: nn.Module) -> bytes:
-    """Content hash of a module's tensors, independent of how they were stored on disk.
-
-    The embedded backbone's identity (its files record it); backbones loaded from weight files
-    use `weights_identity` instead, which reads the files and never converts a weight.
-    """
-    digest = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().float().contiguous().numpy().tobytes())
-    return digest.digest()[:8]
-
-
-# --------------------------------------------------------------------------------------------
-# the interface
 
 
 class Backbone(ABC):
@@ -516,40 +261,3 @@ def set_gradient_checkpointing(denoiser: nn.Module, on: bool, backbone_name: str
             return
     if on:
         raise UsageError(f"backbone {backbone_name!r} does not support gradient checkpointing")
-
-
-def shallow_module_copy(module: nn.Module) -> nn.Module:
-    """A new module object with the same attributes, parameters, buffers and children.
-
-    Its registries (children, parameters, buffers, hooks) are new dicts holding the same objects,
-    so a child can be replaced in the copy without touching the original; the tensors are shared.
-    """
-    copy = module.__class__.__new__(module.__class__)
-    state = dict(module.__dict__)
-    for key, value in state.items():
-        if key.startswith("_") and type(value) in (dict, OrderedDict, set):
-            state[key] = type(value)(value)
-    copy.__dict__.update(state)
-    return copy
-
-
-def structural_copy(root: nn.Module) -> nn.Module:
-    """Every module of `root` copied with `shallow_module_copy`: a tree of its own over shared tensors."""
-    memo: dict[int, nn.Module] = {}
-
-    def visit(module: nn.Module) -> nn.Module:
-        if id(module) in memo:
-            return memo[id(module)]
-        copy = shallow_module_copy(module)
-        memo[id(module)] = copy
-        for name, child in list(module._modules.items()):
-            if child is not None:
-                copy._modules[name] = visit(child)
-        return copy
-
-    return visit(root)
-
-
-__all__ = ["AdapterDefaults", "Backbone", "Condition", "ExportSignature", "FitDefaults", "Schedule",
-           "SCHEDULE_FLOW_SHIFT", "SCHEDULE_UNIFORM", "file_digest", "hash_state", "resolve_device",
-           "resolve_dtype", "shallow_module_copy", "structural_copy", "weights_identity"]

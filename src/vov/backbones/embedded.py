@@ -31,9 +31,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vov.backbones.base import (AdapterDefaults, Backbone, Condition, ExportSignature, FitDefaults, Schedule,
-                                hash_state, resolve_device, resolve_dtype, structural_copy)
-from vov.backbones.base import file_digest as base_file_digest
+from vov.backbones.base import Backbone
+from vov.backbones.condition import Condition
+from vov.backbones.defaults import AdapterDefaults, FitDefaults
+from vov.backbones.device import resolve_device, resolve_dtype
+from vov.backbones.export_signature import ExportSignature
+from vov.backbones.identity import file_digest as base_file_digest
+from vov.backbones.identity import hash_state
+from vov.backbones.module_copy import structural_copy
+from vov.backbones.schedule import Schedule
 from vov.backbones.patch_autoencoder import PatchAutoencoder
 from vov.backbones.tiny_autoencoder import TinyAutoencoder
 from vov.errors import UsageError

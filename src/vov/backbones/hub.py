@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from vov.backbones.base import file_digest
+from vov.backbones.identity import file_digest
 from vov.errors import UsageError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

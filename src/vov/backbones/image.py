@@ -27,8 +27,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from vov.backbones import hub
-from vov.backbones.base import (AdapterDefaults, Condition, ExportSignature, FitDefaults, Schedule,
-                                SCHEDULE_FLOW_SHIFT, structural_copy)
+from vov.backbones.condition import Condition
+from vov.backbones.defaults import AdapterDefaults, FitDefaults
+from vov.backbones.export_signature import ExportSignature
+from vov.backbones.module_copy import structural_copy
+from vov.backbones.schedule import SCHEDULE_FLOW_SHIFT, Schedule
 from vov.backbones.pretrained import ExportedLatentDecoder, PretrainedBackbone
 from vov.errors import UsageError
 

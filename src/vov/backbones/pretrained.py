@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from vov.backbones import hub
-from vov.backbones.base import Backbone, resolve_device, resolve_dtype, weights_identity
+from vov.backbones.base import Backbone
+from vov.backbones.device import resolve_device, resolve_dtype
+from vov.backbones.identity import weights_identity
 from vov.errors import UsageError
 
 

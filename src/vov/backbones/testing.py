@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-from vov.backbones.base import SCHEDULE_FLOW_SHIFT, Condition, Schedule, resolve_device, resolve_dtype
+from vov.backbones.condition import Condition
+from vov.backbones.device import resolve_device, resolve_dtype
+from vov.backbones.schedule import SCHEDULE_FLOW_SHIFT, Schedule
 from vov.backbones.wan import (DEFAULT_SHIFT, MAX_SEQUENCE_LENGTH, WanBackbone, WanDenoiser,
                                float32_rotary_tables)
 from vov.errors import UsageError

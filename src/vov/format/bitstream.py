@@ -153,7 +153,7 @@ HEADER_FIELDS = [
     ("targets", _text(512), "header", None),
     ("sampler_steps", U16, "header", (1, 10000)),
     ("noise_seed", VARINT, "header", SEED),
-    ("schedule", U8, "header", (0, 1)),  # 0 uniform, 1 flow-shifted (vov.backbones.base.Schedule)
+    ("schedule", U8, "header", (0, 1)),  # 0 uniform, 1 flow-shifted (vov.backbones.schedule.Schedule)
     ("shift", F32, "header", None),
     ("guidance", F32, "header", None),
     ("sampler", U8, "header", (0, len(SAMPLERS) - 1)),

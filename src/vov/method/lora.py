@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from vov.backbones.base import shallow_module_copy
+from vov.backbones.module_copy import shallow_module_copy
 
 
 # ---------------------------------------------------------------------------------- the assignment

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from vov import checkpoints
 from vov.backbones.embedded import SECOND_GENERATION, FlowConfig, FlowDenoiser, LatentFlowBackbone, shipped_autoencoder
-from vov.backbones.base import resolve_device
+from vov.backbones.device import resolve_device
 from vov.errors import UsageError
 from vov.train import latents as latent_cache
 from vov.train.pack import PhotoPack
