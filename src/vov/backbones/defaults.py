@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class AdapterDefaults:
     """What a compress without adapter options uses on this backbone."""

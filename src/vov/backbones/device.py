@@ -8,6 +8,7 @@ import torch
 
 from vov.errors import UsageError
 
+
 def resolve_device(device: str | torch.device | None, default: str = "cpu") -> torch.device:
     """A torch device from what a person typed, or a UsageError that says why it cannot be used."""
     if device is None or device == "":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class ExportSignature:
     """What `export_denoiser()` and `export_latent_decoder()` take and return.

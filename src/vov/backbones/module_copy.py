@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+
 def shallow_module_copy(module: nn.Module) -> nn.Module:
     """A new module object with the same attributes, parameters, buffers and children.
 

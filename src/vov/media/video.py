@@ -26,6 +26,7 @@ from vov.media.pyav import VIDEO_CONTAINER_SUFFIXES, AVWriter, read_av
 from vov.media.writer import VideoWriter
 from vov.media.y4m import Y4M_MAGIC, Y4MWriter, read_y4m
 
+
 def _is_folder_target(path: str) -> bool:
     return path.endswith(("/", os.sep)) or os.path.isdir(path) or not os.path.splitext(path)[1]
 

@@ -15,6 +15,7 @@ import numpy as np
 from vov.errors import MediaError
 from vov.media.bounds import check_frame_size, check_rate
 
+
 class VideoWriter:
     """Frames in, a file out: `write(frames)` as they come, then `close()` (or `abort()`)."""
 
