@@ -16,6 +16,7 @@ import time
 
 from vov import codec
 from vov import limits
+from vov.options import from_wire
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
 from .. import common, metrics
@@ -25,36 +26,6 @@ from .device import DeviceWatch, cuda_check, is_device_failure
 
 SERVICE = "vov.v1.Encoder"
 STAGES = {1: "fit", 2: "rate", 3: "search"}
-
-
-def encode_options(o: codec_pb2.CompressOptions, server_backbone: str) -> tuple[codec.EncodeOptions, bool]:
-    """The wire options -> (vov.codec.EncodeOptions, whether the rate is the default), checked.
-
-    Zero means "the default" for every numeric field: vov.options' defaults and, for the adapter and
-    the fit, the served backbone's, as for `vov compress`. Options out of range are refused here,
-    before the media is decoded or a fit starts.
-    """
-    from vov.errors import BackboneMismatch
-    from vov.method.adapters import AdapterSpec
-    from vov.options import ScalingOptions
-
-    if o.backbone and o.backbone != server_backbone:
-        raise BackboneMismatch(f"this encoder serves backbone {server_backbone!r}, not {o.backbone!r}")
-    defaults = codec.EncodeOptions()
-    rate = o.WhichOneof("rate")
-    spec = AdapterSpec(o.kind or defaults.adapter.kind, o.rank or None, o.dim or None, o.seed, o.targets)
-    scaling = None
-    if o.best_of or o.scaling_steps:
-        scaling = ScalingOptions(candidates=o.best_of or ScalingOptions().candidates,
-                                 steps=o.scaling_steps or ScalingOptions().steps)
-    options = codec.EncodeOptions(backbone=server_backbone, adapter=spec, steps=o.steps or None,
-                                  lam=getattr(o, "lambda") if rate == "lambda" else None,
-                                  target_bpp=o.target_bpp if rate == "target_bpp" else (
-                                      None if rate == "lambda" else defaults.target_bpp),
-                                  sampler_steps=o.sampler_steps or defaults.sampler_steps, noise_seed=o.seed,
-                                  auto_d=o.dim == 0, caption=o.caption, scaling=scaling)
-    options.validate()
-    return options, rate is None
 
 
 class EncoderServicer(codec_pb2_grpc.EncoderServicer):
@@ -88,16 +59,14 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
             raise UsageError("no image bytes were sent")
         return options, b"".join(chunks)
 
-    def _compress(self, upload: bytes, options: codec.EncodeOptions, default_rate: bool, emit):
-        import dataclasses
-
+    def _compress(self, upload: bytes, options: codec.EncodeOptions, rate, emit):
+        """The report of the compress, and what to tell the caller about its rate ("": nothing)."""
         from vov.media import load_media_bytes
+        from vov.options import rate_note
 
         media = load_media_bytes(upload, "the upload")
-        if default_rate:
-            rate, _ = codec.default_rate(media, options, self.backbone, self.limits)
-            options = dataclasses.replace(options, target_bpp=rate)
-        codec.plan(media, options, self.backbone, self.limits)  # refusals before the queue, not after it
+        # refusals before the queue, not after it; the default rate adapts to small media here
+        the_plan = codec.plan(media, options, self.backbone, self.limits, rate=rate)
         throttle = Throttle()
 
         def on_progress(p) -> None:
@@ -105,8 +74,10 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
                 emit(p)
 
         with metrics.fit_slot(self.slots):  # counted as queued while it waits
-            return codec.compress(media, options, backbone=self.backbone, on_progress=on_progress,
-                                  limits=self.limits)
+            report = codec.compress(media, the_plan.options, backbone=self.backbone, on_progress=on_progress,
+                                    limits=self.limits, planned=the_plan)
+        notes = [the_plan.note, rate_note(the_plan.options.target_bpp, report.bpp, report.d)]
+        return report, "; ".join(n for n in notes if n)
 
     def Compress(self, request_iterator, context):
         start = time.perf_counter()
@@ -114,16 +85,16 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
         try:
             wire, image = self._receive(request_iterator)
             size = len(image)
-            options, default_rate = encode_options(wire, self.backbone.name)
-            report = None
-            for kind, item in stream_worker(lambda emit: self._compress(image, options, default_rate, emit), context):
+            options, rate = from_wire(wire, self.backbone.name)
+            report, note = None, ""
+            for kind, item in stream_worker(lambda emit: self._compress(image, options, rate, emit), context):
                 if kind == "event":
                     yield codec_pb2.CompressResponse(progress=codec_pb2.CompressProgress(
                         step=item.step, total=item.total, stage=STAGES.get(item.stage, str(item.stage)),
                         loss=item.distortion, estimated_bits=item.est_bits, clip=item.clip, clips=item.clips,
                         **{"lambda": item.lam}))
                 else:
-                    report = item
+                    report, note = item
         except Exception as e:
             if self.watch is not None and is_device_failure(e):
                 self.watch.report_failure()
@@ -135,7 +106,7 @@ class EncoderServicer(codec_pb2_grpc.EncoderServicer):
         yield codec_pb2.CompressResponse(result=codec_pb2.CompressResult(
             bitstream=report.data, bpp=report.bpp, width=f.width, height=f.height, d=report.d,
             payload_bits=report.payload_bits, estimated_bits=report.est_bits, seconds=report.seconds, frames=f.frames,
-            clips=len(f.segments)))
+            clips=len(f.segments), note=note))
         event(self.log, "Compress done", rpc="Compress", bytes=size, width=f.width, height=f.height,
               file_bytes=len(report.data), bpp=round(report.bpp, 5), seconds=round(time.perf_counter() - start, 3))
 

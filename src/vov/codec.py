@@ -6,7 +6,8 @@ decompress: container -> per clip: entropy-decode -> theta_hat -> adapter -> sam
             chosen noises) -> latents -> frames, yielded clip by clip (`decode_clips`)
 
 An image is a one-frame clip. Every clip is fitted and coded on its own (its own vector, prior and
-indices), so each decodes on its own and a decoder can stream a video clip after clip.
+indices), so each decodes on its own and a decoder can stream a video clip after clip. What a
+compress will run (the clips, the rate, each clip's fit) is decided first, in `vov.plan`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,64 +31,19 @@ from vov.errors import BackboneMismatch, BitstreamError, UsageError
 from vov.files import write_atomic
 from vov.format import bitstream, entropy
 from vov.limits import Limits
-from vov.media import Picture, check_size, pad_to_multiple
+from vov.media import check_size, pad_to_multiple
 from vov.method import parallel, sampler
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec, lora_entry_count
-from vov.method.fit import FitConfig, Progress, fit
-from vov.options import DEFAULT_BPP, EncodeOptions, ScalingOptions
+from vov.method.fit import Progress, fit
+from vov.options import EncodeOptions, ScalingOptions
+from vov.plan import (MAX_AUTO_D, Frames, Plan, choose_d, clip_length, default_rate,  # noqa: F401 (the codec's names)
+                      file_for, plan, tile_grid)
 from vov.serving.engines.base import Engine
 from vov.serving.engines.torch import TorchEngine
 
-MIN_PAYLOAD_BYTES = 8  # a budget below this leaves the vector nothing to say
-ANS_SLACK_BITS = 64  # the ANS coder's final state and the rounding to 32-bit words, at most
-
-# On the first embedded backbone (6 blocks, every attention projection adapted), d = 32768 fitted
-# better than 16384 unquantised (18.2 against 16.7 dB after 400 steps on a held-out photo) but not
-# under a rate target: on that photo at 0.2 bpp, where the budget asks for 32768, a 600-step fit gave
-# 15.3 dB at d = 32768 and 17.1 dB at d = 16384. The automatic choice stops here and a bigger budget
-# buys finer quantisation instead. (The shipped backbone's default targets give rank 4 only 24576
-# LoRA entries, which caps d about as much.) --dim overrides.
-MAX_AUTO_D = 16384
 
 
 # ---------------------------------------------------------------------------------- the media
-
-
-@dataclass
-class Frames:
-    """What the codec codes: RGB frames (F, H, W, 3) float32 in [0, 1], with the source's rate and colour."""
-
-    pixels: np.ndarray
-    grey: bool = False
-    fps: tuple[int, int] = (0, 1)  # (0, 1) for an image
-
-    @classmethod
-    def of(cls, media) -> "Frames":
-        """A Picture (one frame) or a vov.media.video.Clip."""
-        if isinstance(media, Frames):
-            return media
-        if isinstance(media, Picture):
-            return cls(media.pixels[None], media.grey)
-        frames = getattr(media, "frames", None)
-        if isinstance(frames, np.ndarray) and frames.ndim == 4:
-            return cls(np.clip(frames, 0.0, 1.0).astype(np.float32, copy=False), bool(media.grey), tuple(media.fps))
-        raise UsageError(f"cannot code a {type(media).__name__}; give a picture or a clip")
-
-    @property
-    def count(self) -> int:
-        return self.pixels.shape[0]
-
-    @property
-    def height(self) -> int:
-        return self.pixels.shape[1]
-
-    @property
-    def width(self) -> int:
-        return self.pixels.shape[2]
-
-    @property
-    def size(self) -> int:
-        return self.count * self.height * self.width
 
 
 def clip_seed(noise_seed: int, clip: int) -> int:
@@ -113,166 +68,7 @@ def backbone_for(f: bitstream.VovFile, model: str | None = None, device: str | N
     return get_backbone(name, model, device)
 
 
-# ---------------------------------------------------------------------------------- the rate
-
-
-def _file(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, d: int, frames: Frames,
-          segments: list[bitstream.Segment], limits: Limits = Limits()) -> bitstream.VovFile:
-    """The .vov file of `frames` with these options, the (resolved) adapter `spec` of a vector of
-    length `d`, and these coded segments."""
-    schedule = backbone.schedule_for(backbone.latent_shape(1, frames.height, frames.width))
-    sampling = dict(sampler_steps=options.decode_steps, schedule=schedule.id, shift=float(np.float32(schedule.shift)))
-    if options.scaling is not None:
-        config = options.scaling.config(schedule.id, schedule.shift)
-        sampling = {**config.decoder_fields(), **tile_grid(config, _padded_latent_shape(backbone, frames))}
-    return bitstream.VovFile(
-        backbone=backbone.name, backbone_hash=backbone.content_hash, **dataclasses.replace(spec, d=d).decoder_fields(),
-        **sampling, noise_seed=options.noise_seed, frames=frames.count, height=frames.height, width=frames.width,
-        fps_num=frames.fps[0] if frames.count > 1 else 0, fps_den=frames.fps[1] if frames.count > 1 else 1,
-        colour=1 if frames.grey else 0, caption_z=bitstream.VovFile.pack_caption(options.caption),
-        clip_frames=clip_length(backbone, frames, limits), segments=segments)
-
-
-def _padded_latent_shape(backbone: Backbone, frames: Frames) -> tuple[int, ...]:
-    m = backbone.pixel_multiple
-    return (1, *backbone.latent_shape(1, -(-frames.height // m) * m, -(-frames.width // m) * m))
-
-
-def tile_grid(config, shape: tuple[int, ...]) -> dict[str, int]:
-    """The file's tile-grid fields of a best-of-N search on latents of `shape`."""
-    from vov.method.tiles import TileGrid
-
-    if not config.tile:
-        return dict(bitstream.UNTILED)
-    try:
-        grid = TileGrid.for_shape(shape, config.tile)
-    except ValueError as e:
-        raise UsageError(f"best-of-N tiles: {e}") from None
-    return {"search_tile": config.tile, "tile_rows": grid.rows, "tile_cols": grid.cols}
-
-
-def clip_length(backbone: Backbone, frames: Frames, limits: Limits = Limits()) -> int:
-    """Frames per clip: the backbone's clip length, shortened so a clip's pixels stay within
-    `limits.max_clip_pixels` (and to 1 + k * its temporal factor)."""
-    if frames.count == 1:
-        return 1
-    fitting = max(1, limits.max_clip_pixels // (frames.width * frames.height))
-    n = min(max(1, backbone.clip_frames), fitting, frames.count)
-    step = backbone.temporal_factor
-    return 1 + (n - 1) // step * step
-
-
-def _worst_segments(options: EncodeOptions, lengths: list[int], shape: tuple[int, ...]) -> list[bitstream.Segment]:
-    """Segments as large as coding can make them, with empty payloads: the overhead's upper bound
-    (`shape`: the latents' shape, which sets the number of best-of-N tiles)."""
-    k = (options.fit or FitConfig()).components
-    search = b""
-    if options.scaling is not None:
-        search = bytes(options.scaling.config().index_bytes(shape))
-    return [bitstream.Segment(n, 1e-3, (255,) * k, (0,) * k, 1 << 15, b"", search) for n in lengths]
-
-
-def overhead_bytes(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, frames: Frames,
-                   limits: Limits = Limits()) -> int:
-    """Bytes of the file outside its payloads (header, priors, indices, lengths, checksum), at most."""
-    lengths = bitstream.clip_lengths(frames.count, clip_length(backbone, frames, limits))
-    worst = _file(options, backbone, spec, bitstream.MAX_D, frames,
-                  _worst_segments(options, lengths, _padded_latent_shape(backbone, frames)), limits)
-    return len(bitstream.dump(worst)) + 4 * len(lengths)  # a payload's and a segment's lengths grow by <= 2 bytes each
-
-
-def payload_budgets(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, frames: Frames,
-                    limits: Limits = Limits()) -> list[float]:
-    """The ideal bits each clip's vector may take so that the whole file lands at `options.target_bpp`.
-
-    One contract for every caller (CLI, services, bench): the target is the rate of the whole file,
-    every byte counted (header, priors, best-of-N indices). What remains goes to the clips in
-    proportion to their frames.
-    """
-    lengths = bitstream.clip_lengths(frames.count, clip_length(backbone, frames, limits))
-    overhead = overhead_bytes(options, backbone, spec, frames, limits)
-    total = 8 * (math.floor(options.target_bpp * frames.size / 8) - overhead) - ANS_SLACK_BITS * len(lengths)
-    budgets = [total * n / frames.count for n in lengths]
-    if min(budgets) < 8 * MIN_PAYLOAD_BYTES:
-        smallest = minimum_bpp(options, backbone, spec, frames, limits)
-        what = "image" if frames.count == 1 else f"{frames.count}-frame clip"
-        raise UsageError(f"{options.target_bpp:g} bpp is too low for a {frames.width}x{frames.height} {what}: "
-                         f"the smallest rate that works is {smallest:.4g} bpp (the file's header alone takes "
-                         f"{8 * overhead / frames.size:.4g} bpp)")
-    return budgets
-
-
-def minimum_bpp(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec, frames: Frames,
-                limits: Limits = Limits()) -> float:
-    """The smallest whole-file rate whose budget leaves each clip's vector MIN_PAYLOAD_BYTES, rounded up."""
-    lengths = bitstream.clip_lengths(frames.count, clip_length(backbone, frames, limits))
-    per_clip = MIN_PAYLOAD_BYTES + ANS_SLACK_BITS // 8 + 1
-    needed = overhead_bytes(options, backbone, spec, frames, limits) + per_clip * frames.count / min(lengths)
-    exact = 8 * needed / frames.size
-    unit = 10.0 ** (math.floor(math.log10(exact)) - 2)  # three significant digits
-    return math.ceil(exact / unit) * unit
-
-
-def default_rate(media, options: EncodeOptions, backbone: Backbone, limits: Limits = Limits()) -> tuple[float, str | None]:
-    """The rate to use when the caller named none: DEFAULT_BPP, or the smallest rate that works for
-    media too small for it (with a note saying so)."""
-    frames = Frames.of(media)
-    spec = options.adapter.resolved(backbone)
-    smallest = minimum_bpp(options, backbone, spec, frames, limits)
-    if smallest <= DEFAULT_BPP:
-        return DEFAULT_BPP, None
-    return smallest, (f"the default {DEFAULT_BPP:g} bpp is too low for {frames.width}x{frames.height}"
-                      f"{'' if frames.count == 1 else f' x {frames.count} frames'}; using {smallest:.4g} bpp, "
-                      f"the smallest rate that works")
-
-
-def choose_d(budget_bits: float, lora_entries: int, bits_per_entry: float = 2.5) -> int:
-    """A vector length that a fit can bring to `budget_bits`: a power of two near budget / 2.5 bits."""
-    d = 2 ** round(math.log2(max(budget_bits / bits_per_entry, 64)))
-    return int(min(max(d, 64), lora_entries, MAX_AUTO_D))
-
-
 # ---------------------------------------------------------------------------------- compress
-
-
-@dataclass
-class Plan:
-    """What a compress will run, decided before any fit: the adapter, one fit per clip, the clips."""
-
-    spec: AdapterSpec
-    fits: list[FitConfig]
-    lengths: list[int]  # frames of each clip
-
-
-def plan(media, options: EncodeOptions, backbone: Backbone, limits: Limits = Limits()) -> Plan:
-    """Every check that needs no fitting: options in range, sizes, a reachable rate, a file within `limits`.
-
-    Refuses with UsageError (or MediaError, LimitExceeded) before any work.
-    """
-    options.validate()
-    frames = Frames.of(media)
-    check_size(frames.width, frames.height)
-    backbone.condition(options.caption)  # a caption the backbone cannot take is refused here
-    spec = options.adapter.resolved(backbone)
-    entries = lora_entry_count(backbone, spec)
-    clip_frames = clip_length(backbone, frames, limits)
-    lengths = bitstream.clip_lengths(frames.count, clip_frames)
-    fit_config = options.fit_config(backbone)
-    fits = [dataclasses.replace(fit_config, target_bits=None)] * len(lengths)
-    if options.target_bpp is not None:
-        budgets = payload_budgets(options, backbone, spec, frames, limits)
-        fits = [dataclasses.replace(fit_config, target_bits=b) for b in budgets]
-        if spec.kind == "one-vector" and options.auto_d:
-            spec = dataclasses.replace(spec, d=choose_d(min(budgets), entries))
-    elif spec.kind == "one-vector" and options.auto_d:
-        spec = dataclasses.replace(spec, d=min(spec.d, entries))
-    d = entries if spec.kind == "lora" else spec.d
-    if d > entries:
-        raise UsageError(f"d = {d} exceeds the {entries} LoRA entries of the targets at rank {spec.rank}; "
-                         f"choose a smaller --dim, or --kind lora")
-    limits.check(width=frames.width, height=frames.height, frames=frames.count, sampler_steps=options.decode_steps,
-                 d=d, rank=spec.rank, clip_frames=clip_frames, what="a file with these options")
-    return Plan(spec, fits, lengths)
 
 
 @dataclass
@@ -351,13 +147,16 @@ def _media_key(frames: Frames, options: EncodeOptions) -> str:
 
 def compress(media, options: EncodeOptions = EncodeOptions(), backbone: Backbone | None = None,
              on_progress: Callable[[Progress], None] | None = None, checkpoint: str | None = None,
-             checkpoint_every: int = 50, limits: Limits = Limits()) -> EncodeReport:
-    """Code a Picture or a Clip. `on_progress` sees every fitting and search step, with its clip."""
+             checkpoint_every: int = 50, limits: Limits = Limits(), planned: Plan | None = None) -> EncodeReport:
+    """Code a Picture or a Clip. `on_progress` sees every fitting and search step, with its clip.
+
+    `planned` is the `plan` of this media, options and backbone when the caller made it (to tell a
+    person what it decided before the first step); its options, with their rate resolved, are coded."""
     start = time.perf_counter()
-    options.validate()
     frames = Frames.of(media)
     backbone = backbone or get_backbone(options.backbone, options.model, options.device)
-    the_plan = plan(frames, options, backbone, limits)
+    the_plan = planned or plan(frames, options, backbone, limits)
+    options = the_plan.options
     spec = the_plan.spec
     condition = backbone.condition(options.caption)
     store = _ClipStore(checkpoint, _media_key(frames, options))
@@ -402,7 +201,7 @@ def compress(media, options: EncodeOptions = EncodeOptions(), backbone: Backbone
         store.add(segment)
         est_bits += result.est_bits
         payload_bits += 8 * len(payload)
-    f = _file(options, backbone, spec, adapter.d, frames, segments, limits)
+    f = file_for(options, backbone, spec, adapter.d, frames, segments, limits)
     data = bitstream.dump(f)
     store.finish()
     return EncodeReport(data=data, pixels=frames.size, parts=bitstream.part_sizes(f), est_bits=est_bits,

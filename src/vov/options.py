@@ -5,6 +5,11 @@ the benchmark build an `EncodeOptions` and read their defaults from here; `valid
 values out of range before any work. Backbone-specific defaults (rank, d, targets, learning rates)
 belong to the backbone (`Backbone.adapter_defaults`, `fit_defaults`); what is here applies to every
 backbone.
+
+A compress's rate is a `Rate`: the default, a target in bits per pixel, or a rate weight; the plan
+(`vov.plan.plan`) resolves it once. `to_wire` and `from_wire` are the one translation each way
+between `EncodeOptions` and the wire's `CompressOptions`: the service client sends with the one,
+the encoder service reads with the other.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from vov.backbones import DEFAULT_BACKBONE
+from vov.backbones.base import MAX_CAPTION_BYTES
 from vov.errors import UsageError
 from vov.method.adapters import AdapterSpec
 from vov.method.fit import FitConfig
@@ -22,6 +29,33 @@ MAX_FIT_STEPS = 100_000
 MAX_DRAWS = 64  # noise draws per fitting step
 MAX_SEED = (1 << 32) - 1  # the format's seed fields hold 32 bits
 MAX_CANDIDATES = 1 << MAX_SEARCH_BITS  # best-of-N: N is a power of two up to 2^16 (the format's search_bits)
+
+
+RATE_KINDS = ("default", "bpp", "lambda")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """How a compress sets its rate: the default (DEFAULT_BPP, or the smallest rate that works for
+    media too small for it), a target in bits per pixel of the whole file, or a rate weight lambda
+    (per bpp). `vov.plan.plan` resolves it, once per compress."""
+
+    kind: str = "default"
+    value: float | None = None
+
+    @classmethod
+    def of(cls, bpp: float | None = None, lam: float | None = None) -> "Rate":
+        """The rate of the two flags --bpp and --lambda (neither: the default)."""
+        if bpp is not None and lam is not None:
+            raise UsageError("give a rate target (--bpp) or a rate weight (--lambda), not both")
+        return cls("bpp", bpp) if bpp is not None else cls("lambda", lam) if lam is not None else cls()
+
+    def validate(self) -> None:
+        if self.kind not in RATE_KINDS:
+            raise UsageError(f"a rate is one of {', '.join(RATE_KINDS)}, not {self.kind!r}")
+        if self.kind != "default" and not (self.value is not None and math.isfinite(self.value) and self.value > 0):
+            name = "the rate target" if self.kind == "bpp" else "lambda"
+            raise UsageError(f"{name} must be a positive finite number, not {self.value}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +120,7 @@ class EncodeOptions:
     paper's for Wan and Qwen-Image.
     """
 
-    backbone: str = "embedded"
+    backbone: str = DEFAULT_BACKBONE
     model: str | None = None  # the backbone's weights: a folder or hub id (None: its default)
     device: str | None = None  # cpu, cuda, cuda:N (None: the backbone's default)
     adapter: AdapterSpec = AdapterSpec()
@@ -121,8 +155,8 @@ class EncodeOptions:
         for name, seed in (("seed", self.noise_seed), ("adapter seed", self.adapter.seed), ("fit seed", fit_seed)):
             if not 0 <= seed <= MAX_SEED:
                 raise UsageError(f"the {name} must be between 0 and {MAX_SEED}, not {seed}")
-        if len(self.caption.encode("utf-8")) > 4096:
-            raise UsageError("the caption is longer than 4096 bytes")
+        if len(self.caption.encode("utf-8")) > MAX_CAPTION_BYTES:
+            raise UsageError(f"the caption is longer than {MAX_CAPTION_BYTES} bytes")
         self.adapter.validate()
         if self.scaling is not None:
             self.scaling.validate()
@@ -136,9 +170,66 @@ class EncodeOptions:
         return replace(config, **given) if given else config
 
     @property
+    def rate(self) -> Rate:
+        """The rate these options code at: the target, or the rate weight (the fit's when none is given)."""
+        if self.target_bpp is not None:
+            return Rate("bpp", self.target_bpp)
+        return Rate("lambda", self.lam if self.lam is not None else (self.fit or FitConfig()).lam)
+
+    def with_rate(self, rate: Rate, default_bpp: float = DEFAULT_BPP) -> "EncodeOptions":
+        """These options at `rate`; the default rate is `default_bpp` (vov.plan chooses it for the media)."""
+        if rate.kind == "lambda":
+            return replace(self, target_bpp=None, lam=rate.value)
+        return replace(self, target_bpp=rate.value if rate.kind == "bpp" else default_bpp, lam=None)
+
+    @property
     def decode_steps(self) -> int:
         """The file's sampler grid: the scaled steps when best-of-N is on, else `sampler_steps`."""
         return self.scaling.steps if self.scaling is not None else self.sampler_steps
+
+
+# ---------------------------------------------------------------------------------- the wire
+# `CompressOptions` in proto/vov/v1/codec.proto: zero (or "") means the default for every field, and
+# the rate is a oneof (target_bpp, lambda, or neither: the default rate).
+
+
+def to_wire(options: EncodeOptions, rate: Rate | None = None) -> dict:
+    """The CompressOptions fields of `options` at `rate` (None: the options' own target or weight)."""
+    rate = rate or options.rate
+    rate.validate()
+    spec, scaling = options.adapter, options.scaling
+    fields = dict(kind=spec.kind, rank=spec.rank or 0, dim=0 if options.auto_d else spec.d or 0,
+                  targets=spec.targets, steps=options.steps or (options.fit.steps if options.fit else 0),
+                  sampler_steps=options.sampler_steps, seed=options.noise_seed, backbone=options.backbone,
+                  caption=options.caption, best_of=scaling.candidates if scaling else 0,
+                  scaling_steps=scaling.steps if scaling else 0, best_of_tile=scaling.tile if scaling else 0)
+    if rate.kind != "default":
+        fields["target_bpp" if rate.kind == "bpp" else "lambda"] = rate.value
+    return fields
+
+
+def from_wire(message, backbone: str) -> tuple[EncodeOptions, Rate]:
+    """The EncodeOptions and the Rate of a CompressOptions message for an encoder serving `backbone`,
+    checked (UsageError, or BackboneMismatch for another backbone's request)."""
+    from vov.errors import BackboneMismatch
+
+    if message.backbone and message.backbone != backbone:
+        raise BackboneMismatch(f"this encoder serves backbone {backbone!r}, not {message.backbone!r}")
+    which = message.WhichOneof("rate")
+    rate = Rate("bpp", message.target_bpp) if which == "target_bpp" else (
+        Rate("lambda", getattr(message, "lambda")) if which == "lambda" else Rate())
+    rate.validate()
+    defaults, scaling = EncodeOptions(), None
+    if message.best_of or message.scaling_steps or message.best_of_tile:
+        scaling = ScalingOptions(candidates=message.best_of or ScalingOptions.candidates,
+                                 steps=message.scaling_steps or ScalingOptions.steps, tile=message.best_of_tile)
+    spec = AdapterSpec(message.kind or defaults.adapter.kind, message.rank or None, message.dim or None, message.seed,
+                       message.targets)
+    options = EncodeOptions(backbone=backbone, adapter=spec, steps=message.steps or None,
+                            sampler_steps=message.sampler_steps or defaults.sampler_steps, noise_seed=message.seed,
+                            auto_d=message.dim == 0, caption=message.caption, scaling=scaling).with_rate(rate)
+    options.validate()
+    return options, rate
 
 
 RATE_TOLERANCE = 0.05  # a file further than this from the rate asked for is noted
@@ -147,14 +238,15 @@ RATE_TOLERANCE = 0.05  # a file further than this from the rate asked for is not
 def rate_note(asked: float | None, got: float, d: int) -> str | None:
     """What to tell a person whose file missed the rate asked for by more than RATE_TOLERANCE (None: on target).
 
-    A file lands under its target when the vector cannot hold more: its d entries, each quantised,
-    carry the picture as well as they can before the bits run out (small images, large targets)."""
+    A file lands under its target when the fitted vector takes fewer bits than its budget: its d
+    entries say what they can about the input before the budget runs out (small images, large
+    targets)."""
     if asked is None or not asked > 0 or abs(got / asked - 1) <= RATE_TOLERANCE:
         return None
     if got < asked:
-        return (f"the file is {got:.4g} bpp, {100 * (1 - got / asked):.0f}% under the {asked:g} bpp asked for: a "
-                f"vector of d = {d} holds no more on this input (a larger --dim or --kind lora can)")
+        return (f"the file is {got:.4g} bpp, {100 * (1 - got / asked):.0f}% under the {asked:g} bpp asked for: the "
+                f"fitted vector (d = {d}) took no more on this input (a larger --dim or --kind lora can take more)")
     return f"the file is {got:.4g} bpp, {100 * (got / asked - 1):.0f}% over the {asked:g} bpp asked for"
 
 
-__all__ = ["RATE_TOLERANCE", "rate_note", "DEFAULT_BPP", "EncodeOptions", "MAX_FIT_STEPS", "MAX_SEED", "ScalingOptions"]
+__all__ = ["RATE_TOLERANCE", "Rate", "rate_note", "DEFAULT_BPP", "EncodeOptions", "MAX_FIT_STEPS", "MAX_SEED", "ScalingOptions"]

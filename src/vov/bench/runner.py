@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vov.backbones import DEFAULT_BACKBONE
 from vov.errors import UsageError
 from vov.files import read_bytes, write_atomic
 
@@ -44,7 +45,7 @@ class BenchConfig:
     points: list[float] = field(default_factory=lambda: list(DEFAULT_POINTS))
     steps: int = 1200
     sampler_steps: int = 50
-    backbone: str = "embedded"
+    backbone: str = DEFAULT_BACKBONE
     seed: int = 0
     cache: str | None = None
     lpips_weights: str | None = None
@@ -245,7 +246,7 @@ class Runner:
                                       fit=FitConfig(steps=self.config.steps, seed=self.config.seed), target_bpp=rate,
                                       sampler_steps=self.config.sampler_steps, noise_seed=self.config.seed)
         try:
-            codec.plan(item.picture, options, backbone)
+            the_plan = codec.plan(item.picture, options, backbone)
         except UsageError as e:
             return {**base, "reached": False, "skipped": str(e)}
         bar = tqdm(total=self.config.steps, desc=f"  vov fit {item.name} @{rate:g}", unit="step", leave=False,
@@ -257,7 +258,7 @@ class Runner:
 
         try:
             report = codec.compress(item.picture, options, backbone=backbone, on_progress=progress,
-                                    checkpoint=self.cache.path(key, ".partial"))
+                                    checkpoint=self.cache.path(key, ".partial"), planned=the_plan)
         finally:
             bar.close()
         start = time.perf_counter()

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vov.backbones import DEFAULT_BACKBONE
 from vov.bench.runner import Cache, _core_source_hash, _sha, _vov_version
 from vov.errors import UsageError
 
@@ -94,7 +95,7 @@ class VideoBenchConfig:
     points: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1])
     steps: int = 1200
     sampler_steps: int = 50
-    backbone: str = "embedded"
+    backbone: str = DEFAULT_BACKBONE
     seed: int = 0
     warm_start: bool = False
     cache: str | None = None
@@ -357,7 +358,7 @@ class VideoRunner:
         start = time.perf_counter()
         try:
             report = codec.compress(item.clip, options, backbone=backbone, on_progress=progress,
-                                    checkpoint=self.cache.path(key, ".partial"))
+                                    checkpoint=self.cache.path(key, ".partial"), planned=the_plan)
         finally:
             bar.close()
         ends = [clip_done.get(i + 1, start) for i in range(len(the_plan.lengths))]

@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"its index (default off; {scaling.candidates} when only --scaling-steps is given)")
     p.add_argument("--scaling-steps", type=positive(int), metavar="K",
                    help=f"best-of-N: sampler steps of the scaled decode (default {scaling.steps} with --best-of)")
+    p.add_argument("--best-of-tile", type=positive(int), metavar="T",
+                   help="best-of-N: keep a candidate per tile of T x T latent cells (at most 255) instead of one "
+                        "for the whole latent (default off)")
     p.add_argument("--caption", default="", help="condition the adaptation on this caption (text-conditioned "
                                                  "backbones only; stored in the file)")
     p.add_argument("--fps", type=_fps, help="frame rate of a folder of PNG frames (default 25)")
@@ -86,32 +89,39 @@ def _load_media(args):
 def _scaling(args):
     from vov.options import ScalingOptions
 
-    if args.best_of is None and args.scaling_steps is None:
+    if args.best_of is None and args.scaling_steps is None and args.best_of_tile is None:
         return None
     defaults = ScalingOptions()
-    return ScalingOptions(candidates=args.best_of or defaults.candidates, steps=args.scaling_steps or defaults.steps)
+    return ScalingOptions(candidates=args.best_of or defaults.candidates, steps=args.scaling_steps or defaults.steps,
+                          tile=args.best_of_tile or defaults.tile)
+
+
+def options_of(args):
+    """The EncodeOptions and the Rate of the flags: the command line's one translation."""
+    from vov.method.adapters import AdapterSpec
+    from vov.options import EncodeOptions, Rate
+
+    rate = Rate.of(args.bpp, args.lam)
+    spec = AdapterSpec(args.kind, args.rank, args.dim, args.seed, args.targets)
+    options = EncodeOptions(backbone=args.backbone, model=args.model, device=args.device, adapter=spec,
+                            steps=args.steps, draws=args.draws, sampler_steps=args.sampler_steps,
+                            noise_seed=args.seed, auto_d=args.dim is None, caption=args.caption,
+                            scaling=_scaling(args)).with_rate(rate)
+    return options, rate
 
 
 def run(args) -> None:
     from vov import codec
-    from vov.method.adapters import AdapterSpec
-    from vov.options import EncodeOptions
 
     check_writable(args.output)
     media = _load_media(args)
     frames = codec.Frames.of(media)
-    spec = AdapterSpec(args.kind, args.rank, args.dim, args.seed, args.targets)
-    options = EncodeOptions(backbone=args.backbone, model=args.model, device=args.device, adapter=spec,
-                            steps=args.steps, draws=args.draws, lam=args.lam,
-                            target_bpp=None if args.lam is not None else args.bpp, sampler_steps=args.sampler_steps,
-                            noise_seed=args.seed, auto_d=args.dim is None, caption=args.caption,
-                            scaling=_scaling(args))
+    options, rate = options_of(args)
     if args.server:
         from vov.serving.client import remote_compress
 
-        # with no rate given, the encoder applies the default (and adapts it to small media) itself
         data = remote_compress(args.server, _upload_bytes(args, media), options, quiet=args.quiet,
-                               tls=flags.tls(args), default_rate=args.bpp is None and args.lam is None)
+                               tls=flags.tls(args), rate=rate, on_note=flags.note)
         write_atomic(args.output, data)
         print(f"{args.output}: {len(data)} bytes, {8 * len(data) / frames.size:.4f} bpp")
         return
@@ -120,24 +130,22 @@ def run(args) -> None:
 
     device = parallel.join_from_environment(args.device)  # under torchrun: this rank's device
     try:
-        _compress_here(args, frames, dataclasses.replace(options, device=device), parallel.is_writer())
+        _compress_here(args, frames, dataclasses.replace(options, device=device), rate, parallel.is_writer())
     finally:
         parallel.leave()
 
 
-def _compress_here(args, frames, options, writer: bool) -> None:
+def _compress_here(args, frames, options, rate, writer: bool) -> None:
     """Compress in this process (one rank of several under torchrun: only rank 0 writes and prints)."""
     from vov import codec
     from vov.options import rate_note
     from vov.progress import FitBars
 
     backbone = codec.get_backbone(args.backbone, args.model, options.device)
-    if args.bpp is None and args.lam is None:
-        rate, note = codec.default_rate(frames, options, backbone)
-        if note and writer:
-            flags.note(note)
-        options = dataclasses.replace(options, target_bpp=rate)
-    the_plan = codec.plan(frames, options, backbone)  # every refusal before the first step
+    the_plan = codec.plan(frames, options, backbone, rate=rate)  # every refusal before the first step
+    if the_plan.note and writer:
+        flags.note(the_plan.note)
+    options = the_plan.options
     if len(the_plan.lengths) > 1 and writer:
         print(f"vov: {frames.count} frames in {len(the_plan.lengths)} clips of up to {the_plan.lengths[0]}",
               file=sys.stderr)
@@ -145,7 +153,8 @@ def _compress_here(args, frames, options, writer: bool) -> None:
     if (os.path.exists(checkpoint) or os.path.exists(f"{checkpoint}.clips")) and writer:
         print(f"vov: resuming from {checkpoint}", file=sys.stderr)
     with FitBars(args.quiet or not writer) as bars:
-        report = codec.compress(frames, options, backbone=backbone, on_progress=bars, checkpoint=checkpoint)
+        report = codec.compress(frames, options, backbone=backbone, on_progress=bars, checkpoint=checkpoint,
+                                planned=the_plan)
     if not writer:
         return
     write_atomic(args.output, report.data)

@@ -99,34 +99,17 @@ def _error(e, server: str, bad_input: type[VovError], service: str) -> VovError:
     return VovError(f"{server}: {code.name.lower()}: {details}")
 
 
-def _options_message(options, default_rate: bool = False):
-    from vov.v1 import codec_pb2
-
-    spec = options.adapter
-    steps = options.steps or (options.fit.steps if options.fit else 0)  # 0: the server backbone's default
-    if default_rate:
-        rate = {}  # the encoder's default, adapted to the image
-    elif options.target_bpp is not None:
-        rate = {"target_bpp": options.target_bpp}
-    else:
-        rate = {"lambda": options.lam if options.lam is not None else (options.fit.lam if options.fit else 0.02)}
-    scaling = options.scaling
-    return codec_pb2.CompressOptions(kind=spec.kind, rank=spec.rank or 0, dim=0 if options.auto_d else spec.d or 0,
-                                     targets=spec.targets, steps=steps, sampler_steps=options.sampler_steps,
-                                     seed=options.noise_seed, backbone=options.backbone, caption=options.caption,
-                                     best_of=scaling.candidates if scaling else 0,
-                                     scaling_steps=scaling.steps if scaling else 0, **rate)
-
-
 def compress_events(server: str, image_bytes: bytes, options, timeout: float | None = None,
-                    tls: ClientTls | None = None, default_rate: bool = False):
-    """Yield the server's CompressResponse messages (progress events, then the result)."""
+                    tls: ClientTls | None = None, rate=None):
+    """Yield the server's CompressResponse messages (progress events, then the result); `rate` (a
+    vov.options.Rate; None: the options' own target or weight) travels as the request's rate."""
     import grpc
 
+    from vov.options import to_wire
     from vov.v1 import codec_pb2, codec_pb2_grpc
 
     def requests():
-        yield codec_pb2.CompressRequest(options=_options_message(options, default_rate))
+        yield codec_pb2.CompressRequest(options=codec_pb2.CompressOptions(**to_wire(options, rate)))
         for offset in range(0, len(image_bytes), CHUNK):
             yield codec_pb2.CompressRequest(chunk=image_bytes[offset: offset + CHUNK])
 
@@ -138,23 +121,26 @@ def compress_events(server: str, image_bytes: bytes, options, timeout: float | N
 
 
 def remote_compress(server: str, image_bytes: bytes, options, quiet: bool = False, tls: ClientTls | None = None,
-                    default_rate: bool = False) -> bytes:
-    """Compress through an encoder service; a progress bar follows the fit unless `quiet`."""
+                    rate=None, on_note=None) -> bytes:
+    """Compress through an encoder service; a progress bar follows the fit unless `quiet`, and
+    `on_note(text)` hears what the encoder says about the file (a rate it could not reach)."""
     from vov.progress import FitBars
 
     result = None
     with FitBars(quiet) as bars:
         # read to the end of the stream, so the call ends as the server ends it (OK), not cancelled
-        for message in compress_events(server, image_bytes, options, tls=tls, default_rate=default_rate):
+        for message in compress_events(server, image_bytes, options, tls=tls, rate=rate):
             if message.HasField("progress"):
                 p = message.progress
                 bars.update(step=p.step, total=p.total, stage=STAGES.get(p.stage, 1), loss=p.loss,
                             est_bits=p.estimated_bits, clip=p.clip or 1, clips=p.clips or 1)
             elif message.HasField("result"):
-                result = message.result.bitstream
+                result = message.result
     if result is None:
         raise VovError(f"{server}: the encoder ended the call without a result")
-    return result
+    if result.note and on_note is not None:
+        on_note(result.note)
+    return result.bitstream
 
 
 def decompress_events(server: str, data: bytes, timeout: float | None = None, tls: ClientTls | None = None):

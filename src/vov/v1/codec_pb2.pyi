@@ -35,7 +35,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class CompressOptions(_message.Message):
-    __slots__ = ("target_bpp", "kind", "rank", "dim", "targets", "steps", "sampler_steps", "seed", "backbone", "caption", "best_of", "scaling_steps")
+    __slots__ = ("target_bpp", "kind", "rank", "dim", "targets", "steps", "sampler_steps", "seed", "backbone", "caption", "best_of", "scaling_steps", "best_of_tile")
     TARGET_BPP_FIELD_NUMBER: _ClassVar[int]
     LAMBDA_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class CompressOptions(_message.Message):
     CAPTION_FIELD_NUMBER: _ClassVar[int]
     BEST_OF_FIELD_NUMBER: _ClassVar[int]
     SCALING_STEPS_FIELD_NUMBER: _ClassVar[int]
+    BEST_OF_TILE_FIELD_NUMBER: _ClassVar[int]
     target_bpp: float
     kind: str
     rank: int
@@ -61,7 +62,8 @@ class CompressOptions(_message.Message):
     caption: str
     best_of: int
     scaling_steps: int
-    def __init__(self, target_bpp: _Optional[float] = ..., kind: _Optional[str] = ..., rank: _Optional[int] = ..., dim: _Optional[int] = ..., targets: _Optional[str] = ..., steps: _Optional[int] = ..., sampler_steps: _Optional[int] = ..., seed: _Optional[int] = ..., backbone: _Optional[str] = ..., caption: _Optional[str] = ..., best_of: _Optional[int] = ..., scaling_steps: _Optional[int] = ..., **kwargs) -> None: ...
+    best_of_tile: int
+    def __init__(self, target_bpp: _Optional[float] = ..., kind: _Optional[str] = ..., rank: _Optional[int] = ..., dim: _Optional[int] = ..., targets: _Optional[str] = ..., steps: _Optional[int] = ..., sampler_steps: _Optional[int] = ..., seed: _Optional[int] = ..., backbone: _Optional[str] = ..., caption: _Optional[str] = ..., best_of: _Optional[int] = ..., scaling_steps: _Optional[int] = ..., best_of_tile: _Optional[int] = ..., **kwargs) -> None: ...
 
 class CompressRequest(_message.Message):
     __slots__ = ("options", "chunk")
@@ -91,7 +93,7 @@ class CompressProgress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., stage: _Optional[str] = ..., loss: _Optional[float] = ..., estimated_bits: _Optional[float] = ..., clip: _Optional[int] = ..., clips: _Optional[int] = ..., **kwargs) -> None: ...
 
 class CompressResult(_message.Message):
-    __slots__ = ("bitstream", "bpp", "width", "height", "d", "payload_bits", "estimated_bits", "seconds", "frames", "clips")
+    __slots__ = ("bitstream", "bpp", "width", "height", "d", "payload_bits", "estimated_bits", "seconds", "frames", "clips", "note")
     BITSTREAM_FIELD_NUMBER: _ClassVar[int]
     BPP_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +104,7 @@ class CompressResult(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     CLIPS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     bitstream: bytes
     bpp: float
     width: int
@@ -112,7 +115,8 @@ class CompressResult(_message.Message):
     seconds: float
     frames: int
     clips: int
-    def __init__(self, bitstream: _Optional[bytes] = ..., bpp: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., d: _Optional[int] = ..., payload_bits: _Optional[int] = ..., estimated_bits: _Optional[float] = ..., seconds: _Optional[float] = ..., frames: _Optional[int] = ..., clips: _Optional[int] = ...) -> None: ...
+    note: str
+    def __init__(self, bitstream: _Optional[bytes] = ..., bpp: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., d: _Optional[int] = ..., payload_bits: _Optional[int] = ..., estimated_bits: _Optional[float] = ..., seconds: _Optional[float] = ..., frames: _Optional[int] = ..., clips: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
 
 class CompressResponse(_message.Message):
     __slots__ = ("progress", "result")
