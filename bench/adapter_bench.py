@@ -72,7 +72,7 @@ def owned_bytes(module: torch.nn.Module, shared: torch.nn.Module) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="embedded")
+    parser.add_argument("--backbone", default=backbones.DEFAULT_BACKBONE)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--steps", type=int, default=20, help="sampler steps per decode")

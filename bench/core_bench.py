@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from vov import codec
+from vov.backbones import DEFAULT_BACKBONE
 from vov.method.adapters import AdaptedDenoiser, AdapterSpec
 from vov.method.fit import FitConfig
 from vov.media import Picture, load_image
@@ -48,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image")
     parser.add_argument("--photo", default="LadyBird")
-    parser.add_argument("--backbone", default="embedded")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--sampler-steps", type=int, default=50)
     parser.add_argument("--bpp", default="0.03,0.05,0.1", help="rate targets (the default mode)")

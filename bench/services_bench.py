@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from vov import codec
+from vov.backbones import DEFAULT_BACKBONE
 
 from vov.serving import client
 from vov.method.adapters import AdapterSpec
@@ -83,7 +84,7 @@ def throughput(address: str, files: list[bytes], clients: int, rounds: int = 1) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="embedded")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--size", default="768x512", help="WIDTHxHEIGHT of the decoded image")
     parser.add_argument("--sampler-steps", type=int, default=50)
     parser.add_argument("--clients", default="1,4,8")

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, fields
 
 from vov.errors import UsageError, VovError
+from vov.format.bitstream import MAX_D, MAX_FRAMES, MAX_RANK
 
 MAX_PIXELS = 1920 * 1088  # per frame, before padding to the latent grid
 MAX_SIDE = 4096
@@ -38,10 +39,10 @@ class LimitExceeded(VovError):
 @dataclass(frozen=True)
 class Limits:
     max_pixels: int = MAX_PIXELS  # width x height of one frame
-    max_frames: int = 10000  # frames of one file (the format's own bound)
+    max_frames: int = MAX_FRAMES  # frames of one file (the format's own bound)
     max_sampler_steps: int = 1000
-    max_d: int = 1 << 22  # length of the coded vector (the format's own bound)
-    max_rank: int = 64
+    max_d: int = MAX_D  # length of the coded vector (the format's own bound)
+    max_rank: int = MAX_RANK  # the format's own bound
     max_work: int = 1 << 36  # pixels x frames x sampler steps of one decode
     max_clip_pixels: int = MAX_PIXELS  # pixels of one clip (frames x width x height): its attention's size
 

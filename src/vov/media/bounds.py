@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vov.errors import MediaError
+from vov.format.bitstream import MAX_FRAMES as FORMAT_MAX_FRAMES
 from vov.media.image import MAX_PIXELS, MAX_SIDE, MIN_SIDE
 
-MAX_FRAMES = 10_000
+MAX_FRAMES = FORMAT_MAX_FRAMES
 MAX_FRAME_PIXELS = MAX_PIXELS  # per frame, the same as a still image
 MAX_VIDEO_PIXELS = 1 << 28  # frames x height x width: 268M pixels, 3 GiB as float32 RGB
 MAX_DURATION_S = 3600.0

@@ -34,6 +34,7 @@ from torch.nn.utils import parametrize
 from vov.backbones.base import Backbone, set_gradient_checkpointing
 from vov.errors import UsageError
 from vov.format import bitstream
+from vov.format.bitstream import MAX_D, MAX_RANK
 from vov.method.lora import FactorReader, LoraLinear, adapted_tree, hashed_layers
 
 KINDS = bitstream.ADAPTER_KINDS  # the kinds by their number in a file
@@ -54,10 +55,10 @@ class AdapterSpec:
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise UsageError(f"adapter kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
-        if self.rank is not None and not 1 <= self.rank <= 64:
-            raise UsageError(f"rank must be between 1 and 64, not {self.rank}")
-        if self.kind == "one-vector" and self.d is not None and not 16 <= self.d <= 1 << 22:
-            raise UsageError(f"d must be between 16 and {1 << 22}, not {self.d}")
+        if self.rank is not None and not 1 <= self.rank <= MAX_RANK:
+            raise UsageError(f"rank must be between 1 and {MAX_RANK}, not {self.rank}")
+        if self.kind == "one-vector" and self.d is not None and not 16 <= self.d <= MAX_D:
+            raise UsageError(f"d must be between 16 and {MAX_D}, not {self.d}")
 
     def decoder_fields(self) -> dict[str, int | str]:
         """The file's adapter fields (vov.format.bitstream.VovFile) by their names: the one mapping between

@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+from vov.backbones import DEFAULT_BACKBONE
 from vov.errors import UsageError
 
 
@@ -89,7 +90,7 @@ class _interrupted_by_sigterm:
 class Stack:
     """Triton + decoder + encoder as child processes on loopback."""
 
-    def __init__(self, backbone: str = "embedded", repository: str | Path | None = None, work: str | Path | None = None,
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, repository: str | Path | None = None, work: str | Path | None = None,
                  host: str = "127.0.0.1", encoder_port: int = 0, decoder_port: int = 0, triton_grpc_port: int = 0,
                  triton_http_port: int = 0, max_rank: int | None = None, extra_decoder_args=(), extra_encoder_args=(),
                  with_encoder: bool = True, with_triton: bool = True, log=None, torch_threads: int = 0,
