@@ -72,3 +72,20 @@ def test_the_plan_resolves_the_rate_once(tiny_backbone, smooth_picture):
     assert weighted.options.target_bpp is None and weighted.fits[0].lam == 0.04 and weighted.note is None
     as_given = planning.plan(smooth_picture, dataclasses.replace(options, target_bpp=2.0), tiny_backbone)
     assert as_given.options.target_bpp == 2.0
+
+
+@pytest.mark.parametrize("given, flag, words", [
+    (dict(candidates=3), "--best-of", "power of two"),
+    (dict(tile=300), "--best-of-tile", "1..255"),
+    (dict(steps=20000), "--scaling-steps", "10000"),
+    (dict(steps=1), "--scaling-steps", "2 steps or more"),
+    (dict(start=300), "best-of-N", "stochastic steps"),
+    (dict(g_cap=-1.0), "best-of-N", "g_cap"),
+])
+def test_best_of_n_options_are_checked_by_the_search_and_named_by_their_flag(given, flag, words):
+    with pytest.raises(UsageError) as refused:
+        ScalingOptions(**given).validate()
+    assert str(refused.value).startswith(f"{flag}: ") and words in str(refused.value)
+    if given != dict(steps=1):  # the search itself refuses the same values
+        with pytest.raises(ValueError):
+            ScalingOptions(**given).config()

@@ -22,13 +22,12 @@ from vov.backbones.base import MAX_CAPTION_BYTES
 from vov.errors import UsageError
 from vov.method.adapters import AdapterSpec
 from vov.method.fit import FitConfig
-from vov.method.scaling import MAX_SEARCH_BITS, ScalingConfig
+from vov.method.scaling import ScalingConfig
 
 DEFAULT_BPP = 0.05
 MAX_FIT_STEPS = 100_000
 MAX_DRAWS = 64  # noise draws per fitting step
 MAX_SEED = (1 << 32) - 1  # the format's seed fields hold 32 bits
-MAX_CANDIDATES = 1 << MAX_SEARCH_BITS  # best-of-N: N is a power of two up to 2^16 (the format's search_bits)
 
 
 RATE_KINDS = ("default", "bpp", "lambda")
@@ -58,6 +57,9 @@ class Rate:
             raise UsageError(f"{name} must be a positive finite number, not {self.value}")
 
 
+FLAGS = {"candidates": "--best-of", "tile": "--best-of-tile", "steps": "--scaling-steps"}  # ScalingConfig's names
+
+
 @dataclass(frozen=True)
 class ScalingOptions:
     """Best-of-N: K scaled sampler steps, N candidate noises each; the chosen indices go in the file.
@@ -84,28 +86,23 @@ class ScalingOptions:
     fit_path_share: float = 0.5
 
     def validate(self) -> None:
-        n = self.candidates
-        if not (1 <= n <= MAX_CANDIDATES and n & (n - 1) == 0):
-            raise UsageError(f"--best-of must be a power of two from 1 to {MAX_CANDIDATES}, not {n}")
-        if not 2 <= self.steps <= 10000:
-            raise UsageError(f"--scaling-steps must be between 2 and 10000, not {self.steps}")
-        if self.stochastic is not None and not 0 <= self.stochastic <= self.steps - 1 - self.start:
-            raise UsageError(f"{self.stochastic} stochastic steps from step {self.start} do not fit {self.steps} steps "
-                             f"(the last step stays deterministic)")
-        if not 0 <= self.start < self.steps - 1:
-            raise UsageError(f"the stochastic steps must start before the last of {self.steps}, not at {self.start}")
-        if not (math.isfinite(self.g_cap) and 0 < self.g_cap <= 1000):
+        """Refuse options out of range with one line naming the flag: the search's own checks
+        (`ScalingConfig`), then the bounds only a request has (at least two steps, a cap on g, the
+        fit's share)."""
+        try:
+            self.config()
+        except ValueError as e:
+            flag = next((f for field, f in FLAGS.items() if str(e).startswith(field)), "best-of-N")
+            raise UsageError(f"{flag}: {e}") from None
+        if self.steps < 2:
+            raise UsageError(f"--scaling-steps: a scaled decode takes 2 steps or more, not {self.steps}")
+        if self.g_cap > 1000:
             raise UsageError(f"the noise-scale cap must be in (0, 1000], not {self.g_cap}")
-        if not 0 <= self.tile <= 255:
-            raise UsageError(f"--best-of-tile must be 0 (one index a step) or a side of 1..255 latent cells, not "
-                             f"{self.tile}")
         if not 0.0 <= self.fit_path_share <= 1.0:
             raise UsageError(f"the fit's share of decoder-path noise must be in [0, 1], not {self.fit_path_share}")
 
     def config(self, schedule: int = 0, shift: float = 1.0):
         """The method's `ScalingConfig` for these options on a backbone's schedule (id and flow shift)."""
-        from vov.method.scaling import ScalingConfig
-
         return ScalingConfig(steps=self.steps, candidates=self.candidates, g_cap=self.g_cap, g_kind=self.g_kind,
                              stochastic=self.stochastic, start=self.start, selection=self.selection,
                              schedule=schedule, shift=shift, tile=self.tile)
