@@ -19,6 +19,7 @@ from vov.errors import UsageError
 from vov.format import bitstream
 from vov.limits import Limits
 from vov.media import Picture, check_size
+from vov.media.shape import FrameShape
 from vov.method.adapters import AdapterSpec, lora_entry_count
 from vov.method.fit import FitConfig
 from vov.options import DEFAULT_BPP, EncodeOptions, Rate
@@ -36,7 +37,7 @@ MAX_AUTO_D = 16384
 
 
 @dataclass
-class Frames:
+class Frames(FrameShape):
     """What the codec codes: RGB frames (F, H, W, 3) float32 in [0, 1], with the source's rate and colour."""
 
     pixels: np.ndarray
@@ -57,15 +58,7 @@ class Frames:
 
     @property
     def count(self) -> int:
-        return self.pixels.shape[0]
-
-    @property
-    def height(self) -> int:
-        return self.pixels.shape[1]
-
-    @property
-    def width(self) -> int:
-        return self.pixels.shape[2]
+        return self.num_frames
 
     @property
     def size(self) -> int:
