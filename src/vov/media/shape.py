@@ -1,7 +1,7 @@
 """The shape every frame container shares: height, width and frame count, read from its one array.
 
-`vov.media.Picture` holds (height, width, 3), `vov.media.Clip` and the codec's frames hold
-(frames, height, width, 3); each names its array in `_pixel_array` and inherits the rest.
+`vov.media.Picture` holds (height, width, 3), `vov.media.Clip` and the codec's `vov.plan.Frames`
+hold (frames, height, width, 3); each names its array in `_pixel_array` and inherits the rest.
 """
 
 from __future__ import annotations
