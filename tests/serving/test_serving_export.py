@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import WAN_LATENT_FRAMES
 
+from vov.cli import export
 from vov.errors import UsageError
-from vov.serving import contract, export, graphs, repository
+from vov.serving import contract, graphs, repository
 from vov.serving.parity import parity
 
 
