@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vov.cli import backbones, bench, compress, decompress, edit, export, info, serve, train_base
+from vov.cli import backbones, bench, compress, data, decompress, edit, export, info, serve, train_base
 from vov.errors import VovError
 
-COMMANDS = (compress, decompress, info, backbones, serve, export, bench, edit, train_base)
+COMMANDS = (compress, decompress, info, backbones, serve, export, bench, edit, train_base, data)
 
 
 class Parser(argparse.ArgumentParser):
