@@ -24,7 +24,7 @@ import pytest
 from deploy_helpers import CHART, NAMESPACE, RELEASE, ROOT, named, pod_spec, render, vov_service_of
 
 from vov.serving.serve import wait_healthy
-from vov.serving.triton import free_port
+from vov.serving.triton_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def tiny_export(tiny_exports):
 
 @pytest.fixture(scope="module")
 def triton(tiny_export, tmp_path_factory):
-    from vov.serving.triton import TritonServer
+    from vov.serving.triton_server import TritonServer
 
     server = TritonServer(tiny_export, tmp_path_factory.mktemp("triton"), free_port("127.0.0.1"),
                           free_port("127.0.0.1")).start()

@@ -115,7 +115,7 @@ def test_the_wan_profile_starts_the_services_on_the_mounted_folder(wan_weights, 
     from test_entrypoints import helm_test_command, localise
 
     from vov.serving.serve import wait_healthy
-    from vov.serving.triton import TritonServer, free_port
+    from vov.serving.triton_server import TritonServer, free_port
 
     volume, repository = wan_weights
     triton = TritonServer(repository, tmp_path / "triton", free_port(), free_port()).start()

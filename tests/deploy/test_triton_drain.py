@@ -35,7 +35,7 @@ import pytest
 import yaml
 from deploy_helpers import CHART, NAMESPACE, RELEASE, matches, named, pod_labels, pod_spec, render
 
-from vov.serving.triton import backend_directory, environment, find_tritonserver, free_port
+from vov.serving.triton_server import backend_directory, environment, find_tritonserver, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from vov.errors import BitstreamError
 from vov.serving import client
 from vov.limits import Limits
 from vov.serving.serve import Stack
-from vov.serving.triton import free_port
+from vov.serving.triton_server import free_port
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
 pytestmark = pytest.mark.slow

@@ -175,7 +175,7 @@ def test_graceful_shutdown_finishes_in_flight_calls(tiny_backbone, tiny_reposito
 
     from vov import codec
     from vov.serving.serve import wait_healthy
-    from vov.serving.triton import free_port
+    from vov.serving.triton_server import free_port
 
     from service_media import picture, tiny_options
 

@@ -25,7 +25,7 @@ from vov.errors import VovError
 from vov.format import bitstream
 from vov.serving import client
 from vov.serving.serve import services_package, wait_healthy
-from vov.serving.triton import free_port
+from vov.serving.triton_server import free_port
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
 pytestmark = pytest.mark.slow

@@ -122,7 +122,7 @@ def test_releases_canaries_and_odd_shapes_cross_triton_cleanly(triton, wan_backb
     from vov.method.adapters import AdaptedDenoiser
     from vov.serving.engines.base import EngineUnavailable
     from vov.serving.engines.triton import SequenceLost
-    from vov.serving.triton import free_port
+    from vov.serving.triton_server import free_port
 
     engine = TritonEngine(triton.triton_url, wan_backbone)
     local = OrtEngine(wan_repository, backbone=wan_backbone)

@@ -8,7 +8,7 @@ gets its grace period for in-flight calls).
 Supervision (`Stack.supervise`): a process that dies is restarted, after a back-off that doubles
 from 1 s to at most 30 s while restarts keep failing (and starts again at 1 s once a process has
 stayed up for a minute); each death and restart is logged. A dead Triton's backend stubs and
-shared memory are removed first (vov.serving.triton). While Triton is down the decoder's health says
+shared memory are removed first (vov.serving.triton_server). While Triton is down the decoder's health says
 NOT_SERVING; it says SERVING again once its canary inference passes on the restarted Triton.
 Decodes in flight wait for it and go on (vov.serving.engines.triton). A Triton restarted on purpose
 (`restart("triton")` while it runs) is stopped gracefully first: it finishes the requests it holds.
@@ -97,7 +97,7 @@ class Stack:
                  triton_metrics_port: int = 0, model: str | None = None, device: str | None = None):
         from vov.serving.contract import DEFAULT_MAX_RANK
         from vov.serving.repository import default_repository
-        from vov.serving.triton import free_port
+        from vov.serving.triton_server import free_port
 
         self.backbone_name = backbone
         self.model, self.device = model, device
@@ -137,7 +137,7 @@ class Stack:
             export_repository(backbone, self.repository, self.max_rank, log=self.log)
 
     def start_triton(self, timeout: float = 120.0) -> None:
-        from vov.serving.triton import TritonServer
+        from vov.serving.triton_server import TritonServer
 
         self.triton = TritonServer(self.repository, self.work / "triton", self.ports["triton_grpc"],
                                    self.ports["triton_http"], self.host, metrics_port=self.ports["triton_metrics"]).start()

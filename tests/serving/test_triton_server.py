@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from vov.serving.triton import RotatingLog, TritonServer
+from vov.serving.triton_server import RotatingLog, TritonServer
 
 
 def test_the_log_rotates_and_keeps_its_newest_parts(tmp_path):
