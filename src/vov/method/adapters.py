@@ -32,13 +32,16 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from vov.backbones.base import Backbone, set_gradient_checkpointing
+from vov.backbones.defaults import AdapterDefaults
 from vov.errors import UsageError
 from vov.format import bitstream
 from vov.format.bitstream import MAX_D, MAX_RANK
 from vov.method.lora import FactorReader, LoraLinear, adapted_tree, hashed_layers
 
 KINDS = bitstream.ADAPTER_KINDS  # the kinds by their number in a file
+DEFAULT_KIND = "one-vector"
 ADAPTER_NAME = "default"
+_GENERIC = AdapterDefaults()  # a backbone's unless it sets its own; a spec that names no seed or targets takes these
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,12 @@ class AdapterSpec:
     """The adapter a file records. None (rank, d) and "" (targets) mean the backbone's default
     (`Backbone.adapter_defaults`); `resolved(backbone)` fills them in."""
 
-    kind: str = "one-vector"
+    kind: str = DEFAULT_KIND
     rank: int | None = None
     d: int | None = None  # ignored for "lora", where d is the LoRA entry count
-    seed: int = 0
-    targets: str = ""  # a preset id or comma-separated exact layer names; "" means the backbone's default
+    seed: int = _GENERIC.seed
+    # a preset id or comma-separated exact layer names; "" means the backbone's default
+    targets: str = _GENERIC.targets
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -80,7 +84,7 @@ class AdapterSpec:
                            self.targets or defaults.targets or backbone.default_targets)
 
 
-def default_spec(backbone: Backbone, kind: str = "one-vector") -> AdapterSpec:
+def default_spec(backbone: Backbone, kind: str = DEFAULT_KIND) -> AdapterSpec:
     """The backbone's own adapter defaults as a spec."""
     d = backbone.adapter_defaults
     return AdapterSpec(kind, d.rank, d.d, d.seed, d.targets)
