@@ -32,6 +32,7 @@ def _fps(text: str) -> tuple[int, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vov.format.bitstream import ADAPTER_KINDS
     from vov.options import EncodeOptions, ScalingOptions
 
     defaults, scaling = EncodeOptions(), ScalingOptions()
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="target bits per pixel of the whole file (default 0.05, or the smallest rate that works "
                            "for a small image)")
     rate.add_argument("--lambda", dest="lam", type=positive(float), help="rate weight instead of a target (per bpp)")
-    p.add_argument("--kind", choices=("one-vector", "lora"), default=defaults.adapter.kind, help="adapter kind")
+    p.add_argument("--kind", choices=ADAPTER_KINDS, default=defaults.adapter.kind, help="adapter kind")
     p.add_argument("--rank", type=positive(int), help="LoRA rank (default: the backbone's; 4 on embedded)")
     p.add_argument("--dim", type=positive(int),
                    help="length d of the one vector (default: chosen from --bpp, at most 16384)")
