@@ -30,6 +30,7 @@ from vov.serving.engines.base import EngineUnavailable
 from . import metrics
 from .admission import RESERVED_THREADS, RETRY_PUSHBACK, Admission
 from .admission import Interceptor as AdmissionInterceptor
+from .environment import env_default
 
 MIB = 1 << 20
 CHUNK = MIB  # payloads travel in chunks of at most this size
@@ -41,16 +42,6 @@ class TooLarge(VovError):
 
 
 # ------------------------------------------------------------------------------------ config
-
-
-def env_default(name: str, default, kind=str):
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return kind(value)
-    except ValueError:
-        raise SystemExit(f"{name}={value!r} is not a valid {kind.__name__}") from None
 
 
 def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) -> None:

@@ -38,6 +38,8 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from vov import cancel
 from vov.serving.engines import triton as triton_engine
 
+from .environment import env_default
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
@@ -103,8 +105,6 @@ _http_server = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import env_default
-
     parser.add_argument("--metrics-port", type=int, default=env_default("VOV_METRICS_PORT", 0, int),
                         help="port of the Prometheus /metrics endpoint, on the --host address "
                              "(env VOV_METRICS_PORT; 0: no endpoint)")

@@ -24,7 +24,8 @@ from vov.v1 import codec_pb2, codec_pb2_grpc
 
 from .. import common, metrics
 from ..common import (CHUNK, MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments,
-                      env_default, event, logger, stream_worker)
+                      event, logger, stream_worker)
+from ..environment import env_default
 from vov.serving.engines.base import EngineUnavailable
 from vov.serving.engines.local import make_engine
 

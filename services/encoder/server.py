@@ -20,8 +20,9 @@ from vov.options import from_wire
 from vov.v1 import codec_pb2, codec_pb2_grpc
 
 from .. import common, metrics
-from ..common import (MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments, env_default, event,
-                      logger, stream_worker)
+from ..common import (MESSAGE_SLACK, MIB, Server, Throttle, TooLarge, abort_with, common_arguments, event, logger,
+                      stream_worker)
+from ..environment import env_default
 from .device import DeviceWatch, cuda_check, is_device_failure
 
 SERVICE = "vov.v1.Encoder"
