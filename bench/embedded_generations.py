@@ -5,7 +5,7 @@
     python bench/embedded_generations.py speed [--repeats 8]
     python bench/embedded_generations.py latents
     python bench/embedded_generations.py samples
-    python bench/embedded_generations.py curve --run-dir RUN
+    python bench/embedded_generations.py curve --run-dir RUN [--until STEP]
     python bench/embedded_generations.py table                 # the Markdown tables of the JSON files
 
 - `codec`: every held-out photo (768x512) at every rate, a plain file and a file with the best-of-N
@@ -290,12 +290,22 @@ def run_curve(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = [line.split() for line in (Path(args.run_dir) / "train.log").read_text().splitlines() if line.strip()]
-    steps = [int(cols[0]) for cols in lines]
-    losses = [float(cols[1]) for cols in lines]
+    # a resumed run logs again from its checkpoint: a later line for a step replaces what followed it
+    path: dict[int, tuple[float, str, float]] = {}
+    for line in (Path(args.run_dir) / "train.log").read_text().splitlines():
+        cols = line.split()
+        if len(cols) != 4:
+            continue
+        step = int(cols[0])
+        if args.until and step > args.until:
+            continue
+        path = {s: v for s, v in path.items() if s < step}
+        path[step] = (float(cols[1]), cols[2], float(cols[3]))
+    steps = sorted(path)
+    losses = [path[s][0] for s in steps]
     seconds = {}
-    for cols in lines:
-        seconds[cols[2]] = float(cols[3])
+    for s in steps:
+        seconds[path[s][1]] = path[s][2]
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
     ax.plot(steps, losses)
     ax.set_xlabel("step")
@@ -331,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="plain,best-of-n", help="which files (plain, best-of-n)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--out", default=str(RESULTS / "codec.json"))
     p = sub.add_parser("speed")
     p.add_argument("--repeats", type=int, default=8)
     p = sub.add_parser("latents")
@@ -340,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=256)
     p = sub.add_parser("curve")
     p.add_argument("--run-dir", required=True)
+    p.add_argument("--until", type=int, help="the step of the weights shipped (later log lines are left out)")
     sub.add_parser("table")
     args = parser.parse_args(argv)
     {"codec": run_codec, "speed": run_speed, "latents": run_latents, "samples": run_samples, "curve": run_curve,
