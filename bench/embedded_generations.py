@@ -40,7 +40,7 @@ import numpy as np
 
 RESULTS = Path("bench/results/generations")
 IMAGES = Path("docs/images")
-GENERATIONS = {"first": "embedded-1", "second": "embedded"}
+GENERATIONS = {"first": "embedded-1", "second": "embedded-2"}
 
 
 def blockiness(pixels: np.ndarray, block: int = 8) -> float:

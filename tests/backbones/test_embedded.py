@@ -55,13 +55,21 @@ def test_every_shipped_generation_has_the_hash_its_files_record(generation):
     assert backbones.load(generation.registry_name).content_hash.hex() == generation.content_hash
 
 
-def test_the_first_generation_keeps_its_identity_and_the_newest_is_the_default():
+def test_the_first_generation_keeps_its_identity_and_stays_the_default():
     from vov import backbones
 
     assert embedded.generation(1).content_hash == FIRST_GENERATION_HASH
-    assert backbones.load("embedded-1").content_hash.hex() == FIRST_GENERATION_HASH
-    assert embedded.GENERATIONS[0].registry_name == "embedded" and embedded.NEWEST == 2
-    assert backbones.load("embedded").config == embedded.SECOND_GENERATION
+    assert backbones.load("embedded").content_hash.hex() == FIRST_GENERATION_HASH
+    assert backbones.load("embedded").config == embedded.FIRST_GENERATION
+    assert backbones.load("embedded-2").config == embedded.SECOND_GENERATION and embedded.NEWEST == 2
+
+
+@pytest.mark.parametrize("generation", embedded.GENERATIONS, ids=lambda g: g.registry_name)
+def test_a_file_names_embedded_and_its_hash_picks_the_generation(generation):
+    from vov.backbones import registry_name_for
+
+    assert registry_name_for("embedded", bytes.fromhex(generation.content_hash)) == generation.registry_name
+    assert registry_name_for("embedded", bytes(8)) == "embedded"  # unknown weights: the default refuses them
 
 
 def test_only_the_null_caption_exists(tiny_backbone):
@@ -114,7 +122,7 @@ def test_the_registry_lists_every_backbone_without_loading_one():
     from vov.errors import UsageError
 
     rows = backbones.listing()
-    assert [r["name"] for r in rows] == list(backbones.NAMES) == ["embedded", "embedded-1", "tiny", "wan", "image"]
+    assert [r["name"] for r in rows] == list(backbones.NAMES) == ["embedded", "embedded-1", "embedded-2", "tiny", "wan", "image"]
     text = backbones.format_listing()
     assert all(name in text for name in backbones.NAMES) and "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in text
     wan = next(r for r in rows if r["name"] == "wan")

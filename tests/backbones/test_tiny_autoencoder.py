@@ -63,7 +63,7 @@ def test_the_latent_decoder_exports_to_onnx_and_matches_torch(tmp_path):
     from vov.serving.contract import ANY_FRAMES
     from vov.serving.engines.onnx import ort_session
 
-    backbone = backbones.load("embedded")
+    backbone = backbones.load("embedded-2")
     assert backbone.config.autoencoder == "taef2"
     path = tmp_path / "vae_decoder.onnx"
     facts = graphs.write_latent_decoder(backbone, ANY_FRAMES, path, log=pytest.fail)
