@@ -79,8 +79,9 @@ def run_photo(args: tuple[str, int, float, int, list[tuple[int, ...]]]) -> dict:
     base = EncodeOptions(target_bpp=bpp, steps=steps)
     plain = measure(base)
     rows = []
-    for k, n in settings:
-        row = measure(dataclasses.replace(base, scaling=ScalingOptions(candidates=n, steps=k)))
+    for setting in settings:
+        k, n, tile = (*setting, 0)[:3]
+        row = measure(dataclasses.replace(base, scaling=ScalingOptions(candidates=n, steps=k, tile=tile)))
         f = ode_file(bitstream.load(row["data"]))  # the same vector decoded by the plain ODE on the K-step grid
         start = time.perf_counter()
         codec.decompress(f, backbone=backbone)
