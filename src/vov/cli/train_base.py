@@ -8,7 +8,7 @@ from vov.cli import flags
 
 NAME = "train-base"
 HELP = "train the embedded backbone's denoiser on a photo pack (resumable)"
-GPU_BATCH_FACTOR = 8  # a GPU takes eight times the crops a CPU step does, in about the same time
+GPU_BATCH_FACTOR = 8  # a CPU step's batch leaves a GPU mostly idle; not yet tuned on one
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
