@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -65,6 +64,7 @@ from vov.method import noise
 from vov.method.sampler import Velocity, initial_noise
 from vov.method.scheduler import NOISE_SCALES, SCHEDULES, NoiseScale, Scheduler
 from vov.method.tiles import TileGrid, TileScorer, patchwork
+from vov.method.workers import ChunkedWorkers
 
 SELECTIONS = ("greedy", "gumbel", "nearest", "distance", "outcome")
 WEIGHTED_SELECTIONS = ("nearest", "distance", "outcome")
@@ -237,13 +237,13 @@ class _Workspace:
                 squares[j] = np.einsum("i,i->", self.row64, self.row64)
 
 
-class CandidateScorer:
+class CandidateScorer(ChunkedWorkers):
     """Dot products of every candidate noise of a step with a vector, in chunks over worker threads."""
 
     def __init__(self, count: int, threads: int = 1, chunk: int = 256):
-        self.count, self.threads, self.chunk = count, max(1, threads), max(1, chunk)
+        super().__init__(threads, chunk)
+        self.count = count
         self._local = threading.local()
-        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def _workspace(self) -> _Workspace:
         ws = getattr(self._local, "ws", None)
@@ -266,33 +266,12 @@ class CandidateScorer:
                 raise ValueError(f"vector has {vector.size} numbers, the latents {self.count}")
         dots = np.empty(n)
         sq = np.empty(n) if squares else None
-        for start in range(0, n, self.chunk):
-            stop = min(n, start + self.chunk)
-            bounds = np.linspace(start, stop, min(self.threads, stop - start) + 1).astype(int)
-            parts = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
-            def work(part: tuple[int, int]) -> None:
-                a, b = part
-                self._workspace().score(seed, step, range(a, b), w, None if sq is None else sq[a:b], dots[a:b], scale)
+        def work(a: int, b: int) -> None:
+            self._workspace().score(seed, step, range(a, b), w, None if sq is None else sq[a:b], dots[a:b], scale)
 
-            if self._pool is None or len(parts) == 1:
-                for part in parts:
-                    work(part)
-            else:
-                for future in [self._pool.submit(work, part) for part in parts]:
-                    future.result()
+        self.run(n, work)
         return dots, sq
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def __enter__(self) -> CandidateScorer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # ---- search and replay --------------------------------------------------------------------------

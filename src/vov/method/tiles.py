@@ -25,13 +25,13 @@ by step, tiles in row-major order (`vov.method.scaling.encode_indices`).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from vov.method import noise
+from vov.method.workers import ChunkedWorkers
 
 MAX_TILES = 256  # the noise key holds the tile in 8 bits
 MIN_TILE = 1
@@ -99,14 +99,13 @@ def patchwork(seed: int, step: int, indices: np.ndarray, grid: TileGrid, shape: 
     return z if device is None else z.to(device)
 
 
-class TileScorer:
+class TileScorer(ChunkedWorkers):
     """Per-tile sums of every candidate of a step: dots[j, k] = y_jk . w_k and squares[j, k] = |y_jk|^2,
     with y_jk = scale_k * z_jk, computed over worker threads in chunks of candidates."""
 
     def __init__(self, grid: TileGrid, shape: tuple[int, ...], threads: int = 1, chunk: int = 64):
+        super().__init__(threads, chunk)
         self.grid, self.shape = grid, tuple(shape)
-        self.threads, self.chunk = max(1, threads), max(1, chunk)
-        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
     def _tiles(self, vector: np.ndarray | None) -> list[np.ndarray | None]:
         if vector is None:
@@ -132,26 +131,6 @@ class TileScorer:
                     if sq is not None:
                         sq[j, k] = np.einsum("i,i->", y, y)
 
-        for start in range(0, n, self.chunk):
-            stop = min(n, start + self.chunk)
-            bounds = np.linspace(start, stop, min(self.threads, stop - start) + 1).astype(int)
-            parts = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-            if self._pool is None or len(parts) == 1:
-                for part in parts:
-                    work(*part)
-            else:
-                for future in [self._pool.submit(work, *part) for part in parts]:
-                    future.result()
+        self.run(n, work)
         return dots, sq
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def __enter__(self) -> "TileScorer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
