@@ -92,15 +92,18 @@ class FakeApi(BaseHTTPRequestHandler):
         self._json({})
 
 
-def metrics_server(address: str, port: int, streams: dict[str, int]) -> HTTPServer:
+def metrics_server(address: str, port: int, streams: dict[str, int], queued: dict[str, int] = {}) -> HTTPServer:
+    """A decoder pod's /metrics: `streams` served and `queued` waiting, by method."""
     class Metrics(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
         def do_GET(self):
-            lines = [f'vov_grpc_server_in_flight{{grpc_method="{m}",grpc_service="vov.v1.Decoder"}} {n}.0'
-                     for m, n in streams.items()]
-            body = ("# TYPE vov_grpc_server_in_flight gauge\n" + "\n".join(lines) + "\n").encode()
+            text = ""
+            for gauge, counts in (("vov_grpc_server_in_flight", streams), ("vov_grpc_server_queued", queued)):
+                text += f"# TYPE {gauge} gauge\n" + "".join(
+                    f'{gauge}{{grpc_method="{m}",grpc_service="vov.v1.Decoder"}} {n}.0\n' for m, n in counts.items())
+            body = text.encode()
             self.send_response(200)
             self.end_headers()
             self.wfile.write(body)
@@ -139,7 +142,7 @@ def test_the_idle_decoder_pods_get_the_lowest_deletion_cost(api, tmp_path):
     script = tmp_path / "deletion-cost.py"
     script.write_text(named(docs, "ConfigMap", f"{RELEASE}-idle-first")["data"]["deletion-cost.py"])
     port = int(next(a.split("=")[1] for a in container["command"] if a.startswith("--metrics-port=")))
-    busy = metrics_server("127.0.0.2", port, {"Decompress": 2, "Edit": 1, "ListModels": 4})
+    busy = metrics_server("127.0.0.2", port, {"Decompress": 2, "Edit": 1, "ListModels": 4}, {"Decompress": 2})
     idle = metrics_server("127.0.0.3", port, {"Decompress": 0})
     FakeApi.pods = [
         {"metadata": {"name": "vov-decoder-busy"}, "status": {"phase": "Running", "podIP": "127.0.0.2"}},
@@ -158,9 +161,9 @@ def test_the_idle_decoder_pods_get_the_lowest_deletion_cost(api, tmp_path):
         assert first.returncode == 0, first.stdout + first.stderr
         costs = {name: body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"]
                  for name, body, _ in FakeApi.patches}
-        # the busy pod (3 decode streams; ListModels is no load) outranks the idle one; a pod whose
-        # metrics do not answer, or that does not run, keeps its cost
-        assert costs == {"vov-decoder-busy": "3", "vov-decoder-idle": "0"}
+        # the busy pod (3 decode streams served and 2 waiting; ListModels is no load) outranks the idle
+        # one; a pod whose metrics do not answer, or that does not run, keeps its cost
+        assert costs == {"vov-decoder-busy": "5", "vov-decoder-idle": "0"}
         assert {kind for _, _, kind in FakeApi.patches} == {"application/merge-patch+json"}
         assert FakeApi.auth == ["Bearer token-1"]
         # nothing changed: nothing patched

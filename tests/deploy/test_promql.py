@@ -57,7 +57,7 @@ def write_rules(directory):
     return len([r for g in rules["groups"] for r in g["rules"]]) + len(queries)
 
 
-def test_every_decode_rpc_is_in_every_load_query():
+def test_every_decode_rpc_served_or_queued_is_in_every_load_query():
     rpcs = decode_rpcs()
     assert rpcs == {"Decompress", "Edit"}
     docs = render(*ALERTING)
@@ -68,6 +68,8 @@ def test_every_decode_rpc_is_in_every_load_query():
     load += [r["expr"] for g in rules for r in g["rules"] if "vov_grpc_server_handled_total" in r["expr"]
              or "vov_grpc_server_handling_seconds" in r["expr"]]
     assert len(load) >= 6
+    streams = [expr for expr in load if "vov_grpc_server_in_flight" in expr]
+    assert streams and all("vov_grpc_server_queued" in expr for expr in streams), "calls waiting for a worker are load"
     for expr in load:
         methods = set()
         for matcher in re.findall(r'grpc_method(=~?)"([^"]*)"', expr):

@@ -4,7 +4,8 @@
       --metrics-port 9090 --methods Decompress,Edit [--interval 5] [--once]
 
 Every interval, for each running pod the selector names in this namespace: read its /metrics, count
-its open decode streams (vov_grpc_server_in_flight of the Decoder's decode methods) and, when that
+its open decode streams (vov_grpc_server_in_flight and vov_grpc_server_queued of the Decoder's
+decode methods: served or waiting for a worker) and, when that
 differs from the pod's annotation controller.kubernetes.io/pod-deletion-cost, patch the annotation.
 The ReplicaSet controller removes pods of the lowest cost first, so a scale-down takes idle pods and
 leaves busy ones streaming. A pod whose metrics do not answer keeps its cost.
@@ -29,7 +30,7 @@ import urllib.request
 
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
-IN_FLIGHT = re.compile(r'^vov_grpc_server_in_flight\{([^}]*)\}\s+(\S+)$', re.M)
+STREAMS = re.compile(r'^vov_grpc_server_(?:in_flight|queued)\{([^}]*)\}\s+(\S+)$', re.M)
 
 
 class Api:
@@ -55,7 +56,7 @@ def open_streams(address: str, port: int, methods: set[str]) -> int | None:
     except (urllib.error.URLError, OSError):
         return None
     total = 0.0
-    for labels, value in IN_FLIGHT.findall(text):
+    for labels, value in STREAMS.findall(text):
         fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
         if fields.get("grpc_service") == "vov.v1.Decoder" and fields.get("grpc_method") in methods:
             total += float(value)

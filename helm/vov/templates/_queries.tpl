@@ -18,9 +18,17 @@ Decompress|Edit
 {{- printf "namespace=\"%s\", job=\"%s/%s\"" .Release.Namespace .Release.Namespace (include "vov.component" (dict "root" . "component" "triton")) -}}
 {{- end -}}
 
-{{/* Open decode streams (every decode RPC) of the decoder pods */}}
+{{/*
+Open decode streams (every decode RPC) of the decoder pods: those a worker serves and those waiting
+for one (services/metrics.py). One selector over both gauges, so a method whose queue gauge has no
+series yet still counts its streams in flight.
+*/}}
+{{- define "vov.streamGauges" -}}
+vov_grpc_server_in_flight|vov_grpc_server_queued
+{{- end -}}
+
 {{- define "vov.decodeStreams" -}}
-{{- printf "vov_grpc_server_in_flight{%s, grpc_service=\"vov.v1.Decoder\", grpc_method=~\"%s\"}" (include "vov.decoderSelector" .) (include "vov.decodeMethods" .) -}}
+{{- printf "{__name__=~\"%s\", %s, grpc_service=\"vov.v1.Decoder\", grpc_method=~\"%s\"}" (include "vov.streamGauges" .) (include "vov.decoderSelector" .) (include "vov.decodeMethods" .) -}}
 {{- end -}}
 
 {{/* All decoder pods' open decode streams: what KEDA divides by the per-pod target */}}
