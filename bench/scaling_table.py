@@ -1,13 +1,14 @@
 """Best-of-N files against plain files of the same total size, through the codec, on the held-out photos.
 
     python bench/scaling_table.py [--crop 256] [--bpp 0.25] [--steps 400] [--workers 2] \
-        [--settings K:N[:T],...] [--out bench/results/scaling_table.json] [--resume] [--markdown]
+        [--settings K:N[:T]|chosen,...] [--out bench/results/scaling_table.json] [--resume] [--markdown]
 
 For each of the eight held-out photos (a centred crop of --crop pixels a side, embedded backbone):
 
 - a plain file at --bpp (`vov.codec.compress`, 50 Euler steps to decode);
 - for K in {50, 250, 1000} and N in {16, 256, 1024} (or the --settings given: K steps, N candidates and,
-  with a third number T, a choice per tile of T x T latent cells), a best-of-N file at the same --bpp
+  with a third number T, a choice per tile of T x T latent cells; "chosen": N, K and T as the codec
+  chooses them when a caller leaves them open), a best-of-N file at the same --bpp
   (`EncodeOptions.scaling`): the codec counts the indices in the file, so both files have the same
   total size and the vector of the best-of-N file gets what the indices leave;
 - every file decoded by `vov.codec.decompress` (the decoder replays the chosen noises), and the
@@ -80,12 +81,14 @@ def run_photo(args: tuple[str, int, float, int, list[tuple[int, ...]]]) -> dict:
     plain = measure(base)
     rows = []
     for setting in settings:
-        k, n, tile = (*setting, 0)[:3]
+        k, n, tile = (*setting, 0)[:3] if setting else (None, None, None)  # (): N, K and T as the codec chooses
         row = measure(dataclasses.replace(base, scaling=ScalingOptions(candidates=n, steps=k, tile=tile)))
-        f = ode_file(bitstream.load(row["data"]))  # the same vector decoded by the plain ODE on the K-step grid
+        searched = bitstream.load(row["data"])
+        f = ode_file(searched)  # the same vector decoded by the plain ODE on the K-step grid
         start = time.perf_counter()
         codec.decompress(f, backbone=backbone)
-        row.update(K=k, N=n, T=tile, ode_k_decode_seconds=time.perf_counter() - start,
+        row.update(K=searched.sampler_steps, N=1 << searched.search_bits, T=searched.search_tile,
+                   chosen=not setting, ode_k_decode_seconds=time.perf_counter() - start,
                    gain_db=row["psnr"] - plain["psnr"], size_ratio=row["bytes"] / plain["bytes"])
         rows.append({key: v for key, v in row.items() if key != "data"})
     return {"photo": name, "plain": {key: v for key, v in plain.items() if key != "data"}, "rows": rows}
@@ -97,14 +100,22 @@ def summarise(photos: list[dict]) -> list[dict]:
     table = []
     keys = ("bpp", "psnr", "ms_ssim", "encode_seconds", "decode_seconds", "ode_k_decode_seconds", "gain_db",
             "index_bits", "size_ratio")
-    settings = sorted({(r["K"], r["N"], r.get("T", 0)) for p in photos for r in p["rows"]})
     table.append({"setting": "plain", **{k: float(np.mean([p["plain"][k] for p in photos]))
                                           for k in ("bpp", "psnr", "ms_ssim", "encode_seconds", "decode_seconds")}})
-    for k, n, t in settings:
-        rows = [r for p in photos for r in p["rows"] if (r["K"], r["N"], r.get("T", 0)) == (k, n, t)]
-        table.append({"setting": f"K={k} N={n}" + (f" T={t}" if t else ""), "photos": len(rows),
+    for setting in sorted({setting_of(r) for p in photos for r in p["rows"]}):
+        rows = [r for p in photos for r in p["rows"] if setting_of(r) == setting]
+        table.append({"setting": setting, "photos": len(rows),
                       **{key: float(np.mean([r[key] for r in rows])) for key in keys}})
+        if setting == "chosen":
+            table[-1]["choices"] = sorted({f"K={r['K']} N={r['N']} T={r['T']}" for r in rows})
     return table
+
+
+def setting_of(row: dict) -> str:
+    """A row's setting as the summary names it: K, N (and T) given, or "chosen" by the codec."""
+    if row.get("chosen"):
+        return "chosen"
+    return f"K={row['K']} N={row['N']}" + (f" T={row['T']}" if row.get("T") else "")
 
 
 def markdown(summary: list[dict]) -> str:
@@ -115,8 +126,11 @@ def markdown(summary: list[dict]) -> str:
              f"| plain, 50 ODE steps | {plain['bpp']:.4f} | {plain['psnr']:.2f} dB | | {plain['ms_ssim']:.3f} | | "
              f"{plain['encode_seconds']:.0f} | {plain['decode_seconds']:.1f} |"]
     for row in summary[1:]:
-        values = dict(part.split("=") for part in row["setting"].split())
-        name = f"K = {values['K']}, N = {values['N']}" + (f", tiles of {values['T']}" if "T" in values else "")
+        if row["setting"] == "chosen":
+            name = "chosen by the codec: " + "; ".join(row["choices"])
+        else:
+            values = dict(part.split("=") for part in row["setting"].split())
+            name = f"K = {values['K']}, N = {values['N']}" + (f", tiles of {values['T']}" if "T" in values else "")
         lines.append(f"| {name} | {row['bpp']:.4f} | {row['psnr']:.2f} dB | {row['gain_db']:+.2f} dB | "
                      f"{row['ms_ssim']:.3f} | {row['index_bits']:.0f} | {row['encode_seconds']:.0f} | "
                      f"{row['decode_seconds']:.1f} ({row['ode_k_decode_seconds']:.1f}) |")
@@ -130,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=400, help="fitting steps of every file")
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--settings", default=",".join(f"{k}:{n}" for k in KS for n in NS), help="K:N,...")
+    parser.add_argument("--settings", default=",".join(f"{k}:{n}" for k in KS for n in NS),
+                        help="K:N, K:N:T or chosen, comma-separated")
     parser.add_argument("--out", default="bench/results/scaling_table.json")
     parser.add_argument("--resume", action="store_true", help="keep the photos already in --out, run the rest")
     parser.add_argument("--markdown", action="store_true", help="print the table of --out as Markdown and stop")
@@ -139,17 +154,21 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out) as f:
             print(markdown(json.load(f)["summary"]))
         return 0
-    settings = [tuple(int(x) for x in s.split(":")) for s in args.settings.split(",")]
-    if any(len(s) not in (2, 3) for s in settings):
-        parser.error("--settings takes K:N or K:N:T items")
+    try:
+        settings = [() if s == "chosen" else tuple(int(x) for x in s.split(":")) for s in args.settings.split(",")]
+    except ValueError:
+        settings = [(0,)]
+    if any(len(s) not in (0, 2, 3) for s in settings):
+        parser.error("--settings takes K:N, K:N:T or chosen items")
     names = [name for name, _ in crops(args.crop)][: args.photos]
     photos, started, before = [], time.perf_counter(), 0.0
     if args.resume and os.path.exists(args.out):
         with open(args.out) as f:
             done = json.load(f)
         same = (done["crop"], done["target_bpp"], done["fit_steps"]) == (args.crop, args.bpp, args.steps)
-        if not same or any(sorted((r["K"], r["N"], r.get("T", 0)) for r in p["rows"])
-                           != sorted((*s[:2], s[2] if len(s) > 2 else 0) for s in settings) for p in done["photos"]):
+        asked = sorted("chosen" if not s else f"K={s[0]} N={s[1]}" + (f" T={s[2]}" if len(s) > 2 and s[2] else "")
+                       for s in settings)
+        if not same or any(sorted(setting_of(r) for r in p["rows"]) != asked for p in done["photos"]):
             parser.error(f"{args.out} was made with other settings; give another --out")
         photos, before = [p for p in done["photos"] if p["photo"] in names], done["seconds"]
         names = [name for name in names if name not in {p["photo"] for p in photos}]
@@ -165,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(result, f, indent=1)
             os.replace(args.out + ".tmp", args.out)
             print(f"{photos[-1]['photo']}: plain {photos[-1]['plain']['psnr']:.2f} dB; "
-                  + ", ".join(f"{r['K']}:{r['N']} {r['gain_db']:+.2f}" for r in photos[-1]["rows"]), flush=True)
+                  + ", ".join(f"{r['K']}:{r['N']}:{r['T']} {r['gain_db']:+.2f}" for r in photos[-1]["rows"]), flush=True)
     for row in summarise(photos):
         print(json.dumps(row))
     return 0

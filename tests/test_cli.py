@@ -54,7 +54,8 @@ def test_compress_info_decompress(photo, tmp_path):
 
 def test_best_of_n_from_the_command_line(photo, tmp_path):
     out, png = tmp_path / "x.vov", tmp_path / "y.png"
-    r = vov("compress", photo, "-o", out, "--bpp", "3", "--best-of", "8", "--scaling-steps", "6", *FAST)
+    r = vov("compress", photo, "-o", out, "--bpp", "3", "--best-of", "8", "--scaling-steps", "6", "--best-of-tile", "0",
+            *FAST)
     assert r.returncode == 0, r.stderr
     assert "best-of-N indices 16 bits" in r.stdout  # 5 searched steps of 3 bits, packed into 2 bytes
     r = vov("info", out)

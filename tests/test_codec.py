@@ -392,7 +392,7 @@ def test_a_best_of_n_file_replays_the_encoders_search(tiny_backbone, smooth_pict
     from vov.method import sampler, scaling
     from vov.options import ScalingOptions
 
-    options = dataclasses.replace(fast_options(target_bpp=4.0), scaling=ScalingOptions(candidates=8, steps=6))
+    options = dataclasses.replace(fast_options(target_bpp=4.0), scaling=ScalingOptions(candidates=8, steps=6, tile=0))
     report = codec.compress(smooth_picture, options, backbone=tiny_backbone)
     f = bitstream.load(report.data)
     assert (f.sampler, f.sampler_steps, f.search_bits, f.sde_start, f.sde_steps) == (1, 6, 3, 0, 5)

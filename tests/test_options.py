@@ -46,11 +46,20 @@ def test_the_wire_carries_every_option_and_the_rate_both_ways(rate):
     assert back == options
 
 
+@pytest.mark.parametrize("scaling", [ScalingOptions(), ScalingOptions(candidates=16), ScalingOptions(tile=0),
+                                     ScalingOptions(steps=40, tile=12)])
+def test_the_wire_keeps_what_best_of_n_leaves_open_and_a_whole_latent_tile(scaling):
+    options = EncodeOptions(backbone="tiny", scaling=scaling)
+    back, _ = from_wire(wire(options), "tiny")
+    assert back.scaling == scaling
+    assert from_wire(codec_pb2.CompressOptions(), "tiny")[0].scaling is None  # nothing asked: no search
+
+
 def test_the_wire_sends_the_weight_the_options_hold():
     options = EncodeOptions(backbone="tiny", target_bpp=None, fit=FitConfig(steps=5, lam=0.07))
     message = wire(options)
     assert message.WhichOneof("rate") == "lambda" and getattr(message, "lambda") == pytest.approx(0.07)
-    assert message.steps == 5 and message.best_of_tile == 0
+    assert message.steps == 5 and not message.HasField("best_of_tile") and not message.best_of_search
 
 
 def test_the_wire_is_checked():
@@ -89,3 +98,21 @@ def test_best_of_n_options_are_checked_by_the_search_and_named_by_their_flag(giv
     if given != dict(steps=1):  # the search itself refuses the same values
         with pytest.raises(ValueError):
             ScalingOptions(**given).config()
+
+
+def test_the_plan_chooses_what_best_of_n_leaves_open(tiny_backbone, smooth_picture):
+    """N, K and T left open are chosen for the image and the rate, so that the indices take about
+    half of the file; what was given stays."""
+    from vov.method.scaling import SEARCH_CANDIDATES, SEARCH_SHARE
+
+    options = EncodeOptions(backbone="tiny", adapter=AdapterSpec(rank=2), steps=4, scaling=ScalingOptions())
+    frames = planning.Frames.of(smooth_picture)
+    shape = planning._padded_latent_shape(tiny_backbone, frames)
+    for bpp in (1.0, 4.0):
+        chosen = planning.plan(smooth_picture, options, tiny_backbone, rate=Rate("bpp", bpp)).options.scaling
+        assert chosen.is_resolved and chosen.candidates == SEARCH_CANDIDATES
+        file_bits = bpp * frames.size
+        index_bits = chosen.config().index_bits(shape)
+        assert 0 < index_bits <= SEARCH_SHARE * file_bits
+    given = dataclasses.replace(options, scaling=ScalingOptions(candidates=16, steps=9, tile=0))
+    assert planning.plan(smooth_picture, given, tiny_backbone, rate=Rate("bpp", 4.0)).options.scaling == given.scaling

@@ -22,7 +22,7 @@ from vov.backbones.base import MAX_CAPTION_BYTES
 from vov.errors import UsageError
 from vov.method.adapters import AdapterSpec
 from vov.method.fit import FitConfig
-from vov.method.scaling import ScalingConfig
+from vov.method.scaling import MAX_SEARCH_STEPS, SEARCH_CANDIDATES, ScalingConfig, choose_search
 
 DEFAULT_BPP = 0.05
 MAX_FIT_STEPS = 100_000
@@ -62,39 +62,55 @@ FLAGS = {"candidates": "--best-of", "tile": "--best-of-tile", "steps": "--scalin
 
 @dataclass(frozen=True)
 class ScalingOptions:
-    """Best-of-N: K scaled sampler steps, N candidate noises each; the chosen indices go in the file.
+    """Best-of-N: K scaled sampler steps, N candidate noises each, one choice per tile of T x T latent
+    cells (T = 0: one for the whole latent); the chosen indices go in the file.
 
-    `steps` (K) becomes the file's sampler grid; `stochastic` of its steps from `start` are SDE steps
-    searched over N noises (None: every step but the last, which stays deterministic). `g_cap` bounds
-    the SDE's noise scale g(t) = min(sqrt(2t/(1-t)), g_cap); `selection` is how a candidate is kept
-    ("outcome": the candidate whose one-step prediction of the final latents lands nearest the
-    original, in pixel-weighted distance). A searched file's fit spends `fit_path_share` of its steps
-    on the decoder's own starting noise and the rest on fresh noise, so the adaptation also holds off
-    the ODE's path. The defaults were chosen on held-out photos (bench/scaling_eval.py: with g capped
-    at 1 and the outcome rule, +3 dB over a plain file of the same size at K = 250, N = 256 on 256x256
-    crops; the paper's cap of 5 and a fit on the decoder's path alone did worse; MODEL_CARD.md).
+    N, K and T left None are chosen by the plan for the image and the rate
+    (`vov.method.scaling.choose_search`: N = 4, tiles of 8 cells, as many steps as half the file's
+    bits pay for); `resolved` fills them in. `steps` (K) becomes the file's sampler grid;
+    `stochastic` of its steps from `start` are SDE steps searched over N noises (None: every step
+    but the last, which stays deterministic). `g_cap` bounds the SDE's noise scale
+    g(t) = min(sqrt(2t/(1-t)), g_cap); `selection` is how a candidate is kept ("outcome": the
+    candidate whose one-step prediction of the final latents lands nearest the original, in
+    pixel-weighted distance). A searched file's fit spends `fit_path_share` of its steps on the
+    decoder's own starting noise and the rest on fresh noise, so the adaptation also holds off the
+    ODE's path. The cap, the rule and the share were chosen on held-out photos
+    (bench/scaling_eval.py; the paper's cap of 5 and a fit on the decoder's path alone did worse;
+    MODEL_CARD.md), the choice of N, K and T by bench/scaling_table.py (docs/best-of-n.md).
     """
 
-    candidates: int = ScalingConfig.candidates  # the search's own defaults, chosen where it is defined
-    steps: int = ScalingConfig.steps
+    candidates: int | None = None
+    steps: int | None = None
     stochastic: int | None = ScalingConfig.stochastic
     start: int = ScalingConfig.start
     g_cap: float = ScalingConfig.g_cap
     g_kind: int = ScalingConfig.g_kind
     selection: str = ScalingConfig.selection
-    tile: int = ScalingConfig.tile
+    tile: int | None = None
     fit_path_share: float = 0.5
+
+    @property
+    def is_resolved(self) -> bool:
+        return None not in (self.candidates, self.steps, self.tile)
+
+    def resolved(self, shape: tuple[int, ...], file_bits: float) -> "ScalingOptions":
+        """These options with N, K and T chosen where None, for latents of `shape` in a file (or a
+        clip) of `file_bits` bits."""
+        n, k, t = choose_search(shape, file_bits, self.candidates, self.steps, self.tile)
+        return replace(self, candidates=n, steps=k, tile=t)
 
     def validate(self) -> None:
         """Refuse options out of range with one line naming the flag: the search's own checks
-        (`ScalingConfig`), then the bounds only a request has (at least two steps, a cap on g, the
-        fit's share)."""
+        (`ScalingConfig`, on the values given), then the bounds only a request has (at least two
+        steps, a cap on g, the fit's share)."""
+        given = replace(self, candidates=self.candidates or SEARCH_CANDIDATES,
+                                    steps=self.steps or MAX_SEARCH_STEPS, tile=self.tile or 0)
         try:
-            self.config()
+            given.config()
         except ValueError as e:
             flag = next((f for field, f in FLAGS.items() if str(e).startswith(field)), "best-of-N")
             raise UsageError(f"{flag}: {e}") from None
-        if self.steps < 2:
+        if self.steps is not None and self.steps < 2:
             raise UsageError(f"--scaling-steps: a scaled decode takes 2 steps or more, not {self.steps}")
         if self.g_cap > 1000:
             raise UsageError(f"the noise-scale cap must be in (0, 1000], not {self.g_cap}")
@@ -102,7 +118,9 @@ class ScalingOptions:
             raise UsageError(f"the fit's share of decoder-path noise must be in [0, 1], not {self.fit_path_share}")
 
     def config(self, schedule: int = 0, shift: float = 1.0):
-        """The method's `ScalingConfig` for these options on a backbone's schedule (id and flow shift)."""
+        """The method's `ScalingConfig` for these (resolved) options on a backbone's schedule (id and flow shift)."""
+        if not self.is_resolved:
+            raise ValueError("best-of-N options with N, K or T still open: resolve them for the image first")
         return ScalingConfig(steps=self.steps, candidates=self.candidates, g_cap=self.g_cap, g_kind=self.g_kind,
                              stochastic=self.stochastic, start=self.start, selection=self.selection,
                              schedule=schedule, shift=shift, tile=self.tile)
@@ -198,8 +216,11 @@ def to_wire(options: EncodeOptions, rate: Rate | None = None) -> dict:
     fields = dict(kind=spec.kind, rank=spec.rank or 0, dim=0 if options.auto_d else spec.d or 0,
                   targets=spec.targets, steps=options.steps or (options.fit.steps if options.fit else 0),
                   sampler_steps=options.sampler_steps, seed=options.noise_seed, backbone=options.backbone,
-                  caption=options.caption, best_of=scaling.candidates if scaling else 0,
-                  scaling_steps=scaling.steps if scaling else 0, best_of_tile=scaling.tile if scaling else 0)
+                  caption=options.caption)
+    if scaling is not None:
+        fields.update(best_of_search=True, best_of=scaling.candidates or 0, scaling_steps=scaling.steps or 0)
+        if scaling.tile is not None:
+            fields["best_of_tile"] = scaling.tile
     if rate.kind != "default":
         fields["target_bpp" if rate.kind == "bpp" else "lambda"] = rate.value
     return fields
@@ -217,9 +238,9 @@ def from_wire(message, backbone: str) -> tuple[EncodeOptions, Rate]:
         Rate("lambda", getattr(message, "lambda")) if which == "lambda" else Rate())
     rate.validate()
     defaults, scaling = EncodeOptions(), None
-    if message.best_of or message.scaling_steps or message.best_of_tile:
-        scaling = ScalingOptions(candidates=message.best_of or ScalingOptions.candidates,
-                                 steps=message.scaling_steps or ScalingOptions.steps, tile=message.best_of_tile)
+    tile = message.best_of_tile if message.HasField("best_of_tile") else None
+    if message.best_of_search or message.best_of or message.scaling_steps or tile is not None:
+        scaling = ScalingOptions(candidates=message.best_of or None, steps=message.scaling_steps or None, tile=tile)
     spec = AdapterSpec(message.kind or defaults.adapter.kind, message.rank or None, message.dim or None, message.seed,
                        message.targets)
     options = EncodeOptions(backbone=backbone, adapter=spec, steps=message.steps or None,

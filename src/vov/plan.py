@@ -111,6 +111,17 @@ def clip_length(backbone: Backbone, frames: Frames, limits: Limits = Limits()) -
     return 1 + (n - 1) // step * step
 
 
+def with_search_chosen(options: EncodeOptions, backbone: Backbone, frames: Frames,
+                       limits: Limits = Limits()) -> EncodeOptions:
+    """`options` with the best-of-N N, K and T left open chosen for a clip of `frames` at the options'
+    rate (the default rate under a rate weight): `vov.method.scaling.choose_search`."""
+    if options.scaling is None or options.scaling.is_resolved:
+        return options
+    clip_bits = (options.target_bpp or DEFAULT_BPP) * clip_length(backbone, frames, limits) * frames.height * frames.width
+    chosen = options.scaling.resolved(_padded_latent_shape(backbone, frames), clip_bits)
+    return dataclasses.replace(options, scaling=chosen)
+
+
 def _worst_segments(options: EncodeOptions, lengths: list[int], shape: tuple[int, ...]) -> list[bitstream.Segment]:
     """Segments as large as coding can make them, with empty payloads: the overhead's upper bound
     (`shape`: the latents' shape, which sets the number of best-of-N tiles)."""
@@ -125,6 +136,7 @@ def overhead_bytes(options: EncodeOptions, backbone: Backbone, spec: AdapterSpec
                    limits: Limits = Limits()) -> int:
     """Bytes of the file outside its payloads (header, priors, indices, lengths, checksum), at most."""
     lengths = bitstream.clip_lengths(frames.count, clip_length(backbone, frames, limits))
+    options = with_search_chosen(options, backbone, frames, limits)
     worst = file_for(options, backbone, spec, bitstream.MAX_D, frames,
                   _worst_segments(options, lengths, _padded_latent_shape(backbone, frames)), limits)
     return len(bitstream.dump(worst)) + 4 * len(lengths)  # a payload's and a segment's lengths grow by <= 2 bytes each
@@ -215,6 +227,8 @@ def plan(media, options: EncodeOptions, backbone: Backbone, limits: Limits = Lim
     entries = lora_entry_count(backbone, spec)
     clip_frames = clip_length(backbone, frames, limits)
     lengths = bitstream.clip_lengths(frames.count, clip_frames)
+    options = with_search_chosen(options, backbone, frames, limits)
+    options.validate()
     fit_config = options.fit_config(backbone)
     fits = [dataclasses.replace(fit_config, target_bits=None)] * len(lengths)
     if options.target_bpp is not None:

@@ -38,3 +38,19 @@ def test_best_of_tile_reaches_the_file(photo, tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "format      2.1" in shown
     assert "tiles       2 x 2 tiles of 8 x 8 latent cells" in shown
+
+
+def test_best_of_alone_chooses_n_k_and_tiles_for_the_image_and_rate(photo, tmp_path, capsys):
+    from vov.format import bitstream
+    from vov.method.scaling import SEARCH_CANDIDATES
+
+    out = tmp_path / "chosen.vov"
+    fast = [a for a in FAST if a != "-q"]
+    assert cli.main(["compress", str(photo), "-o", str(out), "--bpp", "3", "--best-of", *fast]) == 0
+    said = capsys.readouterr().out
+    f = bitstream.load(out.read_bytes())
+    rows, cols, steps = f.tile_rows, f.tile_cols, f.sampler_steps
+    assert 1 << f.search_bits == SEARCH_CANDIDATES and f.search_tile > 0 and steps >= 2
+    index_bits = (steps - 1) * rows * cols * f.search_bits
+    assert f"best-of-N indices {index_bits} bits" in said
+    assert index_bits <= 0.5 * 3 * 96 * 128  # about half the file at most

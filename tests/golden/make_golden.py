@@ -60,6 +60,6 @@ if __name__ == "__main__":
 
     print(write("tiny-v2-clip", golden_clip(), dataclasses.replace(fast_options(steps=8), target_bpp=2.0)))
     scaled = dataclasses.replace(fast_options(steps=8), target_bpp=4.0,
-                                 scaling=ScalingOptions(candidates=8, steps=6, g_cap=1.0))
+                                 scaling=ScalingOptions(candidates=8, steps=6, g_cap=1.0, tile=0))
     print(write("tiny-v2-best-of-8", golden_picture(), scaled))
     _ = save_video  # the clip's frames are kept as .npy (exact), not re-encoded

@@ -264,3 +264,24 @@ def test_search_and_replay_on_cuda(tiny_backbone):
     assert latents.device.type == "cuda"
     assert torch.equal(replay(velocity, tuple(x0.shape), SEED, config, indices, device=x0.device), latents)
     assert sampler.sample(velocity, tuple(x0.shape), SEED, 5, device=x0.device).device.type == "cuda"
+
+
+def test_the_search_left_open_spends_about_half_the_file_on_indices():
+    from vov.method.scaling import MAX_SEARCH_STEPS, MIN_SEARCH_STEPS, choose_search
+
+    photo = (1, 16, 1, 64, 96)  # a 768x512 image's latent on the embedded backbone
+    n, k, t = choose_search(photo, 0.05 * 768 * 512)
+    assert (n, t) == (4, 8) and 96 * 2 * (k - 1) <= 0.5 * 0.05 * 768 * 512 < 96 * 2 * k
+    assert choose_search(photo, 0.25 * 768 * 512)[1] == MAX_SEARCH_STEPS
+    # where 25 steps of tiles of 8 cost over half the file, larger tiles
+    n, k, t = choose_search(photo, 0.02 * 768 * 512)
+    assert t == 16 and k >= MIN_SEARCH_STEPS
+    # more tiles than a file holds (17 x 30 of 8 cells): the next size
+    assert choose_search((1, 16, 1, 136, 240), 0.05 * 1920 * 1080)[2] == 16
+    # what is given stays; steps given choose the smallest tile they fit
+    assert choose_search(photo, 20000, candidates=16, steps=30, tile=0) == (16, 30, 0)
+    assert choose_search(photo, 20000, steps=200)[2] == 16 and choose_search(photo, 20000, steps=250)[2] == 32
+    assert choose_search(photo, 20000, tile=24)[2] == 24
+    # a file too small for 25 steps even with one index a step still gets a search it can hold
+    n, k, t = choose_search(photo, 60)
+    assert t == 0 and 2 <= k < MIN_SEARCH_STEPS

@@ -80,7 +80,7 @@ def test_a_best_of_n_file_through_both_services(stack, tiny_backbone, tiny_repos
     from vov.options import ScalingOptions
     from vov.serving.parity import agrees
 
-    options = dataclasses.replace(wire_options(), scaling=ScalingOptions(candidates=8, steps=6))
+    options = dataclasses.replace(wire_options(), scaling=ScalingOptions(candidates=8, steps=6, tile=0))
     data = client.remote_compress(stack.encoder_address, png_bytes(3), options, quiet=True)
     f = bitstream.load(data)
     assert (f.sampler, f.search_bits, f.sde_steps, len(f.segments[0].search)) == (1, 3, 5, 2)

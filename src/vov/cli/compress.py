@@ -33,10 +33,11 @@ def _fps(text: str) -> tuple[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from vov.format.bitstream import ADAPTER_KINDS
-    from vov.options import EncodeOptions, ScalingOptions
+    from vov.method.scaling import MAX_SEARCH_STEPS, MIN_SEARCH_STEPS, SEARCH_CANDIDATES, SEARCH_TILES
+    from vov.options import EncodeOptions
 
-    defaults, scaling = EncodeOptions(), ScalingOptions()
-    positive = flags.positive
+    defaults = EncodeOptions()
+    positive, non_negative = flags.positive, flags.non_negative
     p.add_argument("input", help="an image, a video (.y4m, .mp4, .mkv, .webm, .mov) or a folder of numbered PNG frames")
     p.add_argument("-o", "--output", required=True)
     rate = p.add_mutually_exclusive_group()
@@ -58,14 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "every rank draws its own and the gradients are averaged")
     p.add_argument("--sampler-steps", type=positive(int), default=defaults.sampler_steps,
                    help=f"decoder ODE steps (default {defaults.sampler_steps})")
-    p.add_argument("--best-of", type=positive(int), metavar="N",
+    p.add_argument("--best-of", type=positive(int), nargs="?", const=0, metavar="N",
                    help="best-of-N: at each scaled step keep the best of N candidate noises (a power of two) and store "
-                        f"its index (default off; {scaling.candidates} when only --scaling-steps is given)")
+                        "its index; alone, or with only --scaling-steps or --best-of-tile, N is chosen "
+                        f"({SEARCH_CANDIDATES}) (default off)")
     p.add_argument("--scaling-steps", type=positive(int), metavar="K",
-                   help=f"best-of-N: sampler steps of the scaled decode (default {scaling.steps} with --best-of)")
-    p.add_argument("--best-of-tile", type=positive(int), metavar="T",
-                   help="best-of-N: keep a candidate per tile of T x T latent cells (at most 255) instead of one "
-                        "for the whole latent (default off)")
+                   help=f"best-of-N: sampler steps of the scaled decode (default: as many as half the file's bits pay "
+                        f"for, {MIN_SEARCH_STEPS} to {MAX_SEARCH_STEPS})")
+    p.add_argument("--best-of-tile", type=non_negative(int), metavar="T",
+                   help="best-of-N: keep a candidate per tile of T x T latent cells (at most 255); 0: one for the "
+                        f"whole latent (default: tiles of {SEARCH_TILES[0]}, larger where they cost over half the file)")
     p.add_argument("--caption", default="", help="condition the adaptation on this caption (text-conditioned "
                                                  "backbones only; stored in the file)")
     p.add_argument("--fps", type=_fps, help="frame rate of a folder of PNG frames (default 25)")
@@ -92,9 +95,7 @@ def _scaling(args):
 
     if args.best_of is None and args.scaling_steps is None and args.best_of_tile is None:
         return None
-    defaults = ScalingOptions()
-    return ScalingOptions(candidates=args.best_of or defaults.candidates, steps=args.scaling_steps or defaults.steps,
-                          tile=args.best_of_tile or defaults.tile)
+    return ScalingOptions(candidates=args.best_of or None, steps=args.scaling_steps, tile=args.best_of_tile)
 
 
 def options_of(args):

@@ -24,6 +24,21 @@ def positive(kind):
     return parse
 
 
+def non_negative(kind):
+    """An argparse type: zero or a positive finite number of `kind` (int or float)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value >= 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be zero or a positive finite number, not {text}")
+        return value
+
+    return parse
+
+
 def add_backbone(p: argparse.ArgumentParser, *, name: bool, device_help: str = "cpu, cuda or cuda:N (default: the "
                                                                                 "backbone's)") -> None:
     """--model and --device, and with `name` --backbone (a file names its own backbone)."""

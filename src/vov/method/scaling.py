@@ -178,6 +178,46 @@ class ScalingConfig:
                    shift=fields["shift"], tile=fields.get("search_tile", 0))
 
 
+
+# ---- the search a file gets when its caller leaves N, K or T open --------------------------------
+#
+# Measured through the codec against plain files of the same total size (bench/scaling_table.py,
+# docs/best-of-n.md "Defaults"): on the first embedded generation, indices bought far more than
+# vector bits did until they took about half of a file (256x256 crops at 0.25 bpp, one index a
+# step: +3.6 dB at 12% of the file, +5.9 dB at 49%, no more at 61%); per tile of 8 latent cells, 4
+# candidates a tile beat 16 at equal index bits, and tiles of 8 beat tiles of 16 and longer grids.
+# So: N = 4, tiles of 8, and as many searched steps as half the file pays for, between 25 (fewer
+# steps decode worse) and 250 (a decode is one model call a step); where 25 steps of tiles of 8 cost
+# more than half the file, the smallest larger tile that leaves 25 steps.
+SEARCH_SHARE = 0.5  # of the file's bits, for the indices
+SEARCH_CANDIDATES = 4
+SEARCH_TILES = (8, 16, 32, 64, 128, 0)  # tile sides tried in turn; 0: one index a step for the whole latent
+MIN_SEARCH_STEPS = 25
+MAX_SEARCH_STEPS = 250
+
+
+def choose_search(shape: tuple[int, ...], file_bits: float, candidates: int | None = None, steps: int | None = None,
+                  tile: int | None = None) -> tuple[int, int, int]:
+    """(N, K, T) for a best-of-N search on latents of `shape` in a file (or clip) of `file_bits`: the
+    values given, and the ones left None chosen as the notes above say. The result is checked by
+    ScalingConfig like any other; a tile given that the latent cannot hold is returned as given."""
+    n = candidates or SEARCH_CANDIDATES
+    allowance = SEARCH_SHARE * max(file_bits, 0.0)
+    choice = None
+    for side in SEARCH_TILES if tile is None else (tile,):
+        try:
+            count = TileGrid.for_shape(shape, side).count if side else 1
+        except ValueError:  # more tiles than a file may hold
+            continue
+        per_step = count * _bits(n)
+        k = steps or (MAX_SEARCH_STEPS if per_step == 0 else
+                      int(min(MAX_SEARCH_STEPS, max(2, 1 + allowance // per_step))))
+        choice = (n, k, side)
+        enough = (k - 1) * per_step <= allowance if steps else k >= MIN_SEARCH_STEPS
+        if enough:
+            break
+    return choice or (n, steps or MAX_SEARCH_STEPS, tile)
+
 # ---- candidate noises ---------------------------------------------------------------------------
 
 def candidate_noise(seed: int, step: int, candidate: int, shape: tuple[int, ...],

@@ -35,7 +35,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class CompressOptions(_message.Message):
-    __slots__ = ("target_bpp", "kind", "rank", "dim", "targets", "steps", "sampler_steps", "seed", "backbone", "caption", "best_of", "scaling_steps", "best_of_tile")
+    __slots__ = ("target_bpp", "kind", "rank", "dim", "targets", "steps", "sampler_steps", "seed", "backbone", "caption", "best_of", "scaling_steps", "best_of_tile", "best_of_search")
     TARGET_BPP_FIELD_NUMBER: _ClassVar[int]
     LAMBDA_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class CompressOptions(_message.Message):
     BEST_OF_FIELD_NUMBER: _ClassVar[int]
     SCALING_STEPS_FIELD_NUMBER: _ClassVar[int]
     BEST_OF_TILE_FIELD_NUMBER: _ClassVar[int]
+    BEST_OF_SEARCH_FIELD_NUMBER: _ClassVar[int]
     target_bpp: float
     kind: str
     rank: int
@@ -63,7 +64,8 @@ class CompressOptions(_message.Message):
     best_of: int
     scaling_steps: int
     best_of_tile: int
-    def __init__(self, target_bpp: _Optional[float] = ..., kind: _Optional[str] = ..., rank: _Optional[int] = ..., dim: _Optional[int] = ..., targets: _Optional[str] = ..., steps: _Optional[int] = ..., sampler_steps: _Optional[int] = ..., seed: _Optional[int] = ..., backbone: _Optional[str] = ..., caption: _Optional[str] = ..., best_of: _Optional[int] = ..., scaling_steps: _Optional[int] = ..., best_of_tile: _Optional[int] = ..., **kwargs) -> None: ...
+    best_of_search: bool
+    def __init__(self, target_bpp: _Optional[float] = ..., kind: _Optional[str] = ..., rank: _Optional[int] = ..., dim: _Optional[int] = ..., targets: _Optional[str] = ..., steps: _Optional[int] = ..., sampler_steps: _Optional[int] = ..., seed: _Optional[int] = ..., backbone: _Optional[str] = ..., caption: _Optional[str] = ..., best_of: _Optional[int] = ..., scaling_steps: _Optional[int] = ..., best_of_tile: _Optional[int] = ..., best_of_search: bool = ..., **kwargs) -> None: ...
 
 class CompressRequest(_message.Message):
     __slots__ = ("options", "chunk")
