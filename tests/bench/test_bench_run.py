@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vov.bench import report, runner
+from vov.bench import image_runner, report
 from vov.cli import main
 
 
@@ -44,9 +44,9 @@ def decode_data_uri(uri):
 
 
 def baseline_run(image_path, out, codecs=("jpeg", "webp"), rates=(0.5, 1.0)):
-    config = runner.BenchConfig(images=[image_path], out=str(out), rates=list(rates), codecs=list(codecs),
-                                points=[0.5, 1.0], quiet=True)
-    return runner.Runner(config).run()
+    config = image_runner.BenchConfig(images=[image_path], out=str(out), rates=list(rates), codecs=list(codecs),
+                                      points=[0.5, 1.0], quiet=True)
+    return image_runner.ImageRunner(config).run()
 
 
 def test_report_structure(image_path, tmp_path):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-import torch
 
 from vov.bench import video_baselines as vb
 from vov.bench.baselines import ToolMissing
+from vov.bench.runner import one_thread
 from vov.media import camera_move, save_video
 from vov.media.colour import YCbCrFormat, rgb_to_ycbcr, ycbcr_to_rgb
 from vov.media.y4m import read_y4m
@@ -12,10 +12,8 @@ from vov.media.y4m import read_y4m
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """MS-SSIM on tiny frames is fastest on one thread (two spin against each other on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def photo(h=72, w=96):

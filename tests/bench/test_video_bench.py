@@ -13,6 +13,7 @@ from PIL import Image
 
 from vov.bench import report, video_runner
 from vov.bench.baselines import ToolMissing
+from vov.bench.runner import one_thread
 from vov.cli import main
 from vov.media import camera_move, save_video
 
@@ -20,10 +21,8 @@ from vov.media import camera_move, save_video
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """MS-SSIM on tiny frames is fastest on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def photo(h=72, w=96, seed=0):

@@ -1,77 +1,45 @@
-"""The benchmark: vov and classical codecs on the same images at matched rates.
+"""The benchmark's run loop, shared by images and clips: rates x items x codecs, one *point* each.
 
-For every image, codec and target rate it produces one *point*: the file's real size (bpp), the
-encode and decode times, and the metrics of the decoded image against the 8-bit original. vov is
-given the target as the rate of the whole file (`EncodeOptions.target_bpp`, as `vov compress --bpp`
-and the encoder service); each baseline's quality knob is bisected for the file nearest the
-target bpp (in log rate). A baseline that cannot get that low (or high) on an image keeps its
-nearest setting and the point is marked not reached.
+A point is one codec at one target rate on one item: the real size in bits per pixel, the encode
+and decode times and the metrics of the decoded item against the original. vov is given the target
+as the rate of the whole file (`EncodeOptions.target_bpp`, as `vov compress --bpp` and the encoder
+service); each baseline's quality knob is bisected for the file nearest the target bpp in log rate
+(`baselines.search_quality`), and a baseline that cannot get that low (or high) keeps its nearest
+setting with `reached: false`. After the targets, each baseline runs again at the bpp vov really
+reached on each item (`role: "vov-match"`), so tables and reports compare at equal sizes.
 
-Points are cached on disk under a key that hashes the image's bytes, the codec, its parameters and
-the codec's version (for vov: package version, a hash of the codec's sources, the backbone's name
-and content hash), so a rerun computes only what is missing. Metrics added later (LPIPS weights
-given on a rerun, say) are computed from the cached decoded image.
+Points are cached on disk under a key that hashes the item, the codec, its settings and its version
+(for vov: the package version, a hash of the codec's sources, the backbone's name and content hash),
+so a rerun computes only what is missing.
+
+Why a base class: the codec treats an image as a one-frame clip, and so does this loop. What an item
+is, how the media is stored in the cache, how a decoded item is measured and which extra numbers a
+point carries (a clip's segments, time to the first frame, FVD) are the kind's own, in
+`image_runner.ImageRunner` and `video_runner.VideoRunner`; everything else, the loop, the cache,
+the keys, vov's plan, fit and rate note, the quality search and the matching to vov's size, is here
+once. The outputs (`summary`, `report`) read a runner through the same attributes for both kinds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from vov.backbones import DEFAULT_BACKBONE
 from vov.errors import UsageError
-from vov.files import read_bytes, write_atomic
+from vov.files import write_atomic
 
 DEFAULT_POINTS = (0.02, 0.05, 0.1)
 CORE_MODULES = ("codec", "limits", "method.fit", "method.adapters", "method.sampler", "method.noise", "method.scheduler",
                 "method.scaling", "format.entropy", "format.bitstream", "media.image", "media.shape", "media.bounds",
                 "media.colour", "media.clip", "media.writer", "media.y4m", "media.pyav", "media.png_frames",
                 "media.video")
-
-
-@dataclass
-class BenchConfig:
-    images: list[str]
-    out: str
-    rates: list[float] = field(default_factory=lambda: list(DEFAULT_POINTS))
-    codecs: list[str] = field(default_factory=lambda: ["vov", "jpeg", "webp", "avif", "jxl", "x265"])
-    points: list[float] = field(default_factory=lambda: list(DEFAULT_POINTS))
-    steps: int = 1200
-    sampler_steps: int = 50
-    backbone: str = DEFAULT_BACKBONE
-    seed: int = 0
-    cache: str | None = None
-    lpips_weights: str | None = None
-    lpips_net: str = "alex"
-    dists_weights: str | None = None
-    quiet: bool = False
-    report: bool = True
-
-
-@dataclass
-class Item:
-    """One input image."""
-
-    path: str
-    name: str
-    digest: str  # sha256 of the file's bytes
-    original: np.ndarray  # uint8 RGB, what every codec receives and every metric compares to
-    picture: object  # vov.media.Picture, what vov receives
-
-    @property
-    def pixels(self) -> int:
-        return self.original.shape[0] * self.original.shape[1]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.original.shape[1], self.original.shape[0]
 
 
 def _sha(*parts) -> str:
@@ -103,8 +71,35 @@ def _vov_version() -> str:
         return "unknown"
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Per-frame metrics on one torch thread: small frames gain nothing from two, and two threads
+    that wait on each other on a busy machine made MS-SSIM ten times slower here."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def unique_name(path: str, taken: set[str], fallback: str) -> str:
+    """The item's name in tables: the file (or folder) name without suffix, numbered when repeated."""
+    base = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or fallback
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    taken.add(name)
+    return name
+
+
 class Cache:
-    """Points and baseline trial sizes on disk: `points/KEY.json` (+ `.png` decoded, `.bin` file)."""
+    """Points and baseline trial sizes on disk: `points/KEY.json`, the decoded item beside it
+    (`KEY` + `MEDIA`, written by the kind's subclass) and the coded file (`KEY.bin`)."""
+
+    MEDIA = ""
 
     def __init__(self, root: str):
         self.root = root
@@ -119,8 +114,7 @@ class Cache:
 
     def load(self, key: str) -> dict | None:
         path = self.path(key, ".json")
-        png = self.path(key, ".png")
-        if not (os.path.isfile(path) and os.path.isfile(png)):
+        if not (os.path.isfile(path) and os.path.isfile(self.path(key, self.MEDIA))):
             return None
         try:
             with open(path) as f:
@@ -129,18 +123,15 @@ class Cache:
             return None  # a damaged entry is recomputed
 
     def decoded(self, key: str) -> np.ndarray:
-        from PIL import Image
+        """The decoded item as uint8 RGB."""
+        raise NotImplementedError
 
-        with Image.open(self.path(key, ".png")) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    def _write_decoded(self, key: str, decoded: np.ndarray) -> None:
+        raise NotImplementedError
 
     def store(self, key: str, record: dict, decoded: np.ndarray | None = None, data: bytes | None = None) -> None:
-        from PIL import Image
-
         if decoded is not None:
-            tmp = self.path(key, ".png.tmp")
-            Image.fromarray(decoded).save(tmp, format="PNG")
-            os.replace(tmp, self.path(key, ".png"))
+            self._write_decoded(key, decoded)
         if data is not None:
             write_atomic(self.path(key, ".bin"), data)
         write_atomic(self.path(key, ".json"), json.dumps(record, indent=1).encode())
@@ -157,46 +148,32 @@ class Cache:
         write_atomic(os.path.join(self.root, "sizes", f"{key}.json"), json.dumps(sizes).encode())
 
 
-def load_items(paths: list[str]) -> list[Item]:
-    from vov.media import load_image
-
-    if not paths:
-        raise UsageError("give at least one image")
-    items, names = [], set()
-    for path in paths:
-        raw = read_bytes(path)
-        picture = load_image(path)
-        base = os.path.splitext(os.path.basename(path))[0] or "image"
-        name, n = base, 2
-        while name in names:
-            name, n = f"{base}-{n}", n + 1
-        names.add(name)
-        items.append(Item(path, name, hashlib.sha256(raw).hexdigest(), picture.to_uint8_rgb(), picture))
-    return items
-
-
 class Runner:
-    def __init__(self, config: BenchConfig):
-        from vov.bench import baselines
-        from vov.bench.metrics import MetricSuite
+    """One benchmark run. A subclass sets the kind's names and fills in the hooks marked below;
+    its `__init__` calls this one, then sets `items` and `cache`."""
+
+    kind = ""  # "image" or "clip": the key naming a point's item; per_{kind}.json, timing_per_{kind}
+    noun = ""  # "image" or "video", in sentences
+    times: tuple[str, ...] = ("encode_s", "decode_s")  # the times a point carries
+    baseline_key: dict = {}  # added to a baseline's cache keys
+    fvd = None  # the FVD model, where the kind measures it
+
+    def __init__(self, config):
+        from vov.bench.baselines import ToolMissing
 
         self.config = config
         self._validate()
-        self.baselines = {}
-        for name in config.codecs:
-            if name != "vov":
-                self.baselines[name] = baselines.get(name)
+        self.baselines = {name: self.make_baseline(name) for name in config.codecs if name != "vov"}
         missing = []
         for codec in self.baselines.values():
             try:
                 codec.check()
-            except baselines.ToolMissing as e:
+            except ToolMissing as e:
                 missing.append(str(e))
         if missing:
-            raise baselines.ToolMissing("; ".join(missing))
-        self.items = load_items(config.images)
-        self.metrics = MetricSuite(config.lpips_weights, config.dists_weights, config.lpips_net)
-        self.cache = Cache(config.cache or os.path.join(config.out, "cache"))
+            raise ToolMissing("; ".join(missing))
+        self.items: list = []
+        self.cache: Cache | None = None
         self.backbone = None
         self._vov_identity = None
         self.notes: list[str] = []
@@ -214,137 +191,169 @@ class Runner:
         if c.steps < 1 or c.sampler_steps < 1:
             raise UsageError("--steps and --sampler-steps must be positive")
 
+    # ---- the kind's hooks
+
+    @property
+    def metric_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def make_baseline(self, name: str):
+        raise NotImplementedError
+
+    def vov_options(self, rate: float):
+        raise NotImplementedError
+
+    def vov_description(self) -> str:
+        raise NotImplementedError
+
+    def _vov_identity_extra(self) -> dict:
+        return {}
+
+    def _vov_measured(self, item, report, the_plan, fit_s: list[float]) -> tuple[dict, np.ndarray]:
+        """vov's file decoded and measured: (the record's fields from decode_s on, the decoded item as uint8)."""
+        raise NotImplementedError
+
+    def _baseline_encoder(self, item, codec):
+        """A context manager giving `encode(quality) -> (bytes, seconds)` for this item."""
+        raise NotImplementedError
+
+    def _baseline_measured(self, item, codec, data: bytes) -> tuple[dict, np.ndarray]:
+        """A baseline's stream decoded and measured: (the record's fields from decode_s on, uint8 item)."""
+        raise NotImplementedError
+
+    def _complete(self, record: dict, key: str, item) -> None:
+        """Add to a cached record what this run measures and it lacks (nothing by default)."""
+
+    def _after_points(self, points: list[dict]) -> None:
+        """Numbers over several points (FVD), once every point is made (nothing by default)."""
+
+    def _write_outputs(self, points: list[dict]) -> dict:
+        raise NotImplementedError
+
+    # ---- names
+
+    def label(self, codec: str) -> str:
+        return "vov" if codec == "vov" else self.baselines[codec].label
+
+    def description(self, codec: str) -> str:
+        return self.vov_description() if codec == "vov" else self.baselines[codec].description
+
+    def decoded(self, point: dict) -> np.ndarray:
+        return self.cache.decoded(point["key"])
+
     # ---- vov
 
     def _vov_setup(self):
         if self.backbone is None:
             from vov.codec import get_backbone
 
-            self.backbone = get_backbone(self.config.backbone)
+            c = self.config
+            self.backbone = get_backbone(c.backbone)
             self._vov_identity = {
                 "codec": "vov", "version": _vov_version(), "sources": _core_source_hash(),
                 "backbone": self.backbone.name, "backbone_hash": self.backbone.content_hash.hex(),
-                "steps": self.config.steps, "sampler_steps": self.config.sampler_steps, "seed": self.config.seed,
+                "steps": c.steps, "sampler_steps": c.sampler_steps, "seed": c.seed, **self._vov_identity_extra(),
             }
         return self.backbone
 
-    def _vov_point(self, item: Item, rate: float, bar_position: int) -> dict:
+    def _vov_point(self, item, rate: float) -> dict:
+        from vov import codec
+
         backbone = self._vov_setup()
         key = _sha(item.digest.encode(), self._vov_identity, {"target_bpp": rate})
-        record = self._cached(key, item)
-        if record is not None:
-            return record
-        from tqdm import tqdm
-
-        from vov import codec
-        from vov.method.adapters import AdapterSpec
-        from vov.method.fit import FitConfig
-        from vov.options import rate_note
-
-        base = {"image": item.name, "codec": "vov", "target_bpp": rate, "params": {}}
-        options = codec.EncodeOptions(backbone=self.config.backbone, adapter=AdapterSpec(seed=self.config.seed),
-                                      fit=FitConfig(steps=self.config.steps, seed=self.config.seed), target_bpp=rate,
-                                      sampler_steps=self.config.sampler_steps, noise_seed=self.config.seed)
+        cached = self._cached(key, item)
+        if cached is not None:
+            return {**cached, self.kind: item.name}
+        base = {self.kind: item.name, "codec": "vov", "target_bpp": rate, "params": {}}
+        options = self.vov_options(rate)
         try:
-            the_plan = codec.plan(item.picture, options, backbone)
+            the_plan = codec.plan(item.media, options, backbone)
         except UsageError as e:
             return {**base, "reached": False, "skipped": str(e)}
-        bar = tqdm(total=self.config.steps, desc=f"  vov fit {item.name} @{rate:g}", unit="step", leave=False,
-                   position=bar_position, disable=self.config.quiet, dynamic_ncols=True)
+        from tqdm import tqdm
+
+        from vov.options import rate_note
+
+        bar = tqdm(total=sum(f.steps for f in the_plan.fits), desc=f"  vov fit {item.name} @{rate:g}", unit="step",
+                   leave=False, position=1, disable=self.config.quiet, dynamic_ncols=True)
+        clip_done: dict[int, float] = {}
 
         def progress(p) -> None:
-            bar.n = p.step
+            clip_done[p.clip] = time.perf_counter()
+            bar.n = sum(f.steps for f in the_plan.fits[: p.clip - 1]) + p.step
             bar.refresh() if p.step % 10 == 0 else None
 
+        start = time.perf_counter()
         try:
-            report = codec.compress(item.picture, options, backbone=backbone, on_progress=progress,
+            report = codec.compress(item.media, options, backbone=backbone, on_progress=progress,
                                     checkpoint=self.cache.path(key, ".partial"), planned=the_plan)
         finally:
             bar.close()
-        start = time.perf_counter()
-        decoded = codec.decompress(report.data, backbone=backbone)
-        decode_s = time.perf_counter() - start
-        from vov.bench.metrics import as_uint8
-
-        out = as_uint8(decoded.pixels)
+        ends = [clip_done.get(i + 1, start) for i in range(len(the_plan.lengths))]
+        fit_s = [b - a for a, b in zip([start] + ends[:-1], ends)]
+        fields, decoded = self._vov_measured(item, report, the_plan, fit_s)
         record = {**base, "reached": True, "bytes": len(report.data), "bpp": 8 * len(report.data) / item.pixels,
-                  "encode_s": report.seconds, "decode_s": decode_s, "params": {**base["params"], "d": report.d},
-                  "metrics": self.metrics.compute(item.original, out)}
+                  "encode_s": report.seconds, **fields}
         missed = rate_note(rate, record["bpp"], report.d)
         if missed:  # in the record, and said once as the point is made
             record["note"] = missed
             tqdm.write(f"vov bench: note: {item.name} @{rate:g} bpp: {missed}", file=sys.stderr)
-        self.cache.store(key, record, out, report.data)
-        return record
+        self.cache.store(key, record, decoded, report.data)
+        return {**record, "key": key}
 
     # ---- baselines
 
-    def _baseline_point(self, item: Item, name: str, rate: float) -> dict:
+    def _baseline_point(self, item, name: str, rate: float) -> dict:
         from vov.bench.baselines import search_quality
 
         codec = self.baselines[name]
-        size_key = _sha(item.digest.encode(), {"codec": name, "version": codec.version})
+        identity = {"codec": name, "version": codec.version, **self.baseline_key}
+        size_key = _sha(item.digest.encode(), identity)
         sizes = self.cache.sizes(size_key)
         made: dict[int, tuple[bytes, float]] = {}
+        with self._baseline_encoder(item, codec) as encode:
 
-        def size_at(q: int) -> int:
-            if str(q) not in sizes:
-                start = time.perf_counter()
-                data = codec.encode(item.original, q)
-                made[q] = (data, time.perf_counter() - start)
-                sizes[str(q)] = len(data)
-                self.cache.store_sizes(size_key, sizes)
-            return sizes[str(q)]
+            def size_at(q: int) -> int:
+                if str(q) not in sizes:
+                    made[q] = encode(q)
+                    sizes[str(q)] = len(made[q][0])
+                    self.cache.store_sizes(size_key, sizes)
+                return sizes[str(q)]
 
-        quality, reached = search_quality(size_at, codec, rate, item.pixels)
-        key = _sha(item.digest.encode(), {"codec": name, "version": codec.version, "quality": quality})
-        record = self._cached(key, item)
-        if record is None:
-            if quality in made:
-                data, encode_s = made[quality]
-            else:
-                start = time.perf_counter()
-                data = codec.encode(item.original, quality)
-                encode_s = time.perf_counter() - start
-            start = time.perf_counter()
-            out = codec.decode(data, item.size)
-            decode_s = time.perf_counter() - start
-            if out.shape != item.original.shape:
-                raise UsageError(f"{codec.label} decoded {item.name} to {out.shape[1]}x{out.shape[0]}, "
-                                 f"not {item.size[0]}x{item.size[1]}")
-            record = {"codec": name, "quality": quality, "params": codec.params(quality), "bytes": len(data),
-                      "bpp": 8 * len(data) / item.pixels, "encode_s": encode_s, "decode_s": decode_s,
-                      "metrics": self.metrics.compute(item.original, out)}
-            self.cache.store(key, record, out, data)
-        return {**record, "image": item.name, "target_bpp": rate, "reached": reached, "key": key}
+            quality, reached = search_quality(size_at, codec, rate, item.pixels)
+            key = _sha(item.digest.encode(), {**identity, "quality": quality})
+            record = self._cached(key, item)
+            if record is None:
+                data, encode_s = made[quality] if quality in made else encode(quality)
+                fields, decoded = self._baseline_measured(item, codec, data)
+                record = {"codec": name, "quality": quality, "params": codec.params(quality), "bytes": len(data),
+                          "bpp": 8 * len(data) / item.pixels, "encode_s": encode_s, **fields}
+                self.cache.store(key, record, decoded, data)
+        return {**record, self.kind: item.name, "target_bpp": rate, "reached": reached, "key": key}
 
-    def _cached(self, key: str, item: Item) -> dict | None:
+    def _cached(self, key: str, item) -> dict | None:
         record = self.cache.load(key)
         if record is None:
             return None
-        missing = [m for m in self.metrics.names if m not in record.get("metrics", {})]
-        if missing:
-            record["metrics"].update(self.metrics.compute(item.original, self.cache.decoded(key), only=missing))
-            self.cache.store(key, record)
+        self._complete(record, key, item)
         record["key"] = key
         record["cached"] = True
         return record
 
     def _matched_to_vov(self, points: list[dict]) -> list[dict]:
-        """Each baseline again at the bpp vov really reached on each image: the report compares
-        pictures at equal file sizes even where vov's rate control missed its target."""
+        """Each baseline again at the bpp vov really reached on each item: the outputs compare at equal
+        file sizes even where vov's rate control missed its target."""
         extra = []
         for vov in [p for p in points if p["codec"] == "vov" and "bpp" in p]:
-            item = next(it for it in self.items if it.name == vov["image"])
+            item = next(it for it in self.items if it.name == vov[self.kind])
             for name in self.baselines:
-                same = next((p for p in points if p["codec"] == name and p["image"] == item.name
+                same = next((p for p in points if p["codec"] == name and p[self.kind] == item.name
                              and p["target_bpp"] == vov["target_bpp"]), None)
                 if same is not None and abs(math.log(same["bpp"] / vov["bpp"])) < math.log(1.05):
                     match = dict(same)  # already within 5% of vov's size
                 else:
                     match = self._baseline_point(item, name, vov["bpp"])
                 match.update(role="vov-match", target_bpp=vov["target_bpp"], matched_bpp=vov["bpp"])
-                match.setdefault("key", None)
                 extra.append(match)
         return extra
 
@@ -366,7 +375,7 @@ class Runner:
             for item, name, rate in tasks:
                 bar.set_postfix_str(f"{item.name} {name} @{rate:g}")
                 if name == "vov":
-                    point = self._vov_point(item, rate, bar_position=1)
+                    point = self._vov_point(item, rate)
                     if point.get("skipped"):
                         self.notes.append(f"vov @ {rate} bpp skipped on {item.name}: {point['skipped']}")
                 else:
@@ -376,11 +385,5 @@ class Runner:
                 points.append(point)
                 bar.update(1)
         points += self._matched_to_vov(points)
-        from vov.bench import summary
-
-        result = summary.write_outputs(self, points)
-        if c.report:
-            from vov.bench import report
-
-            report.write_report(self, points, result)
-        return result
+        self._after_points(points)
+        return self._write_outputs(points)

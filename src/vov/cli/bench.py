@@ -116,7 +116,7 @@ def expand_images(paths: list[str]) -> list[str]:
 def run(args) -> None:
     import os
 
-    from vov.bench.runner import BenchConfig, Runner
+    from vov.bench.image_runner import BenchConfig, ImageRunner
     from vov.bench.video_runner import is_video
 
     videos = [p for p in args.images if is_video(p) or (args.video and os.path.isdir(p))]
@@ -138,7 +138,7 @@ def run(args) -> None:
         cache=args.cache, lpips_weights=args.lpips_weights, lpips_net=args.lpips_net,
         dists_weights=args.dists_weights, quiet=args.quiet, report=not args.no_report,
     )
-    result = Runner(config).run()
+    result = ImageRunner(config).run()
     _print_results(result, config, "per_image.json")
 
 
