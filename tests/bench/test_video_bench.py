@@ -254,7 +254,7 @@ def test_fvd_windows():
 
 
 def test_frame_strips_are_lossless():
-    from vov.bench.video_report import WEBP_MAX_SIDE, strip_uri
+    from vov.bench.report import WEBP_MAX_SIDE, strip_uri
 
     rng = np.random.default_rng(0)
     short = rng.integers(0, 256, (5, 24, 16, 3), dtype=np.uint8)

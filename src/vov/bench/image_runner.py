@@ -165,11 +165,3 @@ class ImageRunner(Runner):
         if missing:
             record["metrics"].update(self.metrics.compute(item.original, self.cache.decoded(key), only=missing))
             self.cache.store(key, record)
-
-    def _write_outputs(self, points: list[dict]) -> dict:
-        from vov.bench import report, summary
-
-        result = summary.write_outputs(self, points)
-        if self.config.report:
-            report.write_report(self, points, result)
-        return result

@@ -227,9 +227,6 @@ class Runner:
     def _after_points(self, points: list[dict]) -> None:
         """Numbers over several points (FVD), once every point is made (nothing by default)."""
 
-    def _write_outputs(self, points: list[dict]) -> dict:
-        raise NotImplementedError
-
     # ---- names
 
     def label(self, codec: str) -> str:
@@ -386,4 +383,9 @@ class Runner:
                 bar.update(1)
         points += self._matched_to_vov(points)
         self._after_points(points)
-        return self._write_outputs(points)
+        from vov.bench import report, summary
+
+        result = summary.write_outputs(self, points)
+        if c.report:
+            report.write_report(self, points, result)
+        return result

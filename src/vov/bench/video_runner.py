@@ -323,11 +323,3 @@ class VideoRunner(Runner):
             value = frechet_distance(np.concatenate(ref), np.concatenate(out))
             for p in group:
                 p["fvd"] = value
-
-    def _write_outputs(self, points: list[dict]) -> dict:
-        from vov.bench import summary, video_report
-
-        result = summary.write_outputs(self, points)
-        if self.config.report:
-            video_report.write_report(self, points, result)
-        return result
