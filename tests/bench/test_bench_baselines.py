@@ -3,8 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from vov.bench import metrics
-from vov.bench import baselines
+from vov.bench import baselines, image_baselines, metrics
 
 
 def photo(h, w, seed=0):
@@ -15,14 +14,14 @@ def photo(h, w, seed=0):
 
 
 def available(name):
-    codec = baselines.get(name)
+    codec = image_baselines.get(name)
     missing = [t for t in codec.tools if shutil.which(t) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (Debian package {codec.package})")
     return codec
 
 
-@pytest.mark.parametrize("name", list(baselines.REGISTRY))
+@pytest.mark.parametrize("name", list(image_baselines.REGISTRY))
 @pytest.mark.parametrize("shape", [(48, 64), (37, 53)])
 def test_round_trip(name, shape):
     codec = available(name)
@@ -40,7 +39,7 @@ def test_round_trip(name, shape):
     assert np.abs(out.astype(float).mean((0, 1)) - img.astype(float).mean((0, 1))).max() < 2.0
 
 
-@pytest.mark.parametrize("name", list(baselines.REGISTRY))
+@pytest.mark.parametrize("name", list(image_baselines.REGISTRY))
 def test_quality_search_lands_near_the_target(name):
     codec = available(name)
     img = photo(64, 96, seed=3)
@@ -63,14 +62,14 @@ def test_quality_search_lands_near_the_target(name):
 
 
 def test_missing_tool_names_the_debian_package(monkeypatch):
-    monkeypatch.setattr(baselines.shutil, "which", lambda name: None)
+    monkeypatch.setattr(image_baselines.shutil, "which", lambda name: None)
     for name, package in (("webp", "webp"), ("avif", "libavif-bin"), ("jxl", "libjxl-tools"), ("x265", "ffmpeg")):
         with pytest.raises(baselines.ToolMissing, match=f"install the Debian package {package}"):
-            baselines.get(name).check()
+            image_baselines.get(name).check()
 
 
 def test_unknown_codec():
     from vov.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown codec 'png'"):
-        baselines.get("png")
+        image_baselines.get("png")

@@ -87,13 +87,13 @@ def test_json_outputs_are_compressai_style(image_path, tmp_path):
 def test_rerun_uses_the_cache(image_path, tmp_path, monkeypatch):
     out = tmp_path / "out"
     first = baseline_run(image_path, out)
-    from vov.bench import baselines
+    from vov.bench import image_baselines
 
     def boom(*args, **kwargs):
         raise AssertionError("recomputed a cached point")
 
-    monkeypatch.setattr(baselines.JPEG, "encode", boom)
-    monkeypatch.setattr(baselines.WebP, "encode", boom)
+    monkeypatch.setattr(image_baselines.JPEG, "encode", boom)
+    monkeypatch.setattr(image_baselines.WebP, "encode", boom)
     second = baseline_run(image_path, out)
     assert second["curves"]["jpeg"]["results"]["bpp"] == first["curves"]["jpeg"]["results"]["bpp"]
 

@@ -1,35 +1,22 @@
-"""Classical image codecs that the benchmark runs beside vov.
+"""What the image and the video baselines share: the errors, running a tool, the quality knob and
+the search on it.
 
-Each codec is a class with `encode(img, quality) -> bytes` and `decode(data, size) -> img`, where
-`img` is uint8 RGB (height, width, 3) and `size` is (width, height) of the original (used only to
-crop padding). Rates are measured from the bytes `encode` returns: the real file each tool writes.
+A baseline is a classical codec run beside vov (`image_baselines`: JPEG, WebP, AVIF, JPEG XL and
+HEVC intra on images; `video_baselines`: x264, x265, SVT-AV1, libaom and VVC on clips). Each has a
+quality knob, an integer in [qmin, qmax] in the tool's own units; `higher_is_larger` says which way
+the file size moves with it, so `search_quality` can bisect for a target bpp. Rates are measured
+from the bytes a baseline's `encode` returns: the real file or stream each tool writes.
 
-`quality` is each tool's own knob, an integer in [qmin, qmax]; `higher_is_larger` says which way
-the file size moves with it, so `search_quality` can bisect for a target bpp.
-
-Colour handling:
-- JPEG: Pillow (libjpeg), JFIF full-range YCbCr, 4:2:0, optimised Huffman tables.
-- WebP: cwebp/dwebp (lossy VP8), which is always limited-range 4:2:0; -m 6.
-- AVIF: avifenc/avifdec (libaom), 4:2:0, full range, constant quantizer (--min = --max = Q), speed 6.
-- JPEG XL: cjxl/djxl, VarDCT at the given distance (quality here is distance x 10), effort 7.
-- HEVC intra: ffmpeg + libx265, one intra frame, 8-bit 4:2:0 (yuv420p), BT.709 matrix in FULL
-  range: swscale converts RGB to full-range YCbCr, the stream signals it (VUI range=full), and the
-  decoder converts back with the same matrix and range, so no level shift is introduced. x265's
-  informational SEI (its settings as text) is turned off so it does not count as rate. Odd sides
-  are padded by edge replication to even and cropped after decoding.
+The two families stay in their own modules because they differ in what they take and give (a uint8
+image and files per tool, against a `Clip`, Y4M and one ffmpeg); the knob, the search, the tool
+errors and the way a tool is run are this module's.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import os
-import shutil
+import math
 import subprocess
-import tempfile
-
-import numpy as np
-from PIL import Image
 
 from vov.errors import UsageError
 
@@ -42,18 +29,8 @@ class CodecFailed(UsageError):
     """An external tool ran and failed."""
 
 
-def _png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def _read_png(path: str) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-
-
-def _run(argv: list[str], what: str) -> subprocess.CompletedProcess:
+def run_tool(argv: list[str], what: str) -> subprocess.CompletedProcess:
+    """Run an encoder or decoder; a missing program, a hang or a failure is a one-line error."""
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=600)
     except FileNotFoundError:
@@ -66,214 +43,41 @@ def _run(argv: list[str], what: str) -> subprocess.CompletedProcess:
     return proc
 
 
-class Codec:
-    name: str = ""
-    label: str = ""
-    tools: tuple[str, ...] = ()
-    package: str = ""  # the Debian package that provides the tools
-    qmin: int = 0
-    qmax: int = 100
-    higher_is_larger: bool = True
-    description: str = ""
-
-    def check(self) -> None:
-        """Raise ToolMissing, naming the Debian package, when a needed program is absent."""
-        missing = [t for t in self.tools if shutil.which(t) is None]
-        if missing:
-            raise ToolMissing(f"{self.label} needs {', '.join(missing)}: install the Debian package {self.package} "
-                              f"(apt-get install {self.package}) or leave {self.name} out of --codecs")
-
-    @functools.cached_property
-    def version(self) -> str:
-        """A string that changes when the tool does: part of the cache key."""
-        return self.name
-
-    def encode(self, img: np.ndarray, quality: int) -> bytes:
-        raise NotImplementedError
-
-    def decode(self, data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def params(self, quality: int) -> dict:
-        return {"quality": quality}
-
-
-def _tool_version(argv: list[str]) -> str:
+def tool_version(argv: list[str]) -> str:
+    """The first line a tool prints about its version ("unknown" when it cannot say)."""
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=30)
+        proc = subprocess.run(argv, capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     text = (proc.stdout + proc.stderr).decode(errors="replace").strip()
     return text.splitlines()[0] if text else "unknown"
 
 
-class JPEG(Codec):
-    name, label, package = "jpeg", "JPEG", "python3-pil (Pillow)"
-    qmin, qmax = 1, 95
-    description = "JPEG (Pillow/libjpeg), 4:2:0, optimised Huffman tables; quality = Pillow quality"
+class Baseline:
+    """A classical codec: its names, its quality knob, and the check that it can run here."""
 
-    @functools.cached_property
-    def version(self) -> str:
-        import PIL
+    name: str = ""
+    label: str = ""
+    description: str = ""
+    qmin: int = 0
+    qmax: int = 100
+    higher_is_larger: bool = True
 
-        return f"pillow {PIL.__version__}"
-
-    def encode(self, img: np.ndarray, quality: int) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=int(quality), optimize=True, subsampling="4:2:0")
-        return buf.getvalue()
-
-    def decode(self, data: bytes, size=None) -> np.ndarray:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-
-
-class _FileCodec(Codec):
-    """A codec driven through files in a temporary folder."""
-
-    suffix = ""
-
-    def _encode_argv(self, src: str, dst: str, quality: int) -> list[str]:
+    def check(self) -> None:
+        """Raise ToolMissing, saying what to install, when a needed program is absent."""
         raise NotImplementedError
 
-    def _decode_argv(self, src: str, dst: str) -> list[str]:
-        raise NotImplementedError
-
-    def encode(self, img: np.ndarray, quality: int) -> bytes:
-        self.check()
-        with tempfile.TemporaryDirectory(prefix="vov-bench-") as tmp:
-            src, dst = os.path.join(tmp, "in.png"), os.path.join(tmp, "out" + self.suffix)
-            with open(src, "wb") as f:
-                f.write(_png(self._prepare(img)))
-            _run(self._encode_argv(src, dst, quality), f"{self.label} encode")
-            with open(dst, "rb") as f:
-                return f.read()
-
-    def decode(self, data: bytes, size=None) -> np.ndarray:
-        self.check()
-        with tempfile.TemporaryDirectory(prefix="vov-bench-") as tmp:
-            src, dst = os.path.join(tmp, "in" + self.suffix), os.path.join(tmp, "out.png")
-            with open(src, "wb") as f:
-                f.write(data)
-            _run(self._decode_argv(src, dst), f"{self.label} decode")
-            out = _read_png(dst)
-        if size is not None:
-            out = out[: size[1], : size[0]]
-        return out
-
-    def _prepare(self, img: np.ndarray) -> np.ndarray:
-        return img
-
-
-class WebP(_FileCodec):
-    name, label, package = "webp", "WebP", "webp"
-    tools = ("cwebp", "dwebp")
-    suffix = ".webp"
-    qmin, qmax = 0, 100
-    description = "WebP lossy (cwebp -m 6), 4:2:0 limited range; quality = cwebp -q"
-
     @functools.cached_property
     def version(self) -> str:
-        return "cwebp " + _tool_version(["cwebp", "-version"])
-
-    def _encode_argv(self, src, dst, quality):
-        return ["cwebp", "-quiet", "-m", "6", "-q", str(int(quality)), "-metadata", "none", src, "-o", dst]
-
-    def _decode_argv(self, src, dst):
-        return ["dwebp", "-quiet", src, "-o", dst]
-
-
-class AVIF(_FileCodec):
-    name, label, package = "avif", "AVIF", "libavif-bin"
-    tools = ("avifenc", "avifdec")
-    suffix = ".avif"
-    qmin, qmax = 0, 63
-    higher_is_larger = False
-    description = "AVIF (avifenc/libaom, speed 6), 4:2:0 full range, constant quantizer; quality = Q (0-63, lower is better)"
-
-    @functools.cached_property
-    def version(self) -> str:
-        return "avifenc " + _tool_version(["avifenc", "--version"])
-
-    def _encode_argv(self, src, dst, quality):
-        q = str(int(quality))
-        return ["avifenc", "--codec", "aom", "-s", "6", "-j", "1", "-y", "420", "-r", "full", "--min", q, "--max", q,
-                "--ignore-exif", "--ignore-xmp", "--ignore-icc", src, dst]
-
-    def _decode_argv(self, src, dst):
-        return ["avifdec", "-d", "8", src, dst]
-
-
-class JXL(_FileCodec):
-    name, label, package = "jxl", "JPEG XL", "libjxl-tools"
-    tools = ("cjxl", "djxl")
-    suffix = ".jxl"
-    qmin, qmax = 1, 250  # distance x 10: 0.1 ... 25
-    higher_is_larger = False
-    description = "JPEG XL (cjxl, VarDCT, effort 7); quality = 10 x butteraugli distance (lower is better)"
-
-    @functools.cached_property
-    def version(self) -> str:
-        return "cjxl " + _tool_version(["cjxl", "--version"])
+        """A string that changes when the tool does: part of the cache key."""
+        return self.name
 
     def params(self, quality: int) -> dict:
-        return {"distance": quality / 10}
-
-    def _encode_argv(self, src, dst, quality):
-        return ["cjxl", "--quiet", "-e", "7", "-d", f"{quality / 10:.1f}", src, dst]
-
-    def _decode_argv(self, src, dst):
-        return ["djxl", "--quiet", src, dst]
+        """The knob in the tool's own terms, for tables."""
+        return {"quality": quality}
 
 
-class HEVC(_FileCodec):
-    name, label, package = "x265", "HEVC (x265)", "ffmpeg"
-    tools = ("ffmpeg",)
-    suffix = ".hevc"
-    qmin, qmax = 0, 51
-    higher_is_larger = False
-    description = ("HEVC intra (ffmpeg libx265, preset medium), one frame, yuv420p 8-bit BT.709 full range; "
-                   "quality = x265 QP (lower is better)")
-
-    @functools.cached_property
-    def version(self) -> str:
-        return _tool_version(["ffmpeg", "-version"])
-
-    def params(self, quality: int) -> dict:
-        return {"qp": quality}
-
-    def _prepare(self, img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-    def _encode_argv(self, src, dst, quality):
-        x265 = f"qp={int(quality)}:keyint=1:info=0:range=full:colorprim=bt709:transfer=bt709:colormatrix=bt709:log-level=error"
-        return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", src,
-                "-vf", "scale=out_color_matrix=bt709:out_range=full:flags=bicubic+accurate_rnd+full_chroma_int,format=yuv420p",
-                "-color_range", "pc", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-                "-frames:v", "1", "-c:v", "libx265", "-preset", "medium", "-x265-params", x265, "-f", "hevc", dst]
-
-    def _decode_argv(self, src, dst):
-        return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "hevc", "-i", src,
-                "-vf", "scale=in_color_matrix=bt709:in_range=full:flags=bicubic+accurate_rnd+full_chroma_int,format=rgb24",
-                "-frames:v", "1", "-update", "1", dst]
-
-
-REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (JPEG, WebP, AVIF, JXL, HEVC)}
-
-
-def get(name: str) -> Codec:
-    try:
-        return REGISTRY[name]()
-    except KeyError:
-        raise UsageError(f"unknown codec {name!r}; known: vov, {', '.join(REGISTRY)}") from None
-
-
-def bpp_of(data: bytes, img: np.ndarray) -> float:
-    return 8 * len(data) / (img.shape[0] * img.shape[1])
-
-
-def search_quality(size_at, codec: Codec, target_bpp: float, pixels: int) -> tuple[int, bool]:
+def search_quality(size_at, codec: Baseline, target_bpp: float, pixels: int) -> tuple[int, bool]:
     """The quality whose file lands nearest `target_bpp` (in log rate), by bisection.
 
     `size_at(quality) -> bytes` (callers cache it). Returns (quality, reached): `reached` is False
@@ -281,8 +85,6 @@ def search_quality(size_at, codec: Codec, target_bpp: float, pixels: int) -> tup
     go that low on this image (JPEG below about 0.1 bpp, for example), or the highest-rate setting
     stays more than 10% below it.
     """
-    import math
-
     def bpp(q: int) -> float:
         return 8 * size_at(q) / pixels
 

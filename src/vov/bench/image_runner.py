@@ -1,4 +1,4 @@
-"""The benchmark on still images: vov and classical image codecs (`baselines`) at matched rates.
+"""The benchmark on still images: vov and classical image codecs (`image_baselines`) at matched rates.
 
 The loop, the cache and the quality search are `runner.Runner`'s; this module says what an image
 item is and how it is coded and measured. Metrics (`metrics.MetricSuite`: PSNR on RGB, MS-SSIM,
@@ -114,9 +114,9 @@ class ImageRunner(Runner):
         return self.metrics.names
 
     def make_baseline(self, name: str):
-        from vov.bench import baselines
+        from vov.bench import image_baselines
 
-        return baselines.get(name)
+        return image_baselines.get(name)
 
     def vov_options(self, rate: float):
         from vov.method.adapters import AdapterSpec

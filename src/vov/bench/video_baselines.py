@@ -23,7 +23,7 @@ they use them):
 - libaom: libaom-av1, cpu-used 6, constant quality (CRF 0-63 with no bitrate bound).
 - VVC: libvvenc, preset faster, QP 0-63 (vvenc's default perceptual QP adaptation on).
 
-`search_quality` (shared with the image baselines) bisects each knob for the stream nearest the
+`baselines.search_quality` (shared with the image baselines) bisects each knob for the stream nearest the
 target bpp in log rate. Rates are bits per pixel over the unpadded clip: 8 x bytes / (frames x
 height x width).
 
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vov.bench.baselines import CodecFailed, ToolMissing, _run, search_quality
+from vov.bench.baselines import Baseline, CodecFailed, ToolMissing, run_tool, search_quality, tool_version
 from vov.errors import MediaError, UsageError
 from vov.media.clip import Clip, crop_frames, pad_frames
 from vov.media.y4m import Y4MWriter, read_y4m
@@ -81,25 +81,16 @@ def ffmpeg_encoders(exe: str) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=None)
 def ffmpeg_version(exe: str) -> str:
-    try:
-        proc = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    lines = proc.stdout.decode(errors="replace").strip().splitlines()
-    return lines[0] if lines else "unknown"
+    return tool_version([exe, "-hide_banner", "-version"])
 
 
-class VideoCodec:
-    name: str = ""
-    label: str = ""
+class VideoCodec(Baseline):
     encoder: str = ""  # ffmpeg's encoder name
     stream_format: str = ""  # ffmpeg's muxer and demuxer of the raw stream
-    qmin: int = 0
     qmax: int = 51
     higher_is_larger: bool = False
     bits: int = 8
     multiple: int = 2  # each side padded to a multiple of this
-    description: str = ""
 
     def check(self) -> None:
         """Raise ToolMissing, saying what to install, when ffmpeg or this encoder is absent."""
@@ -148,7 +139,7 @@ class VideoCodec:
             argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe",
                     "-i", source, "-map", "0:v:0", "-fps_mode", "passthrough", *self._encoder_args(quality),
                     *self._colour_args(clip), "-f", self.stream_format, out]
-            _run(argv, f"{self.label} encode")
+            run_tool(argv, f"{self.label} encode")
             with open(out, "rb") as f:
                 return f.read()
 
@@ -160,7 +151,7 @@ class VideoCodec:
             with open(src, "wb") as f:
                 f.write(data)
             pix_fmt = "yuv420p" if self.bits == 8 else f"yuv420p{self.bits}le"
-            _run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", self.stream_format,
+            run_tool([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", self.stream_format,
                   "-i", src, "-map", "0:v:0", "-fps_mode", "passthrough", "-pix_fmt", pix_fmt, "-strict", "-1",
                   "-f", "yuv4mpegpipe", dst], f"{self.label} decode")
             try:
