@@ -156,6 +156,8 @@ def test_end_to_end_with_the_tiny_backbone(image_path, tmp_path, capsys, monkeyp
     assert set(summary["bd_rate"]["values"]) == {"jpeg", "x265"}
     tags = parse(out / "report.html")
     assert len([a for t, a in tags if t == "div" and a.get("class") == "compare"]) == 2
+    # the first run already shows vov between the original and the baseline
+    assert [a["alt"] for t, a in tags if t == "img" and a.get("class") == "layer vov"] == ["vov", "vov"]
     # a second run computes nothing
     from vov import codec
 

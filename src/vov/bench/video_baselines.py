@@ -164,6 +164,47 @@ class VideoCodec(Baseline):
         return Clip(np.ascontiguousarray(frames), clip.fps, clip.matrix, clip.range, "420", self.bits,
                     container=self.name)
 
+    def first_frame_seconds(self, data: bytes) -> float:
+        """Seconds from starting ffmpeg on `data` until its first whole decoded frame has arrived in a pipe."""
+        with tempfile.TemporaryDirectory(prefix="vov-bench-") as tmp:
+            src = os.path.join(tmp, "in.bin")
+            with open(src, "wb") as f:
+                f.write(data)
+            pix_fmt = "yuv420p" if self.bits == 8 else f"yuv420p{self.bits}le"
+            argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-f", self.stream_format, "-i", src,
+                    "-map", "0:v:0", "-fps_mode", "passthrough", "-pix_fmt", pix_fmt, "-strict", "-1",
+                    "-f", "yuv4mpegpipe", "pipe:1"]
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            try:
+                header = proc.stdout.readline()
+                tokens = header.split()
+                if not header.startswith(b"YUV4MPEG2"):
+                    raise CodecFailed(f"{self.label} decode: no Y4M stream from ffmpeg")
+                width = int(next(t[1:] for t in tokens if t.startswith(b"W")))
+                height = int(next(t[1:] for t in tokens if t.startswith(b"H")))
+                sample = 1 if self.bits == 8 else 2
+                frame_bytes = sample * (width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2))
+                if not proc.stdout.readline().startswith(b"FRAME"):
+                    raise CodecFailed(f"{self.label} decode: no frame from ffmpeg")
+                got = 0
+                while got < frame_bytes:
+                    chunk = proc.stdout.read(frame_bytes - got)
+                    if not chunk:
+                        raise CodecFailed(f"{self.label} decode: the first frame ended early")
+                    got += len(chunk)
+                seconds = time.perf_counter() - start
+                while proc.stdout.read(1 << 20):  # let it finish the stream
+                    pass
+            finally:
+                proc.stdout.close()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        return seconds
+
 
 class X264(VideoCodec):
     name, label, encoder, stream_format = "x264", "H.264 (x264)", "libx264", "h264"

@@ -7,8 +7,9 @@ module holds what only clips have:
   first yield (the first clip's frames, ready to show), `decode_s` the time to the last; a point
   also carries each clip's frames, bytes, fit time, decode time and quality (`segments`).
 - The baselines (x264, x265, SVT-AV1, libaom, VVC through one ffmpeg) encode from one Y4M made per
-  item; their `first_frame_s` is measured on a second decode of the same stream by ffmpeg into a
-  pipe: the time until the first whole frame has been read from it (process start-up included).
+  item; their `first_frame_s` (`VideoCodec.first_frame_seconds`) is measured on a second decode of
+  the same stream by ffmpeg into a pipe: the time until the first whole frame has been read from it
+  (process start-up included).
 - Metrics (`video_baselines.measure`, on one torch thread): PSNR over the RGB channels of the 8-bit
   frames (not YUV PSNR) and MS-SSIM on RGB, each per frame, then the mean over the video's frames.
   FVD (`vov.bench.fvd`, I3D weights from a local file) compares the set of all videos' 16-frame
@@ -23,7 +24,6 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -164,51 +164,6 @@ def timed_decode(data: bytes, backbone) -> tuple[np.ndarray, list[float]]:
     return np.concatenate(frames), yielded
 
 
-def first_frame_seconds(codec, data: bytes, clip) -> float:
-    """Seconds from starting ffmpeg on `data` until its first whole decoded frame has arrived in a pipe."""
-    from vov.bench.baselines import CodecFailed
-    from vov.bench.video_baselines import ffmpeg_exe
-
-    with tempfile.TemporaryDirectory(prefix="vov-bench-") as tmp:
-        src = os.path.join(tmp, "in.bin")
-        with open(src, "wb") as f:
-            f.write(data)
-        pix_fmt = "yuv420p" if codec.bits == 8 else f"yuv420p{codec.bits}le"
-        argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-f", codec.stream_format, "-i", src,
-                "-map", "0:v:0", "-fps_mode", "passthrough", "-pix_fmt", pix_fmt, "-strict", "-1",
-                "-f", "yuv4mpegpipe", "pipe:1"]
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        try:
-            header = proc.stdout.readline()
-            tokens = header.split()
-            if not header.startswith(b"YUV4MPEG2"):
-                raise CodecFailed(f"{codec.label} decode: no Y4M stream from ffmpeg")
-            width = int(next(t[1:] for t in tokens if t.startswith(b"W")))
-            height = int(next(t[1:] for t in tokens if t.startswith(b"H")))
-            sample = 1 if codec.bits == 8 else 2
-            frame_bytes = sample * (width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2))
-            if not proc.stdout.readline().startswith(b"FRAME"):
-                raise CodecFailed(f"{codec.label} decode: no frame from ffmpeg")
-            got = 0
-            while got < frame_bytes:
-                chunk = proc.stdout.read(frame_bytes - got)
-                if not chunk:
-                    raise CodecFailed(f"{codec.label} decode: the first frame ended early")
-                got += len(chunk)
-            seconds = time.perf_counter() - start
-            while proc.stdout.read(1 << 20):  # let it finish the stream
-                pass
-        finally:
-            proc.stdout.close()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    return seconds
-
-
 class VideoRunner(Runner):
     kind, noun = "clip", "video"
     times = ("encode_s", "decode_s", "first_frame_s")
@@ -294,7 +249,7 @@ class VideoRunner(Runner):
         start = time.perf_counter()
         decoded = codec.decode(data, item.clip)
         decode_s = time.perf_counter() - start
-        return {"decode_s": decode_s, "first_frame_s": first_frame_seconds(codec, data, item.clip),
+        return {"decode_s": decode_s, "first_frame_s": codec.first_frame_seconds(data),
                 "metrics": measured(item.clip, decoded)}, decoded.to_uint8()
 
     def _after_points(self, points: list[dict]) -> None:
