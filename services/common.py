@@ -20,7 +20,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vov import cancel, limits
+from vov import cancel
+from vov.cli import flags
 from vov.cancel import Cancelled
 from vov.errors import BackboneMismatch, BitstreamError, MediaError, UsageError, VovError
 from vov.files import read_bytes
@@ -73,7 +74,7 @@ def common_arguments(parser: argparse.ArgumentParser, prefix: str, port: int) ->
     parser.add_argument("--tls-client-ca", default=env_default("VOV_TLS_CLIENT_CA", ""),
                         help="CA (PEM) whose client certificates are required: mutual TLS (env VOV_TLS_CLIENT_CA)")
     metrics.add_arguments(parser)
-    limits.add_arguments(parser)
+    flags.add_limits(parser)
 
 
 def server_credentials(args: argparse.Namespace):

@@ -3,6 +3,7 @@ import argparse
 import pytest
 
 from vov import limits
+from vov.cli import flags
 from vov.errors import UsageError
 from vov.limits import LimitExceeded, Limits
 
@@ -22,7 +23,7 @@ def test_each_bound_is_named_when_passed():
 
 def test_flags_win_over_the_environment_which_wins_over_the_defaults():
     parser = argparse.ArgumentParser()
-    limits.add_arguments(parser)
+    flags.add_limits(parser)
     env = {"VOV_MAX_SAMPLER_STEPS": "200", "VOV_MAX_D": "4096"}
     got = limits.from_args(parser.parse_args(["--max-d", "1024"]), env)
     assert (got.max_sampler_steps, got.max_d, got.max_rank) == (200, 1024, Limits().max_rank)

@@ -16,12 +16,12 @@ pixels of one clip (frames x width x height) by the same figure, and the encoder
 clips short enough to meet it (vov.codec.clip_length). Backbones served on GPUs with fused attention
 (Wan's 81-frame clips) need it raised (VOV_MAX_CLIP_PIXELS).
 
-Operators lower (or raise) the limits with flags or environment variables (`add_arguments`).
+Operators lower (or raise) the limits with environment variables (`from_environment`) or flags
+(vov.cli.flags.add_limits, which the services share).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass, fields
 
@@ -86,41 +86,24 @@ HELP = {
 }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--max-pixels ... --max-work, each defaulting to its environment variable, then to `Limits()`."""
-    group = parser.add_argument_group("decode limits (files over them are refused before any work)")
-    defaults = Limits()
-    for f in fields(Limits):
-        env = ENV[f.name]
-        default = getattr(defaults, f.name)
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_positive_int, default=None,
-                           help=f"{HELP[f.name]} (env {env}, default {default})")
-
-
 def from_environment(environ=os.environ) -> Limits:
+    """The defaults, with each limit its environment variable sets (a positive integer)."""
     values = {}
     for f in fields(Limits):
         text = environ.get(ENV[f.name])
         if text:
             try:
-                values[f.name] = _positive_int(text)
-            except argparse.ArgumentTypeError as e:
-                raise UsageError(f"{ENV[f.name]}: {e}") from None
+                values[f.name] = int(text)
+            except ValueError:
+                raise UsageError(f"{ENV[f.name]}: not an integer: {text!r}") from None
+            if values[f.name] <= 0:
+                raise UsageError(f"{ENV[f.name]}: must be positive, not {text}")
     return Limits(**values)
 
 
-def from_args(args: argparse.Namespace, environ=os.environ) -> Limits:
-    """Flags win over the environment, which wins over the defaults."""
+def from_args(args, environ=os.environ) -> Limits:
+    """Flags (vov.cli.flags.add_limits: None where not given) win over the environment, which wins
+    over the defaults."""
     base = from_environment(environ)
     given = {f.name: getattr(args, f.name) for f in fields(Limits) if getattr(args, f.name, None) is not None}
     return Limits(**{**{f.name: getattr(base, f.name) for f in fields(Limits)}, **given})

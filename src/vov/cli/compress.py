@@ -33,27 +33,32 @@ def _fps(text: str) -> tuple[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from vov.format.bitstream import ADAPTER_KINDS
+    from vov.backbones import DEFAULT_BACKBONE, REGISTRY
     from vov.method.scaling import MAX_SEARCH_STEPS, MIN_SEARCH_STEPS, SEARCH_CANDIDATES, SEARCH_TILES
-    from vov.options import EncodeOptions
+    from vov.options import DEFAULT_BPP, EncodeOptions
+    from vov.plan import MAX_AUTO_D
 
     defaults = EncodeOptions()
     positive, non_negative = flags.positive, flags.non_negative
+    default_backbone = REGISTRY[DEFAULT_BACKBONE]  # its defaults, quoted in the help
     p.add_argument("input", help="an image, a video (.y4m, .mp4, .mkv, .webm, .mov) or a folder of numbered PNG frames")
     p.add_argument("-o", "--output", required=True)
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--bpp", type=positive(float),
-                      help="target bits per pixel of the whole file (default 0.05, or the smallest rate that works "
-                           "for a small image)")
+                      help=f"target bits per pixel of the whole file (default {DEFAULT_BPP:g}, or the smallest rate "
+                           "that works for a small image)")
     rate.add_argument("--lambda", dest="lam", type=positive(float), help="rate weight instead of a target (per bpp)")
     p.add_argument("--kind", choices=ADAPTER_KINDS, default=defaults.adapter.kind, help="adapter kind")
-    p.add_argument("--rank", type=positive(int), help="LoRA rank (default: the backbone's; 4 on embedded)")
+    p.add_argument("--rank", type=positive(int),
+                   help=f"LoRA rank (default: the backbone's; {default_backbone.adapter.rank} on {DEFAULT_BACKBONE})")
     p.add_argument("--dim", type=positive(int),
-                   help="length d of the one vector (default: chosen from --bpp, at most 16384)")
+                   help=f"length d of the one vector (default: chosen from --bpp, at most {MAX_AUTO_D})")
     p.add_argument("--targets", default="", help="layers to adapt: a preset (attn, self-attn, attn+ffn) or a "
                                                  "comma-separated list of exact layer names (default: the "
-                                                 "backbone's, self-attn on embedded)")
+                                                 f"backbone's, {default_backbone.adapter.targets} on {DEFAULT_BACKBONE})")
     p.add_argument("--steps", type=positive(int),
-                   help="fitting steps per clip (default: the backbone's; 1200 on embedded)")
+                   help=f"fitting steps per clip (default: the backbone's; {default_backbone.fit.steps} on "
+                        f"{DEFAULT_BACKBONE})")
     p.add_argument("--draws", type=positive(int),
                    help="noise draws per fitting step, back-propagated one at a time (default 1); under torchrun "
                         "every rank draws its own and the gradients are averaged")

@@ -4,6 +4,7 @@ decode limits, the quiet flag, and the one-line note on stderr."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from vov import limits
@@ -77,7 +78,13 @@ def add_quiet(p: argparse.ArgumentParser, what: str = "no progress bar") -> None
 
 
 def add_limits(p: argparse.ArgumentParser) -> None:
-    limits.add_arguments(p)
+    """--max-pixels ... --max-clip-pixels, each None unless given (`limits_of` then reads the
+    environment, then the defaults)."""
+    group = p.add_argument_group("decode limits (files over them are refused before any work)")
+    defaults = limits.Limits()
+    for f in dataclasses.fields(limits.Limits):
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=positive(int), default=None,
+                           help=f"{limits.HELP[f.name]} (env {limits.ENV[f.name]}, default {getattr(defaults, f.name)})")
 
 
 def limits_of(args) -> limits.Limits:
