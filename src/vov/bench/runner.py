@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from vov.bench.baselines import ToolMissing
 from vov.errors import UsageError
 from vov.files import write_atomic
 
@@ -159,8 +160,6 @@ class Runner:
     fvd = None  # the FVD model, where the kind measures it
 
     def __init__(self, config):
-        from vov.bench.baselines import ToolMissing
-
         self.config = config
         self._validate()
         self.baselines = {name: self.make_baseline(name) for name in config.codecs if name != "vov"}
@@ -195,18 +194,22 @@ class Runner:
 
     @property
     def metric_names(self) -> list[str]:
+        """The metrics every point carries (and the RD plots show)."""
         raise NotImplementedError
 
     def make_baseline(self, name: str):
+        """The baseline codec `name` (a UsageError for one this kind does not run)."""
         raise NotImplementedError
 
     def vov_options(self, rate: float):
+        """vov's `EncodeOptions` at target `rate`."""
         raise NotImplementedError
 
     def vov_description(self) -> str:
         raise NotImplementedError
 
     def _vov_identity_extra(self) -> dict:
+        """Settings besides the common ones that change vov's file: part of its cache key."""
         return {}
 
     def _vov_measured(self, item, report, the_plan, fit_s: list[float]) -> tuple[dict, np.ndarray]:
