@@ -71,6 +71,16 @@ def test_info_golden():
     assert r.returncode == 0 and "64x48" in r.stdout and "one-vector" in r.stdout
 
 
+@pytest.mark.parametrize("name", ["tiny-v1", "tiny-v2-best-of-8", "tiny-v2-clip"])
+def test_info_parts_add_up_to_the_file(name):
+    path = Path(GOLDEN).parent / f"{name}.vov"
+    r = vov("info", path)
+    assert r.returncode == 0, r.stderr
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith("size ")]
+    total, parts = line.split(" bytes = ")
+    assert int(total.split()[-1]) == path.stat().st_size == sum(int(p.split()[-1]) for p in parts.split(" + "))
+
+
 def test_missing_input(tmp_path):
     assert_clean_error(vov("compress", tmp_path / "nope.png", "-o", tmp_path / "x.vov", *FAST), "no such file")
     assert_clean_error(vov("decompress", tmp_path / "nope.vov", "-o", tmp_path / "x.png"), "no such file")

@@ -22,6 +22,9 @@ def run(args) -> None:
     sizes = bitstream.part_sizes(f)
     if f.sampler == 0 and "search" in sizes:  # a plain file's search fields are unused header bytes
         sizes["header"] += sizes.pop("search")
+    # the parts are measured as the current format lays them out; a 1.0 file holds the same priors,
+    # payload and checksum in a header of its own size
+    sizes["header"] = len(data) - sum(size for part, size in sizes.items() if part != "header")
     pixels = f.pixels
     print(f"format      {f.version[0]}.{f.version[1]}")
     print(f"backbone    {f.backbone} ({f.backbone_hash.hex()})")
