@@ -19,7 +19,6 @@ ARG BACKBONE=embedded
 ARG MODEL=""
 ARG MAX_RANK=8
 ARG MAX_BATCH=16
-ARG LATENT_FRAMES=""
 ARG PLAN_OPT=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HOME=/tmp/hf
 RUN python -m venv /opt/venv
@@ -32,8 +31,7 @@ COPY model_repository /src/model_repository
 # the export goes to /opt/vov/models/<backbone>-gpu: the path the chart derives from its backbone value
 RUN --mount=type=bind,target=/context,readonly pip install "/src[services]" \
  && vov export --backbone "${BACKBONE}" ${MODEL:+--model "${MODEL}"} --variant gpu --max-rank "${MAX_RANK}" \
-      --max-batch "${MAX_BATCH}" ${LATENT_FRAMES:+--latent-frames "${LATENT_FRAMES}"} \
-      ${PLAN_OPT:+--plan-opt "${PLAN_OPT}"} --repository "/opt/vov/models/${BACKBONE}-gpu" --check \
+      --max-batch "${MAX_BATCH}" ${PLAN_OPT:+--plan-opt "${PLAN_OPT}"} --repository "/opt/vov/models/${BACKBONE}-gpu" --check \
  && rm -rf /tmp/hf
 
 # only files and a POSIX shell: the export, and the scripts the chart also mounts from a ConfigMap

@@ -16,7 +16,9 @@ After taking a capsule the stub renames it "used_dlpack" where DLPack says "used
 numpy's capsule destructor, not recognising the name, prints a traceback for every tensor into
 Triton's log; the capsule is given the DLPack name once the stub has taken it.
 
-Booleans cross through the numpy bridge: DLPack's boolean is not a type the stub reads.
+Booleans cross through the numpy bridge: DLPack's boolean is not a type the stub reads. A read-only
+array (ONNX Runtime returns a graph's constant outputs read-only) is copied first: numpy refuses to
+export one by DLPack.
 """
 
 import ctypes
@@ -42,6 +44,8 @@ def stub_strides(shape, itemsize):
 def to_triton(pb_utils, name, array):
     """A Triton tensor named `name` holding `array` (copied to C order first if it is not)."""
     array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # DLPack cannot export a read-only array (ONNX Runtime's constant outputs)
+        array = array.copy()
     if array.dtype == np.bool_:
         return pb_utils.Tensor(name, array)
     strides = stub_strides(array.shape, array.itemsize)

@@ -106,7 +106,7 @@ def wan_weights(tmp_path_factory) -> tuple[Path, Path]:
     repository = TOOLS / "cache" / "tiny-wan-export-cpu"
     if not is_current(repository, backbone, 2, "cpu"):
         shutil.rmtree(repository, ignore_errors=True)
-        export_repository(backbone, repository, max_rank=2, latent_frames=[1], log=lambda m: None)
+        export_repository(backbone, repository, max_rank=2, log=lambda m: None)
     return volume, repository
 
 

@@ -7,10 +7,6 @@ import pytest
 
 from vov.backbones import testing
 
-# latent-frame counts of the tiny Wan export's latent decoders: images and a 5-frame clip (a full
-# 81-frame clip's 21 latent frames would take minutes to trace; the same code makes every count)
-WAN_LATENT_FRAMES = [1, 2]
-
 
 @pytest.fixture(scope="session")
 def wan_backbone(tmp_path_factory):
@@ -33,7 +29,7 @@ def wan_repository(tmp_path_factory, wan_backbone):
     from vov.serving.repository import export_repository
 
     repo = tmp_path_factory.mktemp("wan-repository")
-    export_repository(wan_backbone, repo, max_rank=4, latent_frames=WAN_LATENT_FRAMES, log=lambda m: None)
+    export_repository(wan_backbone, repo, max_rank=4, log=lambda m: None)
     return repo
 
 

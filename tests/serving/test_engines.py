@@ -59,8 +59,8 @@ def test_latent_decoders_by_frame_count(wan_backbone, wan_repository):
     engine = OrtEngine(wan_repository, backbone=wan_backbone)
     latents = torch.randn(1, 4, 2, 4, 6)
     torch.testing.assert_close(engine.decode(latents), wan_backbone.decode(latents), atol=1e-4, rtol=0)
-    with pytest.raises(BackboneMismatch, match="no latent decoder for 3 latent frames.*--latent-frames 3"):
-        engine.decode(torch.randn(1, 4, 3, 4, 6))
+    with pytest.raises(BackboneMismatch, match="no latent decoder for 3 latent frames"):
+        decoder_for({"1": "vae_decoder"}, 3)  # an image engine's
     assert decoder_for({"any": "vae_decoder"}, 17) == "vae_decoder"
 
 

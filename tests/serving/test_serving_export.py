@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import WAN_LATENT_FRAMES
 
 from vov.cli import export
 from vov.errors import UsageError
@@ -29,12 +28,14 @@ def test_wan_engine_file_says_how_frames_are_served(wan_backbone, wan_repository
     assert info["denoiser"]["frames"] == contract.ANY_FRAMES  # one denoiser for images and clips
     assert info["denoiser"]["inputs"] == ["latents", "t", "embeddings", "lora"]
     assert info["denoiser"]["max_frames"] == wan_backbone.latent_frames(81) == 21
-    # the Wan VAE bakes the frame count into a traced graph: one decoder per count, said so
-    assert info["latent_decoders"] == {"1": "vae_decoder", "2": "vae_decoder_f2"}
-    assert "per latent-frame count" in info["latent_decoder_note"]
-    assert {g["frames"] for g in info["latent_decoder_graphs"].values()} == set(WAN_LATENT_FRAMES)
+    # the Wan VAE keeps a causal cache: one latent frame's graphs, looped by `vae_decoder`, said so
+    assert info["latent_decoders"] == {contract.ANY_FRAMES: "vae_decoder"}
+    assert "looped over the clip's frames" in info["latent_decoder_note"]
+    chunks = info["latent_decoder_chunks"]
+    assert (chunks["first"], chunks["next"]) == ("vae_decoder_first", "vae_decoder_next")
+    assert {g["frames"] for g in info["latent_decoder_graphs"].values()} == {1}
     assert info["axes"]["text_tokens"] == 512 and not info["axes"]["takes_mask"]
-    for model in ("denoiser", "vae_decoder_f2"):
+    for model in ("denoiser", "vae_decoder_first", "vae_decoder_next"):
         assert graphs.graph_facts(wan_repository / model / "1" / "model.onnx")["external_data"] is False
     session = contract.read_engine(wan_repository)["session"]
     assert session["bytes_per_sequence"] == 4 * contract.LoraLayout.from_json(info["layout"]).total + 4 * 512 * 32 + 512
@@ -86,10 +87,8 @@ def test_export_finds_the_slots_by_their_weights_not_their_names(wan_backbone):
 def test_latent_frame_counts(wan_backbone, image_backbone):
     from vov.backbones.embedded import tiny
 
-    assert graphs.latent_decoder_frames(wan_backbone) == [1, 21]  # images and a full 81-frame clip
-    assert graphs.latent_decoder_frames(wan_backbone, [5, 2]) == [1, 2, 5]
-    with pytest.raises(UsageError, match="from 1 to 21"):
-        graphs.latent_decoder_frames(wan_backbone, [22])
+    assert graphs.latent_decoder_frames(wan_backbone) == [contract.ANY_FRAMES]  # the chunks, looped
+    assert graphs.is_chunked(wan_backbone) and not graphs.is_chunked(image_backbone)
     assert graphs.latent_decoder_frames(image_backbone) == [1]
     assert graphs.latent_decoder_frames(tiny()) == [contract.ANY_FRAMES]  # frames map one to one
 
@@ -99,13 +98,18 @@ def test_gpu_plan_profiles_every_graph(wan_backbone, wan_repository):
     total = contract.LoraLayout.from_json(info["layout"]).total
     script = repository.plan_script({**info, "max_batch": 2}, opt_batch=1, opt_frames=21, opt_size=(60, 104))
     lines = [line for line in script.splitlines() if line.startswith('"$TRTEXEC"')]
-    assert len(lines) == 3  # the denoiser and one decoder per latent-frame count
+    assert len(lines) == 3  # the denoiser and the latent decoder's two chunk graphs
     denoiser = next(line for line in lines if "--onnx=denoiser/1/model.onnx" in line)
     assert "--minShapes=latents:1x4x1x4x4,t:1,embeddings:1x512x32,lora:1x" in denoiser
     assert f"--optShapes=latents:1x4x21x60x104,t:1,embeddings:1x512x32,lora:1x{total}" in denoiser
     assert f"--maxShapes=latents:2x4x21x512x512,t:2,embeddings:2x512x32,lora:2x{total}" in denoiser
-    f2 = next(line for line in lines if "vae_decoder_f2/1/model.onnx" in line)
-    assert "--minShapes=latents:1x4x2x2x2" in f2 and "--maxShapes=latents:2x4x2x512x512" in f2
+    first = next(line for line in lines if "vae_decoder_first/1/model.onnx" in line)
+    assert "--minShapes=latents:1x4x1x2x2 " in first and first.endswith("--maxShapes=latents:2x4x1x512x512")
+    later = next(line for line in lines if "vae_decoder_next/1/model.onnx" in line)
+    caches = info["latent_decoder_chunks"]["caches"]
+    for i, (c, s) in enumerate(caches):  # every cache at its scale of the latent sides, two frames
+        assert f"cache_{i}:1x{c}x2x{2 * s}x{2 * s}" in later and f"cache_{i}:1x{c}x2x{60 * s}x{104 * s}" in later
+        assert f"cache_{i}:2x{c}x2x{512 * s}x{512 * s}" in later
     assert json.loads(json.dumps(info))["max_batch"] == repository.MAX_BATCH
 
 

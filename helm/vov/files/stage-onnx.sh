@@ -8,7 +8,7 @@ if [ -f "$dest/vov_engine.json" ]; then
   echo "stage-onnx: $dest is in place"
   exit 0
 fi
-for f in vov_engine.json build_plans.sh denoiser/1/model.onnx vae_decoder/1/model.onnx; do
+for f in vov_engine.json build_plans.sh denoiser/1/model.onnx vae_decoder/config.pbtxt; do
   if [ ! -f "$src/$f" ]; then
     echo "stage-onnx: $src/$f is missing: is $src an export made with vov export --variant gpu?" >&2
     exit 1

@@ -236,6 +236,13 @@ class Backbone(ABC):
         """A module `latents (B, C, latent_frames, h, w) -> pixels in [0, 1]` for that frame count."""
         raise NotImplementedError(f"backbone {self.name!r} does not export")
 
+    def export_latent_decoder_chunk(self, first: bool) -> nn.Module | None:
+        """For a latent decoder that decodes a clip one latent frame at a time with a causal cache: a
+        module `(latents (B, C, 1, h, w), *cache) -> (pixels in [0, 1], *cache)` for one latent frame,
+        the clip's first (`first`: no cache in) or a later one, looped by whoever serves it
+        (vov.backbones.wan_chunks). None where the decoder keeps no cache between frames."""
+        return None
+
     # ---- description
 
     def describe(self) -> dict:

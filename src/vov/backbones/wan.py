@@ -189,3 +189,9 @@ class WanBackbone(PretrainedBackbone):
             raise UsageError(f"latent frames must be at least 1, not {latent_frames}")
         return ExportedLatentDecoder(structural_copy(self.vae), self._latents_mean, self._latents_std,
                                      latent_frames, self.pixel_range).eval()
+
+    def export_latent_decoder_chunk(self, first: bool) -> nn.Module:
+        from vov.backbones.wan_chunks import ChunkDecoder
+
+        return ChunkDecoder(structural_copy(self.vae), self._latents_mean, self._latents_std, self.pixel_range,
+                            first).eval()

@@ -32,8 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default {MAX_BATCH})")
     p.add_argument("--max-sequences", type=flags.positive(int), default=DEFAULT_MAX_SEQUENCES,
                    help=f"decodes whose adaptation Triton holds at once (default {DEFAULT_MAX_SEQUENCES})")
-    p.add_argument("--latent-frames", help="latent-frame counts to export latent decoders for, comma-separated, "
-                                           "where the VAE bakes the count (default: 1 and a full clip's)")
     p.add_argument("--plan-opt", metavar="BATCHxFRAMESxWIDTHxHEIGHT",
                    help="the TensorRT profiles' optimum in pixels (default 8x1x768x512; Wan: 1x81x832x480)")
     p.add_argument("--check", action="store_true", help="compare the ONNX graphs with torch on random inputs")
@@ -63,25 +61,18 @@ def run(args) -> None:
 
     if not 1 <= args.max_rank <= MAX_RANK:
         raise UsageError(f"--max-rank must be between 1 and {MAX_RANK}, not {args.max_rank}")
-    frames = None
-    if args.latent_frames:
-        try:
-            frames = [int(v) for v in args.latent_frames.split(",")]
-        except ValueError:
-            raise UsageError(f"--latent-frames is a comma-separated list of counts, "
-                             f"not {args.latent_frames!r}") from None
     backbone = backbones.load(args.backbone, args.model, device=args.device)
     repo = Path(args.repository) if args.repository else default_repository(backbone.name)
     info = read_engine(repo) or {}
     asked = {"max_batch": args.max_batch, "max_sequences": args.max_sequences,
-             "decoders": sorted(map(str, latent_decoder_frames(backbone, frames)))}
+             "decoders": sorted(map(str, latent_decoder_frames(backbone)))}
     held = {"max_batch": info.get("max_batch"), "max_sequences": info.get("session", {}).get("max_sequences"),
             "decoders": sorted(info.get("latent_decoders", {}))}
     if args.force or held != asked or not is_current(repo, backbone, args.max_rank, args.variant):
         try:
             export_repository(backbone, repo, args.max_rank, variant=args.variant, threads=args.threads,
                               log=lambda m: print(f"vov: {m}", file=sys.stderr), max_batch=args.max_batch,
-                              max_sequences=args.max_sequences, latent_frames=frames,
+                              max_sequences=args.max_sequences,
                               plan_shapes=_plan_shapes(args.plan_opt, backbone))
         except OSError as e:
             raise UsageError(f"{repo}: cannot write ({e.strerror or e})") from None

@@ -31,6 +31,8 @@ SESSION_MODEL = "denoiser_session"  # what a decoder talks to: one sequence per 
 DENOISER_MODEL = "denoiser"
 DECODER_MODEL = "vae_decoder"
 ANY_FRAMES = "any"  # a graph whose frames axis is symbolic
+DECODER_FIRST_MODEL = "vae_decoder_first"  # a chunked latent decoder's graph of a clip's first latent frame
+DECODER_NEXT_MODEL = "vae_decoder_next"  # and of every later one, the cache of the frames before as inputs
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,11 +173,6 @@ def read_engine(repository: str | Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
-def decoder_model(latent_frames) -> str:
-    """The Triton model of the latent decoder for a count (ANY_FRAMES and 1 share `vae_decoder`)."""
-    return DECODER_MODEL if latent_frames in (ANY_FRAMES, 1) else f"{DECODER_MODEL}_f{latent_frames}"
-
-
 def decoder_for(decoders: dict[str, str], frames: int) -> str:
     """The latent decoder model that takes `frames` latent frames, or BackboneMismatch."""
     if ANY_FRAMES in decoders:
@@ -183,8 +180,17 @@ def decoder_for(decoders: dict[str, str], frames: int) -> str:
     if str(frames) in decoders:
         return decoders[str(frames)]
     served = ", ".join(sorted(decoders, key=lambda k: int(k)))
-    raise BackboneMismatch(f"the served engine has no latent decoder for {frames} latent frames (it has {served}); "
-                           f"export with --latent-frames {frames}")
+    raise BackboneMismatch(f"the served engine has no latent decoder for {frames} latent frames (it has {served})")
+
+
+def cache_inputs(count: int) -> list[str]:
+    """The cache inputs of a chunked latent decoder's graph of a later frame, in order."""
+    return [f"cache_{i}" for i in range(count)]
+
+
+def cache_outputs(count: int) -> list[str]:
+    """The cache outputs of a chunked latent decoder's graphs: the next frame's `cache_inputs`."""
+    return [f"cache_{i}_next" for i in range(count)]
 
 
 def check_backbone(info: dict, backbone) -> None:

@@ -1,8 +1,9 @@
 """A backbone's denoiser and latent decoder as ONNX graphs that serve every file.
 
 The exporter knows no backbone's internals: it takes `backbone.export_signature()`,
-`backbone.export_denoiser()` and `backbone.export_latent_decoder(latent_frames)` (the plain torch
-modules of the backbone interface) and adds one thing, the adaptation as an input: the slot layers
+`backbone.export_denoiser()`, `backbone.export_latent_decoder(latent_frames)` and, for a latent
+decoder with a causal cache, `backbone.export_latent_decoder_chunk(first)` (the plain torch modules
+of the backbone interface) and adds one thing, the adaptation as an input: the slot layers
 (vov.serving.contract.LoraLayout) become `RowLoraLinear`s (vov.method.lora) that read their factors
 from the input `lora`, one packed row per batch row. The exporter finds them in the export module by
 the identity of their weights with the backbone's adaptable layers, so it needs no layer names of
@@ -33,7 +34,7 @@ from torch import nn
 from vov.errors import UsageError
 from vov.limits import MAX_SIDE, max_padded_pixels
 from vov.method.lora import RowContext, RowLoraLinear, find_layers, inject
-from vov.serving.contract import ANY_FRAMES, LoraLayout
+from vov.serving.contract import ANY_FRAMES, LoraLayout, cache_inputs, cache_outputs
 from vov.serving.engines.onnx import ort_session
 
 OPSET = 20
@@ -219,6 +220,54 @@ def export_vae_decoder(backbone, latent_frames, path: str | Path) -> None:
             {"latents": latent_axes})
 
 
+def chunk_caches(backbone) -> list[tuple[int, int]]:
+    """(channels, scale) of every cache of the backbone's latent-decoder chunk, in order: the cache
+    holds CACHE_FRAMES frames of `scale` times the latent height and width. Read from the first
+    chunk on a small example."""
+    from vov.backbones.wan_chunks import CACHE_FRAMES
+
+    axes = Axes.of(backbone)
+    module = backbone.export_latent_decoder_chunk(True)
+    h, w = 4, 6
+    with torch.no_grad():
+        caches = module(torch.zeros(1, axes.latent_channels, 1, h, w, device=_module_device(module)))[1:]
+    found = []
+    for cache in caches:
+        scale = cache.shape[3] // h
+        if cache.shape[2] != CACHE_FRAMES or tuple(cache.shape[3:]) != (scale * h, scale * w) or scale < 1:
+            raise UsageError(f"backbone {backbone.name!r}: a latent-decoder cache of shape {tuple(cache.shape)} "
+                             f"is not {CACHE_FRAMES} frames at a multiple of the latent size")
+        found.append((int(cache.shape[1]), int(scale)))
+    return found
+
+
+def export_decoder_chunk(backbone, first: bool, path: str | Path) -> list[tuple[int, int]]:
+    """The latent decoder of one latent frame as ONNX (the clip's first, or a later one with the cache
+    of the frames before as inputs `cache_i`), its cache as outputs `cache_i_next`: one graph for
+    every clip length. Returns `chunk_caches(backbone)`."""
+    from vov.backbones.wan_chunks import CACHE_FRAMES
+
+    axes = Axes.of(backbone)
+    caches = chunk_caches(backbone)
+    module = backbone.export_latent_decoder_chunk(first)
+    if any(p.dtype != torch.float32 for p in module.parameters()):
+        module = copy.deepcopy(module).float()
+    g = torch.Generator().manual_seed(1)
+    h, w = 4, 6
+    batch, height, width = _dim("batch", 1, 1024), _dim("height", 2, axes.max_side), _dim("width", 2, axes.max_side)
+    args = [torch.randn(2, axes.latent_channels, 1, h, w, generator=g)]
+    dynamic = {"latents": {0: batch, 3: height, 4: width}}
+    if not first:
+        args += [torch.randn(2, c, CACHE_FRAMES, s * h, s * w, generator=g) * 0.1 for c, s in caches]
+        dynamic["cache"] = tuple({0: batch, 3: height if s == 1 else s * height, 4: width if s == 1 else s * width}
+                                 for _, s in caches)
+    device = _module_device(module)
+    names = ["latents", *([] if first else cache_inputs(len(caches)))]
+    _export(module, tuple(a.to(device) for a in args), Path(path), names, ["pixels", *cache_outputs(len(caches))],
+            dynamic)
+    return caches
+
+
 def graph_facts(path: Path) -> dict:
     """What an exported graph takes, read from the file: its inputs, the latents' frames (a count, or
     ANY_FRAMES for a symbolic axis) and whether its weights are external data."""
@@ -258,20 +307,23 @@ def _probe_one_frame_decoder(backbone, path: Path) -> bool:
     return _probe(path, {"latents": latents.numpy()}, expected)
 
 
-def latent_decoder_frames(backbone, requested: list[int] | None = None) -> list:
-    """The latent-frame counts to export decoders for: [ANY_FRAMES] when one graph serves every count
-    (the decoder maps frames one to one), [1] for an image backbone, else one graph per count
-    (the VAE's causal cache bakes the count into a traced graph): images and a full clip by default."""
+def is_chunked(backbone) -> bool:
+    """Whether the backbone's latent decoder is exported as one latent frame with its causal cache
+    (`export_decoder_chunk`), looped over a clip by whoever serves it."""
+    return backbone.export_latent_decoder_chunk(True) is not None
+
+
+def latent_decoder_frames(backbone) -> list:
+    """The latent-frame counts to export `export_latent_decoder` graphs for: [1] for an image
+    backbone, else [ANY_FRAMES], one graph for every count: where the decoder maps frames one to one,
+    or looped over the frames (`is_chunked`: that graph is the loop of the two chunk graphs)."""
     clip = backbone.latent_frames(max(1, backbone.clip_frames))
     if clip == 1:
         return [1]
-    if backbone.temporal_factor == 1:
-        return [ANY_FRAMES]
-    counts = sorted({1, clip} if not requested else set(requested) | {1})
-    for k in counts:
-        if not 1 <= k <= clip:
-            raise UsageError(f"latent frame counts run from 1 to {clip} on backbone {backbone.name!r}, not {k}")
-    return counts
+    if backbone.temporal_factor != 1 and not is_chunked(backbone):
+        raise UsageError(f"backbone {backbone.name!r}: its latent decoder neither maps frames one to one nor "
+                         f"exports one latent frame with its cache")
+    return [ANY_FRAMES]
 
 
 def write_denoiser(backbone, layout: LoraLayout, path: Path, log) -> dict:

@@ -49,7 +49,8 @@ def parity(backbone, repository: str | Path, rank: int = 4, d: int = 512, seed: 
 
     Two different adaptations and captions ride in one batch, so row-wise independence is checked
     too; the denoiser at one frame and, where its frames axis is dynamic, at two; each latent
-    decoder at its frame counts.
+    decoder at its frame counts (one to three where it takes any: a chunked decoder's loop then
+    runs its first graph, its next graph, and its next graph on the cache that graph returned).
     """
     engine = OrtEngine(repository, backbone=backbone, device="cpu")
     info = engine.info
@@ -85,7 +86,7 @@ def parity(backbone, repository: str | Path, rank: int = 4, d: int = 512, seed: 
         worst = max(worst, float(np.abs(got - expected).max()))
     results["denoiser"] = worst
     for key, name in engine.decoders.items():
-        counts = [1, 2] if key == ANY_FRAMES else [int(key)]
+        counts = [1, 2, 3] if key == ANY_FRAMES else [int(key)]  # a chunked decoder: first, next, and next again
         worst = 0.0
         for frames in counts:
             latents = torch.randn(2, c, frames, 4, 6, generator=g)

@@ -7,7 +7,10 @@
                                      lora (B,total) -> velocity; ONNX Runtime on CPU, a TensorRT plan on GPU
     REPO/vae_decoder/1/model.onnx    latents -> pixels in [0, 1]: images, and every frame count when
                                      the latent decoder maps frames one to one
-    REPO/vae_decoder_fK/1/model.onnx one per latent-frame count K where the VAE bakes the count (Wan)
+    REPO/vae_decoder/1/model.py      where the VAE keeps a causal cache between latent frames (Wan):
+                                     every frame count, by looping the two graphs below (Python backend)
+    REPO/vae_decoder_first/1/model.onnx   the clip's first latent frame -> pixels and the cache
+    REPO/vae_decoder_next/1/model.onnx    a later latent frame and the cache -> pixels and the cache
     REPO/vov_engine.json             backbone identity, signature, slot layout, graphs and their axes
     REPO/build_plans.sh              (gpu) trtexec shape profiles for every graph
 
@@ -26,11 +29,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vov.errors import UsageError
-from vov.serving.contract import (ANY_FRAMES, DECODER_MODEL, DEFAULT_MAX_RANK, DENOISER_MODEL, ENGINE_FILE,
-                                  LAYOUT_FILE, SESSION_MODEL, LoraLayout, decoder_model, read_engine)
-from vov.serving.graphs import OPSET, Axes, latent_decoder_frames, write_denoiser, write_latent_decoder
+from vov.serving.contract import (ANY_FRAMES, DECODER_FIRST_MODEL, DECODER_MODEL, DECODER_NEXT_MODEL,
+                                  DEFAULT_MAX_RANK, DENOISER_MODEL, ENGINE_FILE, LAYOUT_FILE, SESSION_MODEL,
+                                  LoraLayout, cache_inputs, cache_outputs, read_engine)
+from vov.serving.graphs import (OPSET, Axes, export_decoder_chunk, graph_facts, is_chunked, latent_decoder_frames,
+                                write_denoiser, write_latent_decoder)
 
-EXPORT_VERSION = 3  # raised whenever the repository's files change meaning; older exports are redone
+EXPORT_VERSION = 4  # raised whenever the repository's files change meaning; older exports are redone
+LOOP_TEMPLATE = "vae_decoder_loop"  # the template of a chunked latent decoder's `vae_decoder` (a Python loop)
+CHUNK_TEMPLATE = "vae_decoder_chunk"  # and of its two graphs
 PLAN_SCRIPT = "build_plans.sh"
 TENSORS_MODULE = "vov_triton_tensors.py"  # beside every Python-backend script (model_repository/cpu/)
 MAX_BATCH = 16  # Triton's max_batch_size: rows of concurrent decodes batched per model call
@@ -58,8 +65,11 @@ def templates_dir(variant: str = "cpu") -> Path:
 
 def graph_files(info: dict) -> list[str]:
     """The files an engine file's repository must hold, relative to it: its graphs and the session model."""
-    models = [DENOISER_MODEL, *info.get("latent_decoders", {}).values()]
-    return [f"{m}/1/model.onnx" for m in models] + [f"{SESSION_MODEL}/1/model.py", f"{SESSION_MODEL}/1/{LAYOUT_FILE}"]
+    chunks = info.get("latent_decoder_chunks")
+    decoders = [chunks["first"], chunks["next"]] if chunks else list(info.get("latent_decoders", {}).values())
+    loop = [f"{DECODER_MODEL}/1/model.py"] if chunks else []
+    return ([f"{m}/1/model.onnx" for m in [DENOISER_MODEL, *decoders]] + loop
+            + [f"{SESSION_MODEL}/1/model.py", f"{SESSION_MODEL}/1/{LAYOUT_FILE}"])
 
 
 def scripts_current(repository: str | Path, variant: str = "cpu") -> bool:
@@ -69,7 +79,7 @@ def scripts_current(repository: str | Path, variant: str = "cpu") -> bool:
     repo = Path(repository)
     source = templates_dir(variant)
     for model in sorted(p.parent.parent.name for p in repo.glob("*/1/model.py")):
-        script = _python_model(source, _template_of(model))
+        script = _python_model(source, _template_of(repo, model))
         if script is None:
             return False
         for copy, original in ((repo / model / "1" / "model.py", script),
@@ -102,16 +112,20 @@ def _python_model(variant_dir: Path, model: str) -> Path | None:
     GPU nodes (its template lives with the cpu variant's), and on CPU every graph runs in the ONNX
     Runtime runner (`denoiser/1/model.py`)."""
     cpu = variant_dir.parent / "cpu"
-    if model == SESSION_MODEL:
-        return cpu / SESSION_MODEL / "1" / "model.py"
+    if model in (SESSION_MODEL, LOOP_TEMPLATE):
+        return cpu / model / "1" / "model.py"
     if variant_dir.name == "cpu":
         return cpu / DENOISER_MODEL / "1" / "model.py"
     return None
 
 
-def _template_of(model: str) -> str:
-    """The template a repository's model was made from (every latent decoder's is the decoder's)."""
-    return DECODER_MODEL if model.startswith(f"{DECODER_MODEL}_f") else model
+def _template_of(repo: Path, model: str) -> str:
+    """The template a repository's model was made from."""
+    if model in (DECODER_FIRST_MODEL, DECODER_NEXT_MODEL):
+        return CHUNK_TEMPLATE
+    if model == DECODER_MODEL and (repo / DECODER_FIRST_MODEL).exists():
+        return LOOP_TEMPLATE
+    return model
 
 
 def _copy_script(source: Path, template: str, version_dir: Path) -> None:
@@ -133,7 +147,7 @@ def _write_model(source: Path, repo: Path, template: str, name: str, values: dic
 def export_repository(backbone, repository: str | Path, max_rank: int = DEFAULT_MAX_RANK,
                       variant: str = "cpu", threads: int = 0, log=print, max_batch: int = MAX_BATCH,
                       max_sequences: int = DEFAULT_MAX_SEQUENCES, idle_seconds: int = DEFAULT_IDLE_SECONDS,
-                      latent_frames: list[int] | None = None, plan_shapes: dict | None = None) -> dict:
+                      plan_shapes: dict | None = None) -> dict:
     """Lay out a Triton repository at `repository` and build its ONNX graphs for `backbone`.
 
     config.pbtxt comes from the templates with this installation's values filled in: the import
@@ -155,13 +169,13 @@ def export_repository(backbone, repository: str | Path, max_rank: int = DEFAULT_
         raise UsageError(f"{repo} holds the templates; export into another directory")
     layout = LoraLayout.for_backbone(backbone, max_rank)
     axes = Axes.of(backbone)
-    counts = latent_decoder_frames(backbone, latent_frames)
-    decoders = {str(k): decoder_model(k) for k in counts}
+    counts = latent_decoder_frames(backbone)
+    chunked = is_chunked(backbone)
     if (repo / ENGINE_FILE).exists():
         (repo / ENGINE_FILE).unlink()  # not current until every graph is written
-    for stale in repo.glob(f"{DECODER_MODEL}_f*"):
-        if stale.name not in decoders.values():
-            shutil.rmtree(stale, ignore_errors=True)
+    for stale in [*repo.glob(f"{DECODER_MODEL}_f*"), repo / DECODER_FIRST_MODEL, repo / DECODER_NEXT_MODEL,
+                  repo / DECODER_MODEL]:
+        shutil.rmtree(stale, ignore_errors=True)  # the latent decoder's models are made anew below
 
     values = {"PYTHON_PATH": os.pathsep.join(site.getsitepackages()), "INTRA_OP_THREADS": str(threads),
               "BACKBONE": backbone.name, "CONTENT_HASH": backbone.content_hash.hex(), "MAX_RANK": str(max_rank),
@@ -183,20 +197,22 @@ def export_repository(backbone, repository: str | Path, max_rank: int = DEFAULT_
         **values, "MAX_LATENT_FRAMES": str(denoiser_frames),
         "FRAMES": "-1" if denoiser["frames"] == ANY_FRAMES else str(denoiser["frames"])})
 
-    graphs = {}
-    for k in counts:
-        name = decoder_model(k)
-        path = repo / name / "1" / "model.onnx"
+    chunks = None
+    if chunked:
+        chunks = _export_chunks(backbone, source, repo, values, log)
+        graphs = {name: graph_facts(repo / name / "1" / "model.onnx") for name in (chunks["first"], chunks["next"])}
+        decoders = {ANY_FRAMES: DECODER_MODEL}
+    else:
+        (k,) = counts
+        path = repo / DECODER_MODEL / "1" / "model.onnx"
         path.parent.mkdir(parents=True, exist_ok=True)
-        log(f"exporting the latent decoder ({'any number of' if k == ANY_FRAMES else k} latent frame"
-            f"{'' if k == 1 else 's'})")
+        log(f"exporting the latent decoder ({'any number of latent frames' if k == ANY_FRAMES else 'one latent frame'})")
         facts = write_latent_decoder(backbone, k, path, log)
         key = ANY_FRAMES if facts["frames"] == ANY_FRAMES else str(facts["frames"])
-        graphs[key] = facts
-        _write_model(source, repo, DECODER_MODEL, name, {
+        _write_model(source, repo, DECODER_MODEL, DECODER_MODEL, {
             **values, "FRAMES": "-1" if key == ANY_FRAMES else key,
             "MAX_LATENT_FRAMES": str(axes.max_frames if key == ANY_FRAMES else key)})
-    decoders = {k: decoder_model(ANY_FRAMES if k == ANY_FRAMES else int(k)) for k in graphs}
+        graphs, decoders = {DECODER_MODEL: facts}, {key: DECODER_MODEL}
     _write_model(source, repo, SESSION_MODEL, SESSION_MODEL, {
         **values, "MAX_LATENT_FRAMES": str(denoiser_frames), "LATENT_DECODERS": json.dumps(decoders).replace('"', "'")})
     (repo / SESSION_MODEL / "1" / LAYOUT_FILE).write_text(json.dumps(layout.to_json()))
@@ -210,11 +226,14 @@ def export_repository(backbone, repository: str | Path, max_rank: int = DEFAULT_
                         "bytes_per_sequence": session_bytes, "max_bytes_per_instance": session_bytes * max_sequences},
             "denoiser": {"model": DENOISER_MODEL, **denoiser, "max_frames": denoiser_frames},
             "latent_decoders": decoders,
-            "latent_decoder_graphs": {decoders[k]: g for k, g in graphs.items()},
-            "latent_decoder_note": ("one graph serves every latent-frame count" if ANY_FRAMES in decoders else
-                                    "one graph per latent-frame count: the VAE's causal cache bakes the count "
-                                    "into a traced graph" if axes.max_frames > 1 else "one frame (images)"),
+            "latent_decoder_graphs": graphs,
+            "latent_decoder_note": ("two graphs of one latent frame each, the VAE's causal cache as their inputs "
+                                    "and outputs, looped over the clip's frames" if chunks else
+                                    "one graph serves every latent-frame count" if ANY_FRAMES in decoders else
+                                    "one frame (images)"),
             "max_batch": max_batch}
+    if chunks:
+        info["latent_decoder_chunks"] = chunks
     if variant == "gpu":
         script = repo / PLAN_SCRIPT
         script.write_text(plan_script(info, **(plan_shapes or {})))
@@ -223,6 +242,28 @@ def export_repository(backbone, repository: str | Path, max_rank: int = DEFAULT_
         log(f"TensorRT plans are built on a GPU node by {script} (trtexec, from the same ONNX files)")
     (repo / ENGINE_FILE).write_text(json.dumps(info, indent=1))
     return info
+
+
+def _export_chunks(backbone, source: Path, repo: Path, values: dict[str, str], log) -> dict:
+    """A chunked latent decoder: its two graphs, their models, and `vae_decoder` that loops them; what
+    the engine file records of them (`latent_decoder_chunks`)."""
+    log("exporting the latent decoder (one latent frame with its causal cache: the first frame, then any later one)")
+    caches = []
+    for name, first in ((DECODER_FIRST_MODEL, True), (DECODER_NEXT_MODEL, False)):
+        path = repo / name / "1" / "model.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        caches = export_decoder_chunk(backbone, first, path)
+
+        def declare(names: list[str]) -> str:
+            return "".join(f',\n  {{ name: "{n}" data_type: TYPE_FP32 dims: [ {c}, 2, -1, -1 ] }}'
+                           for n, (c, _) in zip(names, caches))
+
+        _write_model(source, repo, CHUNK_TEMPLATE, name, {
+            **values, "CACHE_INPUTS": "" if first else declare(cache_inputs(len(caches))),
+            "CACHE_OUTPUTS": declare(cache_outputs(len(caches)))})
+    _write_model(source, repo, LOOP_TEMPLATE, DECODER_MODEL, {
+        **values, "FIRST_MODEL": DECODER_FIRST_MODEL, "NEXT_MODEL": DECODER_NEXT_MODEL, "CACHES": str(len(caches))})
+    return {"first": DECODER_FIRST_MODEL, "next": DECODER_NEXT_MODEL, "caches": [list(c) for c in caches]}
 
 
 def plan_script(info: dict, opt_batch: int | None = None, opt_frames: int = 1, opt_size: tuple[int, int] = (64, 96),
@@ -271,7 +312,19 @@ def plan_script(info: dict, opt_batch: int | None = None, opt_frames: int = 1, o
     build(DENOISER_MODEL, denoiser(1, 1, low, low, tokens),
           denoiser(opt_batch, min(opt_frames, frames_max), *opt_size, tokens),
           denoiser(max_batch, frames_max, max_h, max_w, tokens))
-    for key, model in info["latent_decoders"].items():
+    chunks = info.get("latent_decoder_chunks")
+    if chunks:
+        def chunk(batch: int, h: int, w: int, with_cache: bool) -> str:
+            shapes = [decoder(batch, 1, h, w)]
+            if with_cache:
+                shapes += [f"{name}:{batch}x{c}x2x{s * h}x{s * w}"
+                           for name, (c, s) in zip(cache_inputs(len(chunks["caches"])), chunks["caches"])]
+            return ",".join(shapes)
+
+        for model, with_cache in ((chunks["first"], False), (chunks["next"], True)):
+            build(model, chunk(1, 2, 2, with_cache), chunk(opt_batch, *opt_size, with_cache),
+                  chunk(max_batch, max_h, max_w, with_cache))
+    for key, model in ({} if chunks else info["latent_decoders"]).items():
         frames = axes["max_frames"] if key == ANY_FRAMES else int(key)
         first = 1 if key == ANY_FRAMES else frames
         build(model, decoder(1, first, 2, 2), decoder(opt_batch, first if key != ANY_FRAMES else 1, *opt_size),

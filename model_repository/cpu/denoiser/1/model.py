@@ -1,7 +1,8 @@
 """Triton Python-backend model: one exported vov ONNX graph run by ONNX Runtime on the CPU.
 
-The same file serves `denoiser` and every latent decoder (`vae_decoder`, `vae_decoder_fK`); the graph
-is `model.onnx` beside this file (with `model.onnx.data` where its weights are external). Triton's
+The same file serves `denoiser` and every latent decoder graph (`vae_decoder`, and a chunked
+decoder's `vae_decoder_first` and `vae_decoder_next`, whose cache outputs it returns with the pixels);
+the graph is `model.onnx` beside this file (with `model.onnx.data` where its weights are external). Triton's
 dynamic batcher hands over several requests at once; those whose inputs share a shape (apart from
 the batch axis) run as one ONNX Runtime call, and each request gets its own rows back. Rows are
 independent: in the denoiser every row carries its own caption and packed adaptation (`lora`).
@@ -57,7 +58,7 @@ class TritonPythonModel:
         graph = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.inputs = [(i.name, len(i.shape)) for i in self.session.get_inputs()]
-        self.output = config["output"][0]["name"]
+        self.outputs = [o.name for o in self.session.get_outputs()]  # the graph's, in its order
         self.channels = _int(params, "vov_latent_channels")
         self.frames = _int(params, "vov_frames")
         self.max_frames = _int(params, "vov_max_frames")
@@ -70,8 +71,8 @@ class TritonPythonModel:
 
         self._to_triton = to_triton
 
-    def to_triton(self, pb_utils, array):
-        return self._to_triton(pb_utils, self.output, array)
+    def to_triton(self, pb_utils, name, array):
+        return self._to_triton(pb_utils, name, array)
 
     def check(self, row) -> str | None:
         """Why this request's inputs are out of bounds, or None."""
@@ -137,7 +138,7 @@ class TritonPythonModel:
         for members in groups.values():
             feed = {name: np.concatenate([arrays[i][k] for i in members]) for k, (name, _) in enumerate(self.inputs)}
             try:
-                out = self.session.run(None, feed)[0]
+                outs = self.session.run(None, feed)
             except Exception as e:  # a request the graph cannot take fails alone (refused), the model stays up
                 for i in members:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"vov: onnxruntime: {e}"))
@@ -145,8 +146,9 @@ class TritonPythonModel:
             start = 0
             for i in members:
                 n = arrays[i][0].shape[0]
-                tensor = self.to_triton(pb_utils, np.ascontiguousarray(out[start: start + n]))
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[tensor])
+                tensors = [self.to_triton(pb_utils, name, np.ascontiguousarray(out[start: start + n]))
+                           for name, out in zip(self.outputs, outs)]
+                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start += n
         return responses
 

@@ -1,7 +1,8 @@
 """The exported graphs in ONNX Runtime, in this process.
 
 `OrtEngine` reads a repository that `vov export` wrote (its engine file, the denoiser and the latent
-decoders) and runs the graphs on ONNX Runtime's CPU or CUDA execution provider. Each row of a batch
+decoders) and runs the graphs on ONNX Runtime's CPU or CUDA execution provider; a chunked latent
+decoder's two graphs it loops over the clip's latent frames (vov.serving.chunks). Each row of a batch
 carries its own adaptation and caption (`run_denoiser`), as in Triton.
 """
 
@@ -15,6 +16,7 @@ import torch
 
 from vov.errors import UsageError
 from vov.limits import LimitExceeded
+from vov.serving.chunks import decode_in_chunks
 from vov.serving.contract import LoraLayout, condition_arrays, decoder_for, pad_condition, read_engine
 from vov.serving.engines.base import BaseSession
 
@@ -80,8 +82,10 @@ class OrtEngine:
         providers = providers_for(device if device is not None else getattr(backbone, "device", None))
         self._denoiser = ort_session(repo / info["denoiser"]["model"] / "1" / "model.onnx", threads, providers)
         self.decoders: dict[str, str] = dict(info["latent_decoders"])
-        self._decoders = {name: ort_session(repo / name / "1" / "model.onnx", threads, providers)
-                          for name in set(self.decoders.values())}
+        chunks = info.get("latent_decoder_chunks")
+        graphs = [chunks["first"], chunks["next"]] if chunks else set(self.decoders.values())
+        self._decoders = {name: ort_session(repo / name / "1" / "model.onnx", threads, providers) for name in graphs}
+        self.chunks = chunks
 
     # ---- the engine interface
 
@@ -115,7 +119,14 @@ class OrtEngine:
     def run_decoder(self, latents: np.ndarray) -> np.ndarray:
         model = decoder_for(self.decoders, latents.shape[2])
         self.check(latents, int(self.info["axes"]["max_frames"]))
-        return self._decoders[model].run(None, {"latents": latents})[0]
+        if self.chunks is None:
+            return self._decoders[model].run(None, {"latents": latents})[0]
+        first, later = self._decoders[self.chunks["first"]], self._decoders[self.chunks["next"]]
+
+        def runner(session):
+            return lambda feed, with_cache: session.run(None if with_cache else ["pixels"], feed)
+
+        return decode_in_chunks(runner(first), runner(later), latents, len(self.chunks["caches"]))
 
     def check(self, latents: np.ndarray, max_frames: int) -> None:
         """The bounds the served models check (model_repository), for the graphs run here."""
