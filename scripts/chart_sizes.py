@@ -21,11 +21,13 @@ Formulas (each process as vov runs it):
   plus 4 GiB for the CUDA context, Triton and its Python stubs; rounded up to 4 GiB.
 - /dev/shm: the Python backend passes each batch to the denoiser through shared memory: rows of
   (LoRA row + caption + latents in and velocity out) x max batch, twice per instance (one batch in
-  flight, one being built) x 2 instances, plus 512 MiB; rounded up to 1 GiB.
+  flight, one being built) x 2 instances; for Wan, whose `vae_decoder` model loops its two chunk
+  graphs, the causal cache in and out of one chunk call (one instance) and its four pixel frames;
+  plus 512 MiB; rounded up to 1 GiB.
 - plan build memory (trtexec, host): the ONNX weights in fp32 (4 bytes a parameter) held by the
   parser, the builder's fp16 copy and the serialized plan (2 + 2 bytes), plus 4 GiB; rounded up to 8 GiB.
-- plan volume, per replica: the staged export (fp32 graphs: the transformer and one VAE decoder
-  graph per latent-frame count) plus one key's plans (fp16), plus 20%; rounded up to 10 GiB.
+- plan volume, per replica: the staged export (fp32 graphs: the transformer and the VAE decoder's
+  graphs, Wan's two of one latent frame each) plus one key's plans (fp16), plus 20%; rounded up to 10 GiB.
 - GPU memory of the encoder (which GPU to choose): every component on the GPU (the transformer and
   the text encoder in bf16, the VAE in fp32), plus a fit's activations with gradient checkpointing
   (each layer's input kept, tokens x width x 2 bytes x layers, and one layer's forward and backward
@@ -34,7 +36,8 @@ Formulas (each process as vov runs it):
   largest served shape for each of its 2 instances (fused attention, as TensorRT builds it for
   fp16: per row, tokens x (FFN width + 4 x model width) x 2 bytes), plus the latent decoder's peak
   (one clip: its output in fp32 and the widest feature map, 4 frames x 192 channels at full size x
-  4 bytes, three times), plus 2 GiB of workspace.
+  4 bytes, three times; for Wan also the causal cache into and out of a chunk call), plus 2 GiB of
+  workspace.
 - a step and the longest decode the limits admit, on an A100 (the slower of the GPUs the chart's
   examples name): the denoiser's FLOPs per step at the largest shape (2 x parameters x tokens, plus
   4 x layers x tokens^2 x width for attention) for each row of a full batch, x steps x clips, at
@@ -76,10 +79,11 @@ class Model:
     frames: int  # the served clip (1: images)
     width_px: int
     height_px: int
-    latent_frames: tuple[int, ...]  # the latent decoders exported
+    decoder_graphs: int  # the latent decoder's graphs (Wan: the first latent frame and any later one)
     steps: int  # sampler steps of a decode at the limits
     clips: int  # clips of one decode at the limits
     workers: int  # concurrent decodes per decoder pod
+    decoder_cache_per_cell: int = 0  # bytes of the latent decoder's causal cache per latent cell (fp32)
 
     @property
     def tokens(self) -> int:
@@ -105,18 +109,23 @@ class Model:
 
 
 # Facts: parameter counts and widths from the models' configs; file sizes as the hub lists them.
+# Wan2.1's VAE keeps 32 causal caches of two frames each, 605312 bytes per latent cell in all
+# (vov.serving.graphs.chunk_caches of its real config): 3.8 GB at 832x480.
+WAN_DECODER_CACHE = 605312
 WAN_1_3B = Model("wan-1.3b", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", 1.42e9, 1536, 30, 8960, 5.68e9, 127e6, 73e6,
                  files_gb=5.68 + 22.73 + 0.508 + 0.022, text_tokens=512, text_dim=4096,
                  slot_features=8 * (1536 + 1536) + (1536 + 8960) + (8960 + 1536), max_rank=2, max_batch=2,
-                 frames=81, width_px=832, height_px=480, latent_frames=(1, 21), steps=50, clips=2, workers=4)
+                 frames=81, width_px=832, height_px=480, decoder_graphs=2, steps=50, clips=2, workers=4,
+                 decoder_cache_per_cell=WAN_DECODER_CACHE)
 WAN_14B = Model("wan-14b", "Wan-AI/Wan2.1-T2V-14B-Diffusers", 14.3e9, 5120, 40, 13824, 5.68e9, 127e6, 73e6,
                 files_gb=57.2 + 22.73 + 0.508 + 0.022, text_tokens=512, text_dim=4096,
                 slot_features=8 * (5120 + 5120) + (5120 + 13824) + (13824 + 5120), max_rank=2, max_batch=1,
-                frames=81, width_px=1280, height_px=720, latent_frames=(1, 21), steps=50, clips=1, workers=2)
+                frames=81, width_px=1280, height_px=720, decoder_graphs=2, steps=50, clips=1, workers=2,
+                decoder_cache_per_cell=WAN_DECODER_CACHE)
 QWEN_IMAGE = Model("qwen-image", "Qwen/Qwen-Image", 20.4e9, 3072, 60, 12288, 8.29e9, 127e6, 73e6,
                    files_gb=40.9 + 16.6 + 0.254 + 0.012, text_tokens=1024, text_dim=3584,
                    slot_features=8 * (3072 + 3072) + (3072 + 12288) + (12288 + 3072), max_rank=4, max_batch=4,
-                   frames=1, width_px=1328, height_px=1328, latent_frames=(1,), steps=50, clips=1, workers=8)
+                   frames=1, width_px=1328, height_px=1328, decoder_graphs=1, steps=50, clips=1, workers=8)
 MODELS = (WAN_1_3B, WAN_14B, QWEN_IMAGE)
 
 
@@ -130,13 +139,19 @@ def max_frames(m: Model) -> int:
     return m.frames + (m.clips - 1) * (m.frames - 1) if m.frames > 1 else 1
 
 
+def decoder_cache_bytes(m: Model) -> int:
+    """The causal cache a chunked latent decoder passes from one latent frame to the next."""
+    return m.decoder_cache_per_cell * (m.height_px // 8) * (m.width_px // 8)
+
+
 def shm_gib(m: Model) -> int:
     per_row = m.lora_row_bytes + 4 * m.text_tokens * m.text_dim + 2 * m.latent_bytes
-    return up(per_row * m.max_batch * 2 * 2 + 512 * (1 << 20), 1)
+    chunk = 2 * decoder_cache_bytes(m) + 4 * 3 * m.width_px * m.height_px * 4 if m.decoder_cache_per_cell else 0
+    return up(per_row * m.max_batch * 2 * 2 + chunk + 512 * (1 << 20), 1)
 
 
 def plan_bytes(m: Model) -> float:
-    return 2 * m.transformer_params + 4 * m.vae_decoder_params * len(m.latent_frames)
+    return 2 * m.transformer_params + 4 * m.vae_decoder_params * m.decoder_graphs
 
 
 def sizes(m: Model) -> dict[str, int]:
@@ -148,9 +163,9 @@ def sizes(m: Model) -> dict[str, int]:
     sessions = m.bytes_per_sequence * 32 * 2
     triton = plan_bytes(m) + sessions + shm_gib(m) * GIB + 4 * GIB
     build = 8 * m.transformer_params + 4 * GIB
-    staged = 4 * m.transformer_params + 4 * m.vae_decoder_params * len(m.latent_frames)
+    staged = 4 * m.transformer_params + 4 * m.vae_decoder_params * m.decoder_graphs
     activations = 2 * m.max_batch * m.tokens * (m.ffn + 4 * m.width) * 2
-    vae_peak = m.clip_pixel_bytes + 3 * 4 * 192 * m.width_px * m.height_px * 4
+    vae_peak = m.clip_pixel_bytes + 3 * 4 * 192 * m.width_px * m.height_px * 4 + 2 * decoder_cache_bytes(m)
     gpu = plan_bytes(m) + activations + vae_peak + 2 * GIB
     fit = m.tokens * m.width * 2 * m.layers + m.tokens * (m.ffn + 4 * m.width) * 2 * 3
     encoder_gpu = 2 * m.transformer_params + 2 * m.text_encoder_params + 4 * m.vae_params + fit + 2 * GIB
