@@ -444,3 +444,32 @@ def test_a_file_searched_per_tile_replays_the_encoders_search(tiny_backbone, smo
     f.segments[0].search = bytes(scaling.index_bytes(4 * 9, 4))
     with pytest.raises(BitstreamError, match="tiles"):
         codec.decompress(bitstream.dump(f), backbone=tiny_backbone)
+
+
+def test_a_clip_file_with_the_search_left_open_gets_one_grid_and_decodes(tiny_backbone):
+    """Best-of-N with N and T left open on a two-clip video (K given, to keep the test short): the
+    plan chooses one search for the clips, every clip carries its indices within the file's rate,
+    and the decoder replays them."""
+    import dataclasses
+
+    from vov.media.clip import Clip
+    from vov.method.scaling import SEARCH_CANDIDATES, SEARCH_TILES
+    from vov.options import ScalingOptions
+
+    t = np.linspace(0, 1, 18, dtype=np.float32)[:, None, None, None]
+    ramp = np.linspace(0, 1, 48, dtype=np.float32)[None, None, :, None]
+    frames = np.clip(np.broadcast_to(0.3 + 0.4 * ramp * (1 - t) + 0.2 * t, (18, 32, 48, 3)), 0, 1).astype(np.float32)
+    options = dataclasses.replace(fast_options(target_bpp=2.0, steps=4), scaling=ScalingOptions(steps=5))
+    report = codec.compress(Clip(frames), options, backbone=tiny_backbone)
+    f = bitstream.load(report.data)
+    assert len(f.segments) == 2 and 1 << f.search_bits == SEARCH_CANDIDATES and f.sampler == 1
+    assert f.sampler_steps == 5 and f.search_tile in SEARCH_TILES
+    assert all(len(s.search) == scaling_bytes(f) for s in f.segments) and report.bpp <= 2.0
+    decoded = codec.decompress(report.data, backbone=tiny_backbone).frames
+    assert decoded.shape == frames.shape and np.isfinite(decoded).all()
+
+
+def scaling_bytes(f) -> int:
+    from vov.method.scaling import index_bytes
+
+    return index_bytes(f.sde_steps * max(1, f.tile_rows * f.tile_cols), 1 << f.search_bits)
