@@ -1,9 +1,10 @@
 """Best-of-N files against plain files of the same total size, through the codec, on the held-out photos.
 
     python bench/scaling_table.py [--crop 256] [--bpp 0.25] [--steps 400] [--workers 2] \
-        [--settings K:N[:T]|chosen,...] [--out bench/results/scaling_table.json] [--resume] [--markdown]
+        [--clip F] [--settings K:N[:T]|chosen,...] [--out bench/results/scaling_table.json] [--resume] [--markdown]
 
-For each of the eight held-out photos (a centred crop of --crop pixels a side, embedded backbone):
+For each of the eight held-out photos (a centred crop of --crop pixels a side, or with --clip F an
+F-frame 256x192 pan across it; embedded backbone):
 
 - a plain file at --bpp (`vov.codec.compress`, 50 Euler steps to decode);
 - for K in {50, 250, 1000} and N in {16, 256, 1024} (or the --settings given: K steps, N candidates and,
@@ -52,6 +53,24 @@ def crops(side: int) -> list[tuple[str, "object"]]:
     return out
 
 
+def pans(frames: int, size: tuple[int, int] = (256, 192)) -> list[tuple[str, "object"]]:
+    """A `frames`-frame pan across each held-out photo (bench/camera_clips.py's scene, 2 views a side)."""
+    from camera_clips import scene
+
+    from vov.media.camera import camera_move
+    from vov.train import data
+
+    return [(photo.name, camera_move(scene(data.kodak_like(data.load_rgb(photo)), size, 2.0), frames, "pan", size=size,
+                                     fps=(25, 1))) for photo in data.held_out_photos()]
+
+
+def frame_means(metric, reference, decoded) -> float:
+    """A picture metric of an image, or its mean over a clip's frames."""
+    if reference.ndim == 3:
+        return metric(reference, decoded)
+    return sum(metric(a, b) for a, b in zip(reference, decoded)) / len(reference)
+
+
 def run_photo(args: tuple[str, int, float, int, list[tuple[int, ...]]]) -> dict:
     import torch
 
@@ -61,20 +80,22 @@ def run_photo(args: tuple[str, int, float, int, list[tuple[int, ...]]]) -> dict:
     from vov.bench.metrics import ms_ssim, psnr
     from vov.options import EncodeOptions, ScalingOptions
 
-    name, side, bpp, steps, settings = args
+    name, side, bpp, steps, settings, clip_frames = args
     torch.set_num_threads(1)
-    picture = dict(crops(side))[name]
+    media = dict(pans(clip_frames) if clip_frames else crops(side))[name]
+    reference = media.frames if clip_frames else media.pixels
     backbone = codec.get_backbone("embedded")
 
     def measure(options) -> dict:
         start = time.perf_counter()
-        report = codec.compress(picture, options, backbone=backbone)
+        report = codec.compress(media, options, backbone=backbone)
         encode = time.perf_counter() - start
         start = time.perf_counter()
-        decoded = codec.decompress(report.data, backbone=backbone).pixels
+        decoded = codec.decompress(report.data, backbone=backbone)
+        decoded = decoded.frames if clip_frames else decoded.pixels
         decode = time.perf_counter() - start
         return {"bpp": report.bpp, "bytes": len(report.data), "index_bits": report.index_bits,
-                "psnr": psnr(picture.pixels, decoded), "ms_ssim": ms_ssim(picture.pixels, decoded),
+                "psnr": frame_means(psnr, reference, decoded), "ms_ssim": frame_means(ms_ssim, reference, decoded),
                 "encode_seconds": encode, "decode_seconds": decode, "data": report.data}
 
     base = EncodeOptions(target_bpp=bpp, steps=steps)
@@ -143,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bpp", type=float, default=0.25)
     parser.add_argument("--steps", type=int, default=400, help="fitting steps of every file")
     parser.add_argument("--photos", type=int, default=8)
+    parser.add_argument("--clip", type=int, default=0, metavar="F",
+                        help="code an F-frame 256x192 pan across each photo instead of a crop (PSNR and MS-SSIM: "
+                             "means over the frames)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--settings", default=",".join(f"{k}:{n}" for k in KS for n in NS),
                         help="K:N, K:N:T or chosen, comma-separated")
@@ -160,12 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         settings = [(0,)]
     if any(len(s) not in (0, 2, 3) for s in settings):
         parser.error("--settings takes K:N, K:N:T or chosen items")
-    names = [name for name, _ in crops(args.crop)][: args.photos]
+    from vov.train import data
+
+    names = [photo.name for photo in data.held_out_photos()][: args.photos]
     photos, started, before = [], time.perf_counter(), 0.0
     if args.resume and os.path.exists(args.out):
         with open(args.out) as f:
             done = json.load(f)
-        same = (done["crop"], done["target_bpp"], done["fit_steps"]) == (args.crop, args.bpp, args.steps)
+        same = ((done["crop"], done["target_bpp"], done["fit_steps"], done.get("clip_frames", 0))
+                == (args.crop, args.bpp, args.steps, args.clip))
         asked = sorted("chosen" if not s else f"K={s[0]} N={s[1]}" + (f" T={s[2]}" if len(s) > 2 and s[2] else "")
                        for s in settings)
         if not same or any(sorted(setting_of(r) for r in p["rows"]) != asked for p in done["photos"]):
@@ -173,12 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         photos, before = [p for p in done["photos"] if p["photo"] in names], done["seconds"]
         names = [name for name in names if name not in {p["photo"] for p in photos}]
     with ProcessPoolExecutor(args.workers) as pool:
-        jobs = [pool.submit(run_photo, (name, args.crop, args.bpp, args.steps, settings)) for name in names]
+        jobs = [pool.submit(run_photo, (name, args.crop, args.bpp, args.steps, settings, args.clip)) for name in names]
         for job in as_completed(jobs):
             photos.append(job.result())
             command = " ".join(a for a in argv or sys.argv[1:] if a != "--resume")
             result = {"command": f"python bench/scaling_table.py {command}",
-                      "crop": args.crop, "target_bpp": args.bpp, "fit_steps": args.steps,
+                      "crop": args.crop, "clip_frames": args.clip, "target_bpp": args.bpp, "fit_steps": args.steps,
                       "seconds": before + time.perf_counter() - started, "summary": summarise(photos), "photos": photos}
             with open(args.out + ".tmp", "w") as f:
                 json.dump(result, f, indent=1)
