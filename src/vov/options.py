@@ -103,8 +103,8 @@ class ScalingOptions:
         """Refuse options out of range with one line naming the flag: the search's own checks
         (`ScalingConfig`, on the values given), then the bounds only a request has (at least two
         steps, a cap on g, the fit's share)."""
-        given = replace(self, candidates=self.candidates or SEARCH_CANDIDATES,
-                                    steps=self.steps or MAX_SEARCH_STEPS, tile=self.tile or 0)
+        given = replace(self, candidates=self.candidates or SEARCH_CANDIDATES, steps=self.steps or MAX_SEARCH_STEPS,
+                        tile=self.tile or 0)
         try:
             given.config()
         except ValueError as e:
