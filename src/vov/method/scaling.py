@@ -178,17 +178,17 @@ class ScalingConfig:
                    shift=fields["shift"], tile=fields.get("search_tile", 0))
 
 
-
 # ---- the search a file gets when its caller leaves N, K or T open --------------------------------
 #
-# Measured through the codec against plain files of the same total size (bench/scaling_table.py,
-# docs/best-of-n.md "Defaults"): on the first embedded generation, indices bought far more than
-# vector bits did until they took about half of a file (256x256 crops at 0.25 bpp, one index a
-# step: +3.6 dB at 12% of the file, +5.9 dB at 49%, no more at 61%); at 768x512, tiles of 8 latent
-# cells beat tiles of 16, and 4 candidates a tile did as well as 16 at equal index bits, for the
-# cheapest search. So: N = 4, tiles of 8, and as many searched steps as half the file pays for,
-# between 25 (the coarsest grid measured) and 250 (a decode is one model call a step); where 25 steps
-# of tiles of 8 cost more than half the file, the smallest larger tile that leaves 25 steps.
+# Measured through the codec against plain files of the same total size (bench/scaling_table.py;
+# docs/best-of-n.md, "Chosen for the image and the rate"): on the first embedded generation,
+# indices bought far more than vector bits did until they took about half of a file (256x256 crops
+# at 0.25 bpp, one index a step: +3.6 dB at 12% of the file, +5.9 dB at 49%, no more at 61%); at
+# 768x512, tiles of 8 latent cells beat tiles of 16, and 4 candidates a tile did as well as 16 at
+# equal index bits, for the cheapest search. So: N = 4, tiles of 8, and as many searched steps as
+# half the file pays for, between 25 (the coarsest grid measured) and 250 (a decode is one model
+# call a step); where 25 steps of tiles of 8 cost more than half the file, the smallest larger tile
+# that leaves 25 steps.
 SEARCH_SHARE = 0.5  # of the file's bits, for the indices
 SEARCH_CANDIDATES = 4
 SEARCH_TILES = (8, 16, 32, 64, 128, 0)  # tile sides tried in turn; 0: one index a step for the whole latent
