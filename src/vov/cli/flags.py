@@ -10,34 +10,30 @@ import sys
 from vov import limits
 
 
-def positive(kind):
-    """An argparse type: a positive finite number of `kind` (int or float)."""
+def _number(kind, zero: bool):
+    """An argparse type: a finite number of `kind` above zero (or also zero, with `zero`)."""
+    wanted = "zero or a positive finite number" if zero else "a positive finite number"
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text}")
+        if not (value >= 0 if zero else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text}")
         return value
 
     return parse
+
+
+def positive(kind):
+    """An argparse type: a positive finite number of `kind` (int or float)."""
+    return _number(kind, zero=False)
 
 
 def non_negative(kind):
     """An argparse type: zero or a positive finite number of `kind` (int or float)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value >= 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be zero or a positive finite number, not {text}")
-        return value
-
-    return parse
+    return _number(kind, zero=True)
 
 
 def add_backbone(p: argparse.ArgumentParser, *, name: bool, device_help: str = "cpu, cuda or cuda:N (default: the "
